@@ -1,0 +1,2 @@
+//! `producer`: the operator CLI.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Azure Resource Manager provider (placeholder until the ARM client lands).

@@ -1,0 +1,1 @@
+//! Journal conformance suite (placeholder).

@@ -1,0 +1,1 @@
+//! Kubernetes provider (placeholder until the Kubernetes provider lands).

@@ -1,0 +1,2 @@
+//! `worker` binary.
+fn main() {}
