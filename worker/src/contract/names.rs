@@ -1,0 +1,308 @@
+//! Deterministic resource names derived from a tenant id, within each resource's limits.
+//!
+//! Every name a step uses comes from here, so that a retry, a crash-restart or a second worker
+//! computes exactly the same names (idempotency), and so that nothing but a validated tenant id
+//! reaches an ARM path, a Kubernetes object or an ABAC condition. Where a limit forces hashing
+//! (AKS Linux pool names: 1-12 characters), two tenants could in principle meet on one name;
+//! [`TenantNames::claims`] lists the names to register in the journal, which refuses a name
+//! already owned by another tenant instead of letting two tenants share a resource.
+
+use uuid::Uuid;
+
+use crate::journal::NameClaim;
+
+/// The built-in "Storage Blob Data Contributor" role definition.
+pub const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
+/// Service account every tenant's workload runs as, inside the tenant's namespace.
+pub const SERVICE_ACCOUNT: &str = "tenant-workload";
+/// The token audience Entra expects for workload identity federation.
+pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} name {value:?} is not valid: {reason}")]
+pub struct NameError {
+    pub kind: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// All names of one tenant's resources.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TenantNames {
+    pub tenant_id: String,
+    /// DNS-1123 label: `tenant-<id>`.
+    pub namespace: String,
+    pub service_account: String,
+    /// AKS Linux pool: 1-12 lowercase alphanumerics starting with a letter.
+    pub node_pool: String,
+    /// User-assigned identity: `id-tenant-<id>`.
+    pub identity: String,
+    pub federated_credential: String,
+    /// Blob container: `tenant-<id>` (3-63, lowercase alphanumerics and single hyphens).
+    pub blob_container: String,
+}
+
+impl TenantNames {
+    pub fn derive(tenant_id: &str) -> Result<Self, NameError> {
+        validate_tenant_id(tenant_id)?;
+        let names = Self {
+            tenant_id: tenant_id.to_string(),
+            namespace: format!("tenant-{tenant_id}"),
+            service_account: SERVICE_ACCOUNT.to_string(),
+            node_pool: node_pool_name(tenant_id),
+            identity: format!("id-tenant-{tenant_id}"),
+            federated_credential: format!("fic-tenant-{tenant_id}"),
+            blob_container: format!("tenant-{tenant_id}"),
+        };
+        // Defence in depth: each derived name must meet its own resource's rules.
+        validate_dns_label("namespace", &names.namespace)?;
+        validate_node_pool(&names.node_pool)?;
+        validate_container(&names.blob_container)?;
+        Ok(names)
+    }
+
+    /// `system:serviceaccount:<ns>:<sa>`, the subject of the federated credential.
+    pub fn federated_subject(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    /// Names that must belong to this tenant alone, per target.
+    pub fn claims(&self, target: &str) -> Vec<NameClaim> {
+        [
+            ("node_pool", &self.node_pool),
+            ("namespace", &self.namespace),
+            ("identity", &self.identity),
+            ("blob_container", &self.blob_container),
+        ]
+        .into_iter()
+        .map(|(kind, name)| NameClaim {
+            kind: format!("{target}/{kind}"),
+            name: name.clone(),
+        })
+        .collect()
+    }
+}
+
+/// Tenant ids: 3-40 lowercase ASCII alphanumerics and single hyphens, starting and ending with
+/// an alphanumeric (so every derived name is a DNS-1123 label and a valid container name).
+pub fn validate_tenant_id(id: &str) -> Result<(), NameError> {
+    let err = |reason| NameError {
+        kind: "tenant id",
+        value: id.chars().take(80).collect(),
+        reason,
+    };
+    if !(3..=40).contains(&id.len()) {
+        return Err(err("must be 3 to 40 characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(
+            "may contain only lowercase ASCII letters, digits and hyphens",
+        ));
+    }
+    if id.starts_with('-') || id.ends_with('-') {
+        return Err(err("must start and end with a letter or digit"));
+    }
+    if id.contains("--") {
+        return Err(err("must not contain consecutive hyphens"));
+    }
+    Ok(())
+}
+
+fn validate_dns_label(kind: &'static str, v: &str) -> Result<(), NameError> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            kind,
+            value: v.into(),
+            reason: "must be a DNS-1123 label",
+        })
+    }
+}
+
+fn validate_node_pool(v: &str) -> Result<(), NameError> {
+    let ok = (1..=12).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            kind: "node pool",
+            value: v.into(),
+            reason: "must be 1-12 lowercase alphanumerics starting with a letter",
+        })
+    }
+}
+
+/// Blob container names: 3-63 characters, lowercase letters, digits and single hyphens,
+/// starting and ending with a letter or digit.
+pub fn validate_container(v: &str) -> Result<(), NameError> {
+    let ok = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+        && !v.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            kind: "blob container",
+            value: v.chars().take(80).collect(),
+            reason: "must be 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit",
+        })
+    }
+}
+
+/// `t` + up to four alphanumerics of the tenant id + seven base-36 characters of a hash of the
+/// whole id. Always hashed, so that a short id and a long id can never produce the same name by
+/// one being spelt out and the other hashed.
+fn node_pool_name(tenant_id: &str) -> String {
+    let prefix: String = tenant_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(4)
+        .collect();
+    let hash = Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:tenant-onboarding:node-pool:{tenant_id}").as_bytes(),
+    );
+    let mut n = hash.as_u128();
+    let mut suffix = String::with_capacity(7);
+    for _ in 0..7 {
+        let d = (n % 36) as u32;
+        n /= 36;
+        suffix.push(char::from_digit(d, 36).unwrap_or('0'));
+    }
+    format!("t{prefix}{suffix}")
+}
+
+/// Role assignment name: UUID v5 of (scope, principal id, role definition id). ARM ids are
+/// case-insensitive, so the scope is lowercased first.
+pub fn role_assignment_name(scope: &str, principal_id: &str, role_definition_id: &str) -> String {
+    let key = format!(
+        "urn:tenant-onboarding:role-assignment:{}|{}|{}",
+        scope.to_ascii_lowercase(),
+        principal_id.to_ascii_lowercase(),
+        role_definition_id.to_ascii_lowercase()
+    );
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, key.as_bytes()).to_string()
+}
+
+/// The ABAC condition (version 2.0) that narrows Storage Blob Data Contributor to one container:
+/// blob actions are allowed only when the container name equals `container`. The name is
+/// re-validated here, so quotes, brackets or operators can never reach the condition string.
+pub fn blob_container_condition(container: &str) -> Result<String, NameError> {
+    validate_container(container)?;
+    const ACTIONS: [&str; 5] = [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
+    ];
+    let not_actions = ACTIONS
+        .iter()
+        .map(|a| format!("!(ActionMatches{{'{a}'}})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    Ok(format!(
+        "(({not_actions}) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringEquals '{container}'))"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_deterministic_and_within_limits() {
+        let a = TenantNames::derive("acme-corp").expect("valid");
+        assert_eq!(a, TenantNames::derive("acme-corp").expect("valid"));
+        assert_eq!(a.namespace, "tenant-acme-corp");
+        assert_eq!(a.blob_container, "tenant-acme-corp");
+        assert!(a.node_pool.len() <= 12 && a.node_pool.starts_with("tacme"));
+        assert_eq!(
+            a.federated_subject(),
+            "system:serviceaccount:tenant-acme-corp:tenant-workload"
+        );
+    }
+
+    #[test]
+    fn the_longest_tenant_id_still_gives_valid_names() {
+        let id = "a".repeat(40);
+        let n = TenantNames::derive(&id).expect("valid");
+        assert!(n.namespace.len() <= 63);
+        assert!(n.node_pool.len() <= 12);
+    }
+
+    #[test]
+    fn tenants_that_share_a_prefix_get_different_node_pools() {
+        let a = TenantNames::derive("acme-one").expect("valid").node_pool;
+        let b = TenantNames::derive("acme-two").expect("valid").node_pool;
+        assert_ne!(a, b);
+        let pools: std::collections::HashSet<_> = (0..20_000)
+            .map(|i| node_pool_name(&format!("tenant-{i}")))
+            .collect();
+        assert_eq!(pools.len(), 20_000, "hash suffix collided within 20k ids");
+    }
+
+    #[test]
+    fn hostile_tenant_ids_are_refused() {
+        for bad in [
+            "",
+            "ab",
+            "-abc",
+            "abc-",
+            "a--b",
+            "ABC",
+            "a_b",
+            "a.b",
+            "a/b",
+            "a'b",
+            "ä-corp",
+            "abc\n",
+            "tenant\u{200b}x",
+            &"a".repeat(41),
+        ] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn role_assignment_names_are_uuid_v5_of_scope_principal_and_role() {
+        let a = role_assignment_name("/S/x", "p", "r");
+        assert_eq!(a, role_assignment_name("/s/X", "P", "r"));
+        assert_ne!(a, role_assignment_name("/s/x", "q", "r"));
+        let parsed = Uuid::parse_str(&a).expect("uuid");
+        assert_eq!(parsed.get_version_num(), 5);
+    }
+
+    #[test]
+    fn the_abac_condition_names_only_the_tenant_container() {
+        let c = blob_container_condition("tenant-acme").expect("valid");
+        assert!(c.ends_with("StringEquals 'tenant-acme'))"), "{c}");
+        assert_eq!(c.matches('\'').count(), 12);
+    }
+
+    #[test]
+    fn a_hostile_container_name_cannot_produce_a_condition() {
+        for bad in ["x' OR 1==1", "a]", "UPPER", "ab", "a--b", &"a".repeat(64)] {
+            assert!(blob_container_condition(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Turning untrusted message bytes into a [`Command`], or into a [`Rejection`] that names every
+//! bad field at once with its JSON path.
+//!
+//! Order: size, JSON syntax, schema version, kind, then the JSON Schema generated from the types
+//! (all errors collected), then checks a schema cannot express (configured targets, count vs.
+//! autoscale range, workload template present). Nothing here panics on input.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::commands::{Command, OffboardTenant, OnboardTenant, SCHEMA_VERSION};
+use super::names;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldError {
+    /// JSON pointer to the field (`/nodePool/count`); empty for the whole message.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: clip(&message.into(), 300),
+        }
+    }
+}
+
+/// Why a message was refused; the code is the dead-letter reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    MessageTooLarge,
+    MalformedJson,
+    UnsupportedSchemaVersion,
+    UnknownCommandKind,
+    SchemaViolation,
+    UnknownTarget,
+    NameCollision,
+    TargetMismatch,
+}
+
+impl RejectReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::MessageTooLarge => "MessageTooLarge",
+            RejectReason::MalformedJson => "MalformedJson",
+            RejectReason::UnsupportedSchemaVersion => "UnsupportedSchemaVersion",
+            RejectReason::UnknownCommandKind => "UnknownCommandKind",
+            RejectReason::SchemaViolation => "SchemaViolation",
+            RejectReason::UnknownTarget => "UnknownTarget",
+            RejectReason::NameCollision => "NameCollision",
+            RejectReason::TargetMismatch => "TargetMismatch",
+        }
+    }
+}
+
+/// A refused message, with everything wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}", reason.code(), describe(errors))]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub errors: Vec<FieldError>,
+    /// Best-effort ids from the message, for the `request.rejected` event.
+    pub request_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(reason: RejectReason, errors: Vec<FieldError>) -> Self {
+        Self {
+            reason,
+            errors,
+            request_id: None,
+            tenant_id: None,
+        }
+    }
+    /// The dead-letter description: every error, `path: message`, one per line, bounded.
+    pub fn description(&self) -> String {
+        clip(&describe(&self.errors), 4000)
+    }
+}
+
+fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            if e.path.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.path, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+/// What the validator needs to know about the worker's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationContext {
+    pub max_message_bytes: usize,
+    pub targets: BTreeSet<String>,
+    pub workload_template: bool,
+}
+
+const MAX_ERRORS: usize = 50;
+
+struct Schemas {
+    onboard: jsonschema::Validator,
+    offboard: jsonschema::Validator,
+}
+
+fn schemas() -> Result<&'static Schemas, String> {
+    static SCHEMAS: OnceLock<Result<Schemas, String>> = OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            let compile = |schema: Value| {
+                jsonschema::validator_for(&schema).map_err(|e| format!("command schema: {e}"))
+            };
+            Ok(Schemas {
+                onboard: compile(super::schema::onboard_schema())?,
+                offboard: compile(super::schema::offboard_schema())?,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Parse and validate a command message body.
+pub fn parse_command(body: &[u8], cx: &ValidationContext) -> Result<Command, Rejection> {
+    if cx.max_message_bytes > 0 && body.len() > cx.max_message_bytes {
+        return Err(Rejection::new(
+            RejectReason::MessageTooLarge,
+            vec![FieldError::new(
+                "",
+                format!(
+                    "the message body is {} bytes; the limit is {} bytes",
+                    body.len(),
+                    cx.max_message_bytes
+                ),
+            )],
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Rejection::new(
+            RejectReason::MalformedJson,
+            vec![FieldError::new(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            )],
+        )
+    })?;
+    let ids = |mut r: Rejection| {
+        r.request_id = short_string(&value, "requestId");
+        r.tenant_id = short_string(&value, "tenantId");
+        r
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(ids(Rejection::new(
+            RejectReason::SchemaViolation,
+            vec![FieldError::new("", "the body must be a JSON object")],
+        )));
+    };
+    if let Some(v) = obj.get("schemaVersion")
+        && v.as_str() != Some(SCHEMA_VERSION)
+    {
+        return Err(ids(Rejection::new(
+            RejectReason::UnsupportedSchemaVersion,
+            vec![FieldError::new(
+                "/schemaVersion",
+                format!(
+                    "schema version {} is not supported; this worker understands \"{SCHEMA_VERSION}\"",
+                    clip(&v.to_string(), 40)
+                ),
+            )],
+        )));
+    }
+    let kind = obj.get("kind").and_then(Value::as_str);
+    let schemas = schemas().map_err(|e| {
+        ids(Rejection::new(
+            RejectReason::SchemaViolation,
+            vec![FieldError::new("", e)],
+        ))
+    })?;
+    let validator = match kind {
+        Some("OnboardTenant") => &schemas.onboard,
+        Some("OffboardTenant") => &schemas.offboard,
+        other => {
+            let message = match other {
+                None if obj.contains_key("kind") => "kind must be a string".to_string(),
+                None => "kind is required: OnboardTenant or OffboardTenant".to_string(),
+                Some(k) => format!(
+                    "unknown command kind {:?}; expected OnboardTenant or OffboardTenant",
+                    clip(k, 40)
+                ),
+            };
+            return Err(ids(Rejection::new(
+                RejectReason::UnknownCommandKind,
+                vec![FieldError::new("/kind", message)],
+            )));
+        }
+    };
+    let errors: Vec<FieldError> = validator
+        .iter_errors(&value)
+        .take(MAX_ERRORS)
+        .map(|e| FieldError::new(e.instance_path().to_string(), e.to_string()))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ids(Rejection::new(RejectReason::SchemaViolation, errors)));
+    }
+    let command = match kind {
+        Some("OnboardTenant") => {
+            serde_json::from_value::<OnboardTenant>(value.clone()).map(Command::Onboard)
+        }
+        _ => serde_json::from_value::<OffboardTenant>(value.clone()).map(Command::Offboard),
+    }
+    .map_err(|e| {
+        ids(Rejection::new(
+            RejectReason::SchemaViolation,
+            vec![FieldError::new("", e.to_string())],
+        ))
+    })?;
+    semantic_checks(&command, cx).map_err(ids)?;
+    Ok(command)
+}
+
+fn semantic_checks(command: &Command, cx: &ValidationContext) -> Result<(), Rejection> {
+    let mut errors = Vec::new();
+    let mut reason = RejectReason::SchemaViolation;
+    if let Err(e) = names::validate_tenant_id(command.tenant_id()) {
+        errors.push(FieldError::new("/tenantId", e.to_string()));
+    }
+    if let Some(target) = command.target()
+        && !cx.targets.contains(target)
+    {
+        reason = RejectReason::UnknownTarget;
+        errors.push(FieldError::new(
+            "/target",
+            format!(
+                "target {target:?} is not configured on this worker (configured: {})",
+                cx.targets.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if let Command::Onboard(c) = command {
+        let p = &c.node_pool;
+        match (p.count, p.min_count, p.max_count) {
+            (Some(_), None, None) => {}
+            (None, Some(min), Some(max)) if min <= max => {}
+            (None, Some(min), Some(max)) => errors.push(FieldError::new(
+                "/nodePool/minCount",
+                format!("minCount ({min}) must not exceed maxCount ({max})"),
+            )),
+            _ => errors.push(FieldError::new(
+                "/nodePool",
+                "give either count, or both minCount and maxCount (autoscaling), not a mix",
+            )),
+        }
+        if c.workload.is_some() && !cx.workload_template {
+            errors.push(FieldError::new(
+                "/workload",
+                "a workload was requested but this worker has no workload template configured",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection::new(reason, errors))
+    }
+}
+
+/// A string field, if short enough to be an id worth echoing back.
+fn short_string(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cx() -> ValidationContext {
+        ValidationContext {
+            max_message_bytes: 64 * 1024,
+            targets: ["default".to_string()].into_iter().collect(),
+            workload_template: true,
+        }
+    }
+
+    fn parse(v: Value) -> Result<Command, Rejection> {
+        parse_command(&serde_json::to_vec(&v).expect("json"), &cx())
+    }
+
+    fn onboard() -> Value {
+        json!({"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"acme",
+               "nodePool":{"vmSize":"Standard_D4s_v5","count":1}})
+    }
+
+    #[test]
+    fn a_valid_onboarding_parses() {
+        let c = parse(onboard()).expect("valid");
+        assert_eq!(c.tenant_id(), "acme");
+        assert_eq!(c.request_id(), "r-1");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once_with_its_path() {
+        let mut v = onboard();
+        v["tenantId"] = json!("Bad_Tenant");
+        v["nodePool"]["count"] = json!("three");
+        v["quota"] = json!({"cpu": "lots", "memory": "1Gi", "pods": 0});
+        v["colour"] = json!("blue");
+        let r = parse(v).expect_err("invalid");
+        assert_eq!(r.reason, RejectReason::SchemaViolation);
+        let paths: BTreeSet<_> = r.errors.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "/tenantId",
+            "/nodePool/count",
+            "/quota/cpu",
+            "/quota/pods",
+            "",
+        ] {
+            assert!(paths.contains(p), "missing {p:?} in {:?}", r.errors);
+        }
+        assert!(r.description().contains("colour"), "{}", r.description());
+        assert_eq!(r.request_id.as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn unknown_schema_versions_and_kinds_are_named() {
+        let mut v = onboard();
+        v["schemaVersion"] = json!("2.0");
+        assert_eq!(
+            parse(v).expect_err("x").reason,
+            RejectReason::UnsupportedSchemaVersion
+        );
+        let mut v = onboard();
+        v["kind"] = json!("DeleteEverything");
+        assert_eq!(
+            parse(v).expect_err("x").reason,
+            RejectReason::UnknownCommandKind
+        );
+    }
+
+    #[test]
+    fn a_target_that_is_not_configured_is_refused() {
+        let mut v = onboard();
+        v["target"] = json!("someone-elses-subscription");
+        let r = parse(v).expect_err("x");
+        assert_eq!(r.reason, RejectReason::UnknownTarget);
+        assert_eq!(r.errors[0].path, "/target");
+    }
+
+    #[test]
+    fn oversize_and_malformed_bodies_are_refused_without_parsing() {
+        let big = vec![b' '; 70 * 1024];
+        assert_eq!(
+            parse_command(&big, &cx()).expect_err("x").reason,
+            RejectReason::MessageTooLarge
+        );
+        for bad in [
+            &b"{"[..],
+            b"\xff\xfe",
+            b"null",
+            b"[1]",
+            b"{\"a\":\"\\ud800\"}",
+        ] {
+            assert!(parse_command(bad, &cx()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn count_and_autoscale_range_are_exclusive() {
+        let mut v = onboard();
+        v["nodePool"]["minCount"] = json!(1);
+        assert!(parse(v).is_err());
+        let mut v = onboard();
+        v["nodePool"] = json!({"vmSize":"Standard_D4s_v5","minCount":5,"maxCount":2});
+        let r = parse(v).expect_err("x");
+        assert_eq!(r.errors[0].path, "/nodePool/minCount");
+    }
+
+    #[test]
+    fn huge_field_values_are_clipped_in_error_messages() {
+        let mut v = onboard();
+        v["tenantId"] = json!("a".repeat(100_000));
+        let r = parse_command(
+            &serde_json::to_vec(&v).expect("json"),
+            &ValidationContext {
+                max_message_bytes: 0,
+                ..cx()
+            },
+        )
+        .expect_err("x");
+        assert!(r.description().len() < 5_000);
+        assert!(r.tenant_id.is_none());
+    }
+}
