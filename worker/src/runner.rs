@@ -1,1 +1,379 @@
-//! runner (in progress).
+//! The message loop: receive with a concurrency limit, validate, let the engine advance the
+//! saga, then settle each message in the order that makes crashes safe (send the continuation
+//! and publish outcome events *before* completing; dead-letter invalid input at once).
+//!
+//! Shutdown (SIGTERM/Ctrl-C in the binary) stops receiving, lets in-flight work finish within a
+//! grace period, then abandons what is left, except sagas that are compensating, which are
+//! allowed to reach the end of their step calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::context::Context;
+use crate::contract::parse_command;
+use crate::contract::validate::{FieldError, RejectReason, Rejection, ValidationContext};
+use crate::error::Classify;
+use crate::saga::engine::{
+    CONTINUATION_PROPERTY, Engine, Incoming, TRACEPARENT_PROPERTY, WorkFlags, event_message,
+    rejected_event,
+};
+use crate::transport::{Delivery, LockToken};
+
+/// Messages being worked on: how to abort each task, its lock, and whether it compensates.
+type InFlight =
+    Arc<Mutex<HashMap<tokio::task::Id, (tokio::task::AbortHandle, LockToken, WorkFlags)>>>;
+
+/// How a message was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Completed(String),
+    DeadLettered { reason: String, description: String },
+    Abandoned(String),
+}
+
+/// Counters of what the loop did, for logs, `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    pub received: AtomicU64,
+    pub completed: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub abandoned: AtomicU64,
+}
+
+impl RunStats {
+    pub fn snapshot(&self) -> [u64; 4] {
+        [
+            self.received.load(Ordering::Relaxed),
+            self.completed.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+            self.abandoned.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    validation: ValidationContext,
+    stats: RunStats,
+}
+
+impl Runner {
+    pub fn new(cx: Context) -> Self {
+        let validation = ValidationContext {
+            max_message_bytes: cx.config.worker.max_message_bytes,
+            targets: cx.config.targets.keys().cloned().collect(),
+            workload_template: cx.config.workload.is_some(),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                engine: Engine::new(cx),
+                validation,
+                stats: RunStats::default(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &RunStats {
+        &self.inner.stats
+    }
+
+    fn cx(&self) -> &Context {
+        self.inner.engine.context()
+    }
+
+    /// Receive and process messages until `shutdown` turns true (or, with
+    /// `worker.exit_when_idle_ms`, until the queue has been empty that long).
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let settings = self.cx().config.worker.clone();
+        let semaphore = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let in_flight: InFlight = Arc::default();
+        let wait = Duration::from_millis(settings.receive_wait_ms.max(10));
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        tracing::info!(worker.id = %self.cx().worker_id, concurrency = settings.concurrency, "worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                p = semaphore.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => break,
+            };
+            let received = tokio::select! {
+                r = self.cx().queue.receive(wait) => r,
+                _ = shutdown.changed() => break,
+            };
+            match received {
+                Ok(Some(delivery)) => {
+                    idle_since = None;
+                    let runner = self.clone();
+                    let flags = WorkFlags::default();
+                    let lock = delivery.lock.clone();
+                    let registry = in_flight.clone();
+                    let task_flags = flags.clone();
+                    let handle = tasks.spawn(async move {
+                        runner.process(delivery, task_flags).await;
+                        drop(permit);
+                        registry.lock().await.remove(&tokio::task::id());
+                    });
+                    in_flight
+                        .lock()
+                        .await
+                        .insert(handle.id(), (handle, lock, flags));
+                }
+                Ok(None) => {
+                    drop(permit);
+                    if settings.exit_when_idle_ms > 0 && tasks.is_empty() {
+                        let idle = match self.cx().queue.stats().await {
+                            Ok(s) => s.active + s.scheduled + s.locked == 0,
+                            Err(_) => false,
+                        };
+                        if !idle {
+                            idle_since = None;
+                        } else if idle_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
+                            >= Duration::from_millis(settings.exit_when_idle_ms)
+                        {
+                            tracing::info!("queue idle; exiting as configured");
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "receive failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        self.drain(
+            tasks,
+            in_flight,
+            Duration::from_millis(settings.shutdown_grace_ms),
+        )
+        .await;
+        tracing::info!(stats = ?self.stats().snapshot(), "worker stopped");
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>, in_flight: InFlight, grace: Duration) {
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            in_flight = tasks.len(),
+            grace_ms = grace.as_millis() as u64,
+            "finishing in-flight work"
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        // Grace is over: abandon what is not compensating; let compensations run to the end.
+        let registry: Vec<_> = in_flight.lock().await.values().cloned().collect();
+        let mut protected = 0;
+        for (handle, lock, flags) in registry {
+            if flags.compensating.load(Ordering::Relaxed) {
+                protected += 1;
+                continue;
+            }
+            handle.abort();
+            if let Err(e) = self.cx().queue.abandon(&lock).await {
+                tracing::warn!(error = %e, "could not abandon an in-flight message; its lock will expire");
+            }
+        }
+        if protected > 0 {
+            tracing::info!(protected, "waiting for compensating sagas");
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Process one delivery to its settlement.
+    pub async fn process(&self, delivery: Delivery, flags: WorkFlags) -> Settlement {
+        let stats = &self.inner.stats;
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let msg = &delivery.message;
+        let span = tracing::info_span!(
+            "message",
+            message.id = %msg.message_id,
+            tenant.id = tracing::field::Empty,
+            request.id = tracing::field::Empty,
+            delivery.count = msg.delivery_count,
+        );
+        let renewal = self.keep_lock(&delivery);
+        let settlement = self.settle(&delivery, flags).instrument(span.clone()).await;
+        renewal.abort();
+        match &settlement {
+            Settlement::Completed(s) => {
+                stats.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(parent: &span, outcome = %s, "message completed");
+            }
+            Settlement::DeadLettered {
+                reason,
+                description,
+            } => {
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(parent: &span, reason, description, "message dead-lettered");
+            }
+            Settlement::Abandoned(why) => {
+                stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(parent: &span, why, "message abandoned");
+            }
+        }
+        settlement
+    }
+
+    /// Renew the message lock at a third of its duration while the saga works.
+    fn keep_lock(&self, delivery: &Delivery) -> tokio::task::JoinHandle<()> {
+        let queue = self.cx().queue.clone();
+        let clock = self.cx().clock.clone();
+        let lock = delivery.lock.clone();
+        let mut until = delivery.locked_until;
+        tokio::spawn(async move {
+            loop {
+                let left = (until - clock.now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::time::sleep((left / 3).max(Duration::from_millis(50))).await;
+                match queue.renew_lock(&lock).await {
+                    Ok(next) => until = next,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lock renewal failed");
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn settle(&self, delivery: &Delivery, flags: WorkFlags) -> Settlement {
+        let cx = self.cx();
+        let msg = &delivery.message;
+        let command = match parse_command(&msg.body, &self.inner.validation).and_then(|c| {
+            match &msg.session_id {
+                Some(session) if session != c.tenant_id() => {
+                    let mut r = Rejection::new(
+                        RejectReason::SchemaViolation,
+                        vec![FieldError::new(
+                            "/tenantId",
+                            format!(
+                                "tenantId {:?} must equal the message's SessionId {session:?}, which serialises work per tenant",
+                                c.tenant_id()
+                            ),
+                        )],
+                    );
+                    r.request_id = Some(c.request_id().to_string());
+                    r.tenant_id = Some(c.tenant_id().to_string());
+                    Err(r)
+                }
+                _ => Ok(c),
+            }
+        }) {
+            Ok(c) => c,
+            Err(rejection) => return self.reject(delivery, &rejection).await,
+        };
+        let span = tracing::Span::current();
+        span.record("tenant.id", command.tenant_id());
+        span.record("request.id", command.request_id());
+        let tenant = command.tenant_id().to_string();
+
+        let incoming = Incoming {
+            message_id: msg.message_id.clone(),
+            continuation: msg
+                .application_properties
+                .contains_key(CONTINUATION_PROPERTY),
+            traceparent: msg
+                .application_properties
+                .get(TRACEPARENT_PROPERTY)
+                .cloned(),
+            command,
+        };
+        let deadline = cx.clock.now() + Duration::from_millis(cx.config.saga.message_budget_ms);
+        let handled = match self.inner.engine.handle(incoming, deadline, &flags).await {
+            Ok(h) => h,
+            Err(e) => {
+                return self
+                    .abandon(delivery, format!("{e} ({} error)", e.class()))
+                    .await;
+            }
+        };
+        if let Some(rejection) = &handled.rejection {
+            return self.reject(delivery, rejection).await;
+        }
+        // Order matters for crash safety: outcome events and the continuation go out before the
+        // message is completed; a crash in between replays them (same ids) instead of losing them.
+        for event in &handled.events {
+            if let Err(e) = cx.topic.publish(event_message(event)).await {
+                return self
+                    .abandon(delivery, format!("publishing {} failed: {e}", event.ty))
+                    .await;
+            }
+        }
+        if !handled.events.is_empty() {
+            let ids: Vec<String> = handled.events.iter().map(|e| e.id.clone()).collect();
+            if let Err(e) = self.inner.engine.confirm_published(&tenant, &ids).await {
+                return self
+                    .abandon(delivery, format!("confirming published events failed: {e}"))
+                    .await;
+            }
+        }
+        if let Some(continuation) = handled.continuation
+            && let Err(e) = cx.queue.send(continuation).await
+        {
+            return self
+                .abandon(delivery, format!("sending the continuation failed: {e}"))
+                .await;
+        }
+        match cx.queue.complete(&delivery.lock).await {
+            Ok(()) => Settlement::Completed(handled.summary),
+            Err(e) => Settlement::Abandoned(format!("complete failed: {e}")),
+        }
+    }
+
+    async fn reject(&self, delivery: &Delivery, rejection: &Rejection) -> Settlement {
+        let cx = self.cx();
+        let event = rejected_event(rejection, &delivery.message.message_id, cx.clock.now());
+        if let Err(e) = cx.topic.publish(event_message(&event)).await {
+            return self
+                .abandon(delivery, format!("publishing request.rejected failed: {e}"))
+                .await;
+        }
+        let reason = rejection.reason.code().to_string();
+        let description = rejection.description();
+        match cx
+            .queue
+            .dead_letter(&delivery.lock, &reason, &description)
+            .await
+        {
+            Ok(()) => Settlement::DeadLettered {
+                reason,
+                description,
+            },
+            Err(e) => Settlement::Abandoned(format!("dead-lettering failed: {e}")),
+        }
+    }
+
+    async fn abandon(&self, delivery: &Delivery, why: String) -> Settlement {
+        if let Err(e) = self.cx().queue.abandon(&delivery.lock).await {
+            return Settlement::Abandoned(format!(
+                "{why}; abandon failed too ({e}), the lock will expire"
+            ));
+        }
+        Settlement::Abandoned(why)
+    }
+}

@@ -1,1 +1,3 @@
 //! Kubernetes provider (placeholder until the Kubernetes provider lands).
+
+pub mod manifests;

@@ -1,0 +1,115 @@
+//! The onboarding steps, one file each, and the dependency graph between them.
+
+mod blob_container;
+mod federated_credential;
+mod guardrails;
+mod identity;
+mod namespace;
+mod node_pool;
+mod role_assignment;
+mod service_account;
+mod workload;
+
+use std::sync::Arc;
+
+use crate::config::Target;
+
+use super::record::StepName;
+use super::step::Step;
+
+/// Every step of the onboarding saga.
+pub fn all() -> Vec<Arc<dyn Step>> {
+    vec![
+        Arc::new(namespace::NamespaceStep),
+        Arc::new(node_pool::NodePoolStep),
+        Arc::new(identity::IdentityStep),
+        Arc::new(blob_container::BlobContainerStep),
+        Arc::new(federated_credential::FederatedCredentialStep),
+        Arc::new(role_assignment::RoleAssignmentStep),
+        Arc::new(service_account::ServiceAccountStep),
+        Arc::new(guardrails::GuardrailsStep),
+        Arc::new(workload::WorkloadStep),
+    ]
+}
+
+/// Steps that need `step`, i.e. must be compensated before it.
+pub fn dependents(steps: &[Arc<dyn Step>], step: StepName) -> Vec<StepName> {
+    steps
+        .iter()
+        .filter(|s| s.needs().contains(&step))
+        .map(|s| s.name())
+        .collect()
+}
+
+/// ARM resource ids, for reports and for compensations that lack journalled outputs.
+pub(crate) mod arm_ids {
+    use super::Target;
+
+    pub fn identity(t: &Target, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+            t.subscription_id, t.resource_group
+        )
+    }
+    pub fn node_pool(t: &Target, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}/agentPools/{name}",
+            t.subscription_id, t.cluster_resource_group, t.cluster_name
+        )
+    }
+    pub fn container(t: &Target, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}/blobServices/default/containers/{name}",
+            t.subscription_id, t.storage_resource_group, t.storage_account
+        )
+    }
+    pub fn role_definition(t: &Target, role: &str) -> String {
+        format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            t.subscription_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_step_graph_matches_the_design_and_has_no_cycles() {
+        let steps = all();
+        let names: BTreeSet<_> = steps.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), StepName::ALL.len());
+        let needs = |n: StepName| {
+            steps
+                .iter()
+                .find(|s| s.name() == n)
+                .map(|s| s.needs().to_vec())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            needs(StepName::RoleAssignment),
+            vec![StepName::Identity, StepName::BlobContainer]
+        );
+        assert_eq!(
+            needs(StepName::FederatedCredential),
+            vec![StepName::Identity]
+        );
+        // Kahn's algorithm: every step is reachable in topological order.
+        let mut done = BTreeSet::new();
+        while done.len() < steps.len() {
+            let ready: Vec<_> = steps
+                .iter()
+                .filter(|s| !done.contains(&s.name()) && s.needs().iter().all(|n| done.contains(n)))
+                .map(|s| s.name())
+                .collect();
+            assert!(
+                !ready.is_empty(),
+                "cycle among {:?}",
+                names.difference(&done)
+            );
+            done.extend(ready);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Step `node_pool`: the tenant's own AKS user pool, tainted and labelled for the tenant.
+//! The slowest operation of the saga (minutes): it is polled across continuations.
+
+use std::collections::BTreeMap;
+
+use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, Progress, ProviderError};
+use crate::saga::record::StepName;
+use crate::saga::step::{Step, StepInput, StepOutcome, poll_first, to_json};
+
+use super::arm_ids;
+
+#[derive(Debug)]
+pub struct NodePoolStep;
+
+fn spec(input: &StepInput) -> Result<NodePoolSpec, ProviderError> {
+    let req = &input.spec()?.node_pool;
+    let tenant = &input.names.tenant_id;
+    let scale = match (req.count, req.min_count, req.max_count) {
+        (_, Some(min), Some(max)) => NodePoolScale::Autoscale { min, max },
+        (count, _, _) => NodePoolScale::Fixed {
+            count: count.unwrap_or(1),
+        },
+    };
+    let tenant_map = BTreeMap::from([("tenant".to_string(), tenant.clone())]);
+    Ok(NodePoolSpec {
+        name: input.names.node_pool.clone(),
+        tenant_id: tenant.clone(),
+        vm_size: req.vm_size.clone(),
+        scale,
+        zones: req.zones.clone(),
+        taints: vec![format!("tenant={tenant}:NoSchedule")],
+        labels: tenant_map.clone(),
+        tags: tenant_map,
+    })
+}
+
+#[async_trait::async_trait]
+impl Step for NodePoolStep {
+    fn name(&self) -> StepName {
+        StepName::NodePool
+    }
+    fn needs(&self) -> &'static [StepName] {
+        &[]
+    }
+    fn resource(&self, input: &StepInput) -> String {
+        arm_ids::node_pool(&input.target, &input.names.node_pool)
+    }
+    async fn forward(
+        &self,
+        input: &StepInput,
+        op: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError> {
+        if let Some(waiting) = poll_first(input, op).await? {
+            return Ok(waiting);
+        }
+        match input
+            .azure
+            .ensure_node_pool(&input.target, &spec(input)?)
+            .await?
+        {
+            Progress::Done(info) => Ok(StepOutcome::Done(to_json(&info))),
+            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
+        }
+    }
+    async fn compensate(
+        &self,
+        input: &StepInput,
+        op: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError> {
+        if let Some(waiting) = poll_first(input, op).await? {
+            return Ok(waiting);
+        }
+        match input
+            .azure
+            .delete_node_pool(&input.target, &input.names.node_pool)
+            .await?
+        {
+            Progress::Done(()) => Ok(StepOutcome::Done(serde_json::Value::Null)),
+            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
+        }
+    }
+}
