@@ -1,2 +1,113 @@
-//! `producer`: the operator CLI.
-fn main() {}
+//! `producer`: the operator CLI. Sends onboarding and offboarding requests (and raw bytes, to
+//! test how the worker treats bad input), follows them to their outcome, shows a tenant's saga
+//! from the journal, and works the dead-letter queue.
+
+mod dlq;
+mod output;
+mod send;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use worker::config::Config;
+
+/// Send tenant onboarding requests and operate the onboarding worker's queue.
+///
+/// Exit codes: 0 success; 1 the request failed (with --wait) or an operation failed;
+/// 2 invalid input or configuration; 3 timed out waiting; 4 not found.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file (the same as the worker's).
+    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Machine-readable JSON output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask for a tenant to be onboarded (or updated to this spec). Prints the request id.
+    Send(send::SendArgs),
+    /// Ask for a tenant to be offboarded. Its blob container is kept unless --purge-data.
+    Offboard(send::OffboardArgs),
+    /// Show a tenant's saga from the journal: each step, its state and outputs.
+    Status {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// Inspect, replay and purge the dead-letter queue.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args)]
+struct DlqArgs {
+    #[command(subcommand)]
+    action: dlq::DlqAction,
+}
+
+/// An error with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_TIMEOUT: u8 = 3;
+pub const EXIT_NOT_FOUND: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("producer: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("producer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = output::Output { json: cli.json };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Send(args) => send::send(&config, &out, args).await,
+            Command::Offboard(args) => send::offboard(&config, &out, args).await,
+            Command::Status { tenant } => status::status(&config, &out, &tenant).await,
+            Command::Dlq(args) => dlq::run(&config, &out, args.action).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("producer: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

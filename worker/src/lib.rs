@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod azure;
+pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -1,0 +1,306 @@
+//! `send` and `offboard`: build a command (from flags or a file), validate it exactly as the
+//! worker will, put it on the queue (MessageId = request id, SessionId = tenant id), and with
+//! `--wait` follow its events to the outcome. `send --raw` puts bytes on the queue as they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use worker::clock::SystemClock;
+use worker::config::Config;
+use worker::contract::commands::{NodePoolRequest, QuotaRequest, WorkloadRequest};
+use worker::contract::events::{self, CloudEvent, EventData};
+use worker::contract::validate::ValidationContext;
+use worker::contract::{Command, OffboardTenant, OnboardTenant, parse_command};
+use worker::saga::engine::{DIAGNOSTIC_ID_PROPERTY, TRACEPARENT_PROPERTY};
+use worker::transport::{OutgoingMessage, SendOutcome, Subscription};
+
+use crate::output::Output;
+use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, Failure};
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The tenant id (3-40 lowercase letters, digits and single hyphens).
+    #[arg(long, required_unless_present_any = ["file", "raw"])]
+    tenant: Option<String>,
+    /// Idempotency key; a new UUID when omitted. Sending the same id again changes nothing.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// A configured provisioning target (default: the worker's default target).
+    #[arg(long)]
+    target: Option<String>,
+    /// VM size of the tenant's node pool.
+    #[arg(long, default_value = "Standard_D4s_v5")]
+    vm_size: String,
+    /// Fixed node count (default 1), or use --min-count and --max-count for autoscaling.
+    #[arg(long, conflicts_with_all = ["min_count", "max_count"])]
+    count: Option<u32>,
+    #[arg(long, requires = "max_count")]
+    min_count: Option<u32>,
+    #[arg(long, requires = "min_count")]
+    max_count: Option<u32>,
+    /// Availability zones, e.g. 1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
+    /// Namespace quota: CPU, memory and pods (all three, or the worker's defaults).
+    #[arg(long, requires_all = ["quota_memory", "quota_pods"])]
+    quota_cpu: Option<String>,
+    #[arg(long, requires_all = ["quota_cpu", "quota_pods"])]
+    quota_memory: Option<String>,
+    #[arg(long, requires_all = ["quota_cpu", "quota_memory"])]
+    quota_pods: Option<u32>,
+    /// Object id of the Entra group that administers the tenant's namespace.
+    #[arg(long)]
+    admin_group: Option<String>,
+    /// Deploy the tenant workload from the worker's template with this many replicas.
+    #[arg(long)]
+    workload: Option<u32>,
+    /// Read the whole command (JSON) from this file instead of flags ('-' for stdin).
+    #[arg(long, conflicts_with = "raw")]
+    file: Option<PathBuf>,
+    /// Put this file's bytes on the queue unvalidated (to test bad input, or resend a repaired
+    /// message). The SessionId is --tenant, else the body's tenantId, else "raw".
+    #[arg(long)]
+    raw: Option<PathBuf>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OffboardArgs {
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    request_id: Option<String>,
+    #[arg(long)]
+    target: Option<String>,
+    /// Also delete the tenant's blob container (its data). Irreversible.
+    #[arg(long)]
+    purge_data: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Follow the request's progress events until its outcome.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+fn validation(config: &Config) -> ValidationContext {
+    ValidationContext {
+        max_message_bytes: config.worker.max_message_bytes,
+        targets: config.targets.keys().cloned().collect(),
+        workload_template: config.workload.is_some(),
+    }
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A fresh W3C trace context, so the worker's spans join this request's trace.
+fn traceparent() -> String {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+fn message_for(command: &Command, body: Vec<u8>) -> OutgoingMessage {
+    let tp = traceparent();
+    OutgoingMessage {
+        message_id: command.request_id().to_string(),
+        session_id: Some(command.tenant_id().to_string()),
+        content_type: Some("application/json".into()),
+        subject: Some(command.kind().into()),
+        correlation_id: Some(command.request_id().to_string()),
+        body,
+        application_properties: BTreeMap::from([
+            (TRACEPARENT_PROPERTY.to_string(), tp.clone()),
+            (DIAGNOSTIC_ID_PROPERTY.to_string(), tp),
+        ]),
+        scheduled_enqueue_time: None,
+    }
+}
+
+pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), Failure> {
+    if let Some(path) = &args.raw {
+        return send_raw(config, out, path, args.tenant.as_deref()).await;
+    }
+    let body = match &args.file {
+        Some(path) => read_input(path)?,
+        None => {
+            let tenant = args.tenant.clone().unwrap_or_default();
+            let mut c = OnboardTenant::new(args.request_id.clone().unwrap_or_else(new_request_id), tenant);
+            c.target = args.target.clone();
+            c.node_pool = NodePoolRequest {
+                vm_size: args.vm_size.clone(),
+                count: if args.min_count.is_some() { None } else { Some(args.count.unwrap_or(1)) },
+                min_count: args.min_count,
+                max_count: args.max_count,
+                zones: args.zones.clone(),
+            };
+            if let (Some(cpu), Some(memory), Some(pods)) =
+                (args.quota_cpu.clone(), args.quota_memory.clone(), args.quota_pods)
+            {
+                c.quota = Some(QuotaRequest { cpu, memory, pods });
+            }
+            c.admin_group_id = args.admin_group.clone();
+            c.workload = args.workload.map(|replicas| WorkloadRequest { replicas });
+            Command::Onboard(c).to_json()
+        }
+    };
+    let command = parse_command(&body, &validation(config)).map_err(|r| {
+        Failure::new(
+            EXIT_INVALID,
+            format!(
+                "the request is invalid ({}), nothing was sent:\n{}",
+                r.reason.code(),
+                r.errors
+                    .iter()
+                    .map(|e| format!("  {}: {}", if e.path.is_empty() { "(body)" } else { &e.path }, e.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        )
+    })?;
+    submit(config, out, command, body, &args.wait).await
+}
+
+pub async fn offboard(config: &Config, out: &Output, args: OffboardArgs) -> Result<(), Failure> {
+    let mut c = OffboardTenant::new(args.request_id.clone().unwrap_or_else(new_request_id), args.tenant.clone());
+    c.target = args.target.clone();
+    c.purge_data = args.purge_data;
+    let body = Command::Offboard(c).to_json();
+    let command = parse_command(&body, &validation(config))
+        .map_err(|r| Failure::new(EXIT_INVALID, format!("the request is invalid: {r}")))?;
+    submit(config, out, command, body, &args.wait).await
+}
+
+fn read_input(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read stdin: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", path.display())))
+}
+
+async fn submit(config: &Config, out: &Output, command: Command, body: Vec<u8>, wait: &WaitArgs) -> Result<(), Failure> {
+    let (queue, topic) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    // Subscribe before sending so no event can slip past.
+    let subscription = if wait.wait {
+        let name = format!("producer-{}", uuid::Uuid::new_v4().simple());
+        Some(topic.subscribe(&name).await.map_err(|e| Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}")))?)
+    } else {
+        None
+    };
+    let outcome = queue
+        .send(message_for(&command, body))
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("sending {} failed: {e}", command.request_id())))?;
+    let duplicate = outcome == SendOutcome::Duplicate;
+    out.emit(
+        &json!({"requestId": command.request_id(), "tenantId": command.tenant_id(), "kind": command.kind(), "duplicate": duplicate}),
+        || {
+            let mut s = format!("{} {} for tenant {} sent: request id {}", command.kind(), if duplicate { "(duplicate, dropped by the queue)" } else { "" }, command.tenant_id(), command.request_id());
+            s = s.replace("  ", " ");
+            s
+        },
+    );
+    match subscription {
+        Some(sub) => follow(out, sub, command.request_id(), Duration::from_secs(wait.timeout)).await,
+        None => Ok(()),
+    }
+}
+
+async fn send_raw(config: &Config, out: &Output, path: &PathBuf, tenant: Option<&str>) -> Result<(), Failure> {
+    let body = read_input(path)?;
+    let body_tenant = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("tenantId").and_then(|t| t.as_str()).map(str::to_string))
+        .filter(|t| t.len() <= 128);
+    let session = tenant.map(str::to_string).or(body_tenant).unwrap_or_else(|| "raw".into());
+    let message_id = format!("raw-{}", uuid::Uuid::new_v4());
+    let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    let size = body.len();
+    queue
+        .send(OutgoingMessage {
+            message_id: message_id.clone(),
+            session_id: Some(session.clone()),
+            content_type: Some("application/json".into()),
+            body,
+            ..OutgoingMessage::default()
+        })
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("sending raw bytes failed: {e}")))?;
+    out.emit(&json!({"messageId": message_id, "sessionId": session, "bytes": size}), || {
+        format!("{size} raw bytes sent unvalidated as message {message_id} (session {session})")
+    });
+    Ok(())
+}
+
+/// Print progress events of `request_id` until its outcome.
+async fn follow(out: &Output, mut sub: Box<dyn Subscription>, request_id: &str, timeout: Duration) -> Result<(), Failure> {
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(Failure::new(
+                EXIT_TIMEOUT,
+                format!("no outcome for {request_id} after {}s; the saga may still be running: check `producer status <tenant>`", timeout.as_secs()),
+            ));
+        }
+        let msg = sub
+            .next(left.min(Duration::from_secs(1)))
+            .await
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("reading events failed: {e}")))?;
+        let Some(msg) = msg else { continue };
+        let Ok(event) = serde_json::from_slice::<CloudEvent>(&msg.body) else { continue };
+        if event.request_id() != Some(request_id) {
+            continue;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        out.emit(&event, || describe(&event, elapsed));
+        if event.is_terminal() || event.ty == events::REQUEST_REJECTED {
+            return match event.ty.as_str() {
+                events::ONBOARDED | events::OFFBOARDED => Ok(()),
+                _ => Err(Failure::new(EXIT_FAILED, String::new())),
+            };
+        }
+    }
+}
+
+fn describe(event: &CloudEvent, elapsed: f64) -> String {
+    match &event.data {
+        EventData::Step(s) => {
+            let verb = if s.phase == "forward" { "done" } else { "undone" };
+            format!("  [{elapsed:6.1}s] {:<22} {verb}", s.step)
+        }
+        EventData::Outcome(o) => {
+            let mut text = format!("  [{elapsed:6.1}s] {} {}: {} (event {}, type {})", o.tenant_id, o.request_id, o.state, event.id, event.ty);
+            if let Some(e) = &o.error {
+                text.push_str(&format!("\n  cause: {}{}", e.step.as_deref().map(|s| format!("step {s}: ")).unwrap_or_default(), e.message));
+            }
+            for r in &o.remaining {
+                text.push_str(&format!("\n  {} ({}): {}", r.step, r.reason, r.resource));
+            }
+            text
+        }
+        EventData::Rejected(r) => format!(
+            "  [{elapsed:6.1}s] rejected ({}):\n{}",
+            r.reason,
+            r.errors.iter().map(|e| format!("    {}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n")
+        ),
+    }
+}

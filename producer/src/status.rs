@@ -1,0 +1,98 @@
+//! `status <tenant>`: the tenant's saga as the journal has it.
+
+use worker::config::Config;
+use worker::saga::TenantRecord;
+use worker::saga::record::Status;
+
+use crate::output::Output;
+use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
+
+pub async fn status(config: &Config, out: &Output, tenant: &str) -> Result<(), Failure> {
+    worker::contract::names::validate_tenant_id(tenant).map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
+    let journal = worker::bootstrap::open_journal(config).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    let stored = journal
+        .load(tenant)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
+        .ok_or_else(|| Failure::new(EXIT_NOT_FOUND, format!("the journal has no tenant {tenant:?}; nothing was ever requested for it")))?;
+    let record: TenantRecord = serde_json::from_value(stored.value.clone())
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("the journal record of {tenant} cannot be read: {e}")))?;
+    out.emit(&stored.value, || render(&record, stored.version));
+    Ok(())
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::NotNeeded => "-",
+        Status::Pending => "pending",
+        Status::Running => "running",
+        Status::Waiting => "waiting",
+        Status::Done => "done",
+        Status::Failed => "FAILED",
+        Status::Skipped => "skipped",
+        Status::Kept => "kept",
+    }
+}
+
+fn render(r: &TenantRecord, version: u64) -> String {
+    let mut s = format!(
+        "tenant {}  state {:?}  target {}  (journal version {version})\n",
+        r.tenant_id,
+        r.state,
+        r.target.as_deref().unwrap_or("-")
+    );
+    if let Some(run) = &r.active {
+        s.push_str(&format!(
+            "active request {} ({}), phase {:?}, started {}\n",
+            run.request_id,
+            run.command.kind(),
+            run.phase,
+            run.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+        if let Some(f) = &run.failure {
+            s.push_str(&format!("  compensating because: {}\n", f.message));
+        }
+        s.push_str(&format!("  {:<22} {:<9} {:<13} {}\n", "step", "forward", "compensation", "detail"));
+        for (name, st) in &run.steps {
+            let mut detail = String::new();
+            if let Some(w) = st.wake_at {
+                detail.push_str(&format!("next look {} ", w.format("%H:%M:%S")));
+            }
+            if st.attempts > 0 {
+                detail.push_str(&format!("attempts {} ", st.attempts));
+            }
+            if let Some(e) = &st.last_error {
+                detail.push_str(&format!("last error: {e}"));
+            }
+            s.push_str(&format!(
+                "  {:<22} {:<9} {:<13} {}\n",
+                name.as_str(),
+                status_name(st.forward),
+                status_name(st.compensation),
+                detail.trim_end()
+            ));
+        }
+        if let Some(c) = &run.next_continuation {
+            s.push_str(&format!("  continuation {} due {}\n", c.message_id, c.wake_at.format("%H:%M:%S")));
+        }
+    }
+    if !r.resources.is_empty() {
+        s.push_str("resources\n");
+        for (step, outputs) in &r.resources {
+            s.push_str(&format!("  {:<22} {}\n", step.as_str(), outputs));
+        }
+    }
+    if !r.queued.is_empty() {
+        s.push_str(&format!(
+            "queued: {}\n",
+            r.queued.iter().map(|q| q.command.request_id().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !r.finished.is_empty() {
+        s.push_str("finished requests (newest last)\n");
+        for f in r.finished.iter().rev().take(5).rev() {
+            s.push_str(&format!("  {:<38} {:<28} {}\n", f.request_id, f.event.ty, f.event.time.format("%Y-%m-%d %H:%M:%S")));
+        }
+    }
+    s.trim_end().to_string()
+}
