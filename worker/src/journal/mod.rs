@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Classify, ErrorClass};
 
+pub mod azure_table;
 pub mod conformance;
 pub mod sqlite;
 
@@ -44,6 +45,10 @@ pub enum JournalError {
     Unavailable(String),
     #[error("journal record {key} cannot be read: {message}")]
     Corrupt { key: String, message: String },
+    /// The storage refused the request for a reason retrying will not fix (missing permission,
+    /// missing table, a record too large for the store). The message says what to change.
+    #[error("journal storage refused the request: {0}")]
+    Refused(String),
 }
 
 impl Classify for JournalError {
@@ -51,7 +56,7 @@ impl Classify for JournalError {
         match self {
             JournalError::Conflict { .. } | JournalError::Unavailable(_) => ErrorClass::Transient,
             JournalError::NameTaken { .. } => ErrorClass::InvalidInput,
-            JournalError::Corrupt { .. } => ErrorClass::Permanent,
+            JournalError::Corrupt { .. } | JournalError::Refused(_) => ErrorClass::Permanent,
         }
     }
 }

@@ -1,0 +1,367 @@
+//! The journal conformance suite over the Azure Table journal: against Azurite (a fresh table per
+//! test) when `AZURITE_TABLE_ENDPOINT` is set, and against a live storage account with an Azure
+//! CLI token when `ONBOARD_TEST_TABLE_ENDPOINT` is set. Each says what it needs when skipped.
+
+// Test helpers may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::Mutex;
+use url::Url;
+use worker::auth::{AccessToken, AuthError, TokenCredential};
+use worker::error::ErrorClass;
+use worker::journal::azure_table::{AzureTableJournal, TableAuth};
+use worker::journal::{Journal, JournalError};
+
+/// Azurite's well-known development account (public constants, not secrets).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+const AZURITE_SKIP: &str = "skipped: set AZURITE_TABLE_ENDPOINT (run scripts/azurite.sh start, then eval \"$(scripts/azurite.sh env)\")";
+const LIVE_SKIP: &str = "skipped: set ONBOARD_TEST_TABLE_ENDPOINT=https://<account>.table.core.windows.net and sign in with `az login` as an identity holding \"Storage Table Data Contributor\" on that account (optional: ONBOARD_TEST_TABLE_NAME, default onboardjournaltest)";
+
+fn azurite_endpoint() -> Option<Url> {
+    let raw = std::env::var("AZURITE_TABLE_ENDPOINT").ok()?;
+    Some(Url::parse(&raw).unwrap_or_else(|e| panic!("AZURITE_TABLE_ENDPOINT={raw:?}: {e}")))
+}
+
+fn unique_table() -> String {
+    format!("j{}", uuid::Uuid::new_v4().simple())
+}
+
+fn azurite_journal_in(endpoint: Url, table: String) -> AzureTableJournal {
+    AzureTableJournal::new(
+        endpoint,
+        table,
+        TableAuth::SharedKey {
+            account: AZURITE_ACCOUNT.into(),
+            key: AZURITE_KEY.into(),
+        },
+    )
+    .unwrap()
+}
+
+async fn azurite_journal() -> Option<(Arc<dyn Journal>, ())> {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return None;
+    };
+    let journal = azurite_journal_in(endpoint, unique_table());
+    journal.ensure_table().await.unwrap();
+    Some((Arc::new(journal), ()))
+}
+
+mod azurite {
+    worker::journal_conformance_tests!(super::azurite_journal);
+}
+
+/// A token from the Azure CLI for the live tests (the worker's own credentials live elsewhere).
+#[derive(Debug, Default)]
+struct AzureCliCredential {
+    cached: Mutex<Option<AccessToken>>,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for AzureCliCredential {
+    async fn token(&self, scope: &str) -> Result<AccessToken, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.expires_on > chrono::Utc::now() + chrono::Duration::minutes(5)
+        {
+            return Ok(token.clone());
+        }
+        let resource = scope.trim_end_matches("/.default").to_string();
+        let fail = |message: String| AuthError {
+            credential: "az account get-access-token".into(),
+            scope: scope.to_string(),
+            message,
+            class: ErrorClass::Permanent,
+        };
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("az")
+                .args([
+                    "account",
+                    "get-access-token",
+                    "--resource",
+                    &resource,
+                    "-o",
+                    "json",
+                ])
+                .output()
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| {
+            fail(format!(
+                "cannot run az: {e}; install the Azure CLI and run az login"
+            ))
+        })?;
+        if !output.status.success() {
+            return Err(fail(
+                String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            ));
+        }
+        let answer: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| fail(e.to_string()))?;
+        let token = answer["accessToken"]
+            .as_str()
+            .ok_or_else(|| fail("az printed no accessToken".into()))?
+            .to_string();
+        let expires_on = answer["expires_on"]
+            .as_i64()
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::minutes(10));
+        let token = AccessToken { token, expires_on };
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+}
+
+async fn live_journal() -> Option<(Arc<dyn Journal>, ())> {
+    let Ok(raw) = std::env::var("ONBOARD_TEST_TABLE_ENDPOINT") else {
+        println!("{LIVE_SKIP}");
+        return None;
+    };
+    let endpoint =
+        Url::parse(&raw).unwrap_or_else(|e| panic!("ONBOARD_TEST_TABLE_ENDPOINT={raw:?}: {e}"));
+    // One shared table: every property uses its own UUID keys, and a live account should not
+    // collect a table per test run.
+    let table = std::env::var("ONBOARD_TEST_TABLE_NAME")
+        .unwrap_or_else(|_| "onboardjournaltest".to_string());
+    let credential: Arc<dyn TokenCredential> = Arc::new(AzureCliCredential::default());
+    let journal = AzureTableJournal::new(endpoint, table, TableAuth::Bearer(credential)).unwrap();
+    journal.ensure_table().await.unwrap();
+    Some((Arc::new(journal), ()))
+}
+
+mod live {
+    worker::journal_conformance_tests!(super::live_journal);
+}
+
+#[tokio::test]
+async fn two_journals_on_one_table_see_each_others_writes_and_conflict() {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return;
+    };
+    let table = unique_table();
+    let a = azurite_journal_in(endpoint.clone(), table.clone());
+    let b = azurite_journal_in(endpoint, table);
+    a.ensure_table().await.unwrap();
+    b.ensure_table().await.unwrap();
+    let v1 = a.store("tenant", &json!({"by": "a"}), None).await.unwrap();
+    // b has never seen the record: it must read the ETag before swapping.
+    let v2 = b
+        .store("tenant", &json!({"by": "b"}), Some(v1))
+        .await
+        .unwrap();
+    // a's cached ETag for v1 is stale now: the service refuses, and a reports what it found.
+    match a.store("tenant", &json!({"by": "a again"}), Some(v1)).await {
+        Err(JournalError::Conflict { found, .. }) => assert_eq!(found, Some(v2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let v3 = a
+        .store("tenant", &json!({"by": "a, up to date"}), Some(v2))
+        .await
+        .unwrap();
+    let loaded = b.load("tenant").await.unwrap().unwrap();
+    assert_eq!(loaded.version, v3);
+    assert_eq!(loaded.value, json!({"by": "a, up to date"}));
+}
+
+#[tokio::test]
+async fn a_wrong_account_key_is_refused_as_permanent_and_says_what_to_check() {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return;
+    };
+    let journal = AzureTableJournal::new(
+        endpoint,
+        unique_table(),
+        TableAuth::SharedKey {
+            account: AZURITE_ACCOUNT.into(),
+            key: "d3Jvbmcga2V5IGZvciB0aGUgZW11bGF0b3I=".into(),
+        },
+    )
+    .unwrap();
+    match journal.ensure_table().await {
+        Err(e @ JournalError::Refused(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("403"), "{text}");
+            assert!(text.contains("Storage Table Data Contributor"), "{text}");
+            assert!(text.contains(AZURITE_ACCOUNT), "{text}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn using_a_table_that_does_not_exist_is_refused_with_how_to_create_it() {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return;
+    };
+    let journal = azurite_journal_in(endpoint, unique_table());
+    for result in [
+        journal.ping().await.map(|_| ()),
+        journal.load("k").await.map(|_| ()),
+        journal.store("k", &json!(1), None).await.map(|_| ()),
+    ] {
+        match result {
+            Err(e @ JournalError::Refused(_)) => {
+                assert!(e.to_string().contains("ensure_table"), "{e}")
+            }
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ensuring_the_table_twice_is_fine() {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return;
+    };
+    let journal = azurite_journal_in(endpoint, unique_table());
+    journal.ensure_table().await.unwrap();
+    journal.ensure_table().await.unwrap();
+    journal.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_transient() {
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    let journal = azurite_journal_in(
+        Url::parse("http://127.0.0.1:9/devstoreaccount1").unwrap(),
+        unique_table(),
+    );
+    match journal.ping().await {
+        Err(e @ JournalError::Unavailable(_)) => {
+            use worker::error::Classify;
+            assert!(e.is_transient());
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn more_records_than_one_page_are_all_listed() {
+    let Some(endpoint) = azurite_endpoint() else {
+        println!("{AZURITE_SKIP}");
+        return;
+    };
+    use futures::StreamExt;
+    let journal = Arc::new(azurite_journal_in(endpoint, unique_table()));
+    journal.ensure_table().await.unwrap();
+    // The service answers a query with at most 1000 entities and a continuation.
+    let mut expected: Vec<String> = (0..1010).map(|i| format!("tenant/{i}")).collect();
+    futures::stream::iter(expected.clone())
+        .for_each_concurrent(16, |key| {
+            let journal = Arc::clone(&journal);
+            async move {
+                journal.store(&key, &json!({}), None).await.unwrap();
+            }
+        })
+        .await;
+    expected.sort();
+    assert_eq!(journal.keys().await.unwrap(), expected);
+}
+
+/// A one-shot HTTP server on loopback answering every request with `status`, recording the
+/// request heads, so tests can see what the client sends and how it reads a refusal.
+async fn canned_server(status: &'static str, body: &'static str) -> (Url, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            seen.lock()
+                .await
+                .push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (
+        Url::parse(&format!("http://127.0.0.1:{port}/acct")).unwrap(),
+        heads,
+    )
+}
+
+#[derive(Debug)]
+struct FixedToken;
+
+#[async_trait::async_trait]
+impl TokenCredential for FixedToken {
+    async fn token(&self, scope: &str) -> Result<AccessToken, AuthError> {
+        assert_eq!(scope, "https://storage.azure.com/.default");
+        Ok(AccessToken {
+            token: "fixed-token".into(),
+            expires_on: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_journal_sends_its_token_and_a_403_names_the_role_it_needs() {
+    let (endpoint, heads) = canned_server(
+        "403 Forbidden",
+        r#"{"odata.error":{"code":"AuthorizationPermissionMismatch","message":{"lang":"en-US","value":"This request is not authorized to perform this operation using this permission."}}}"#,
+    )
+    .await;
+    let journal = AzureTableJournal::new(
+        endpoint,
+        "journal".into(),
+        TableAuth::Bearer(Arc::new(FixedToken)),
+    )
+    .unwrap();
+    let error = journal.load("tenant").await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, JournalError::Refused(_)), "{error:?}");
+    assert!(text.contains("Storage Table Data Contributor"), "{text}");
+    assert!(text.contains("AuthorizationPermissionMismatch"), "{text}");
+    assert!(text.contains("FixedToken"), "names the identity: {text}");
+    let heads = heads.lock().await;
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /acct/journal(partitionkey='journal',rowkey='tenant') "),
+        "{head}"
+    );
+    assert!(head.contains("authorization: bearer fixed-token"), "{head}");
+    assert!(head.contains("x-ms-version: 2019-02-02"), "{head}");
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_transient() {
+    use worker::error::Classify;
+    for status in [
+        "429 Too Many Requests",
+        "503 Server Busy",
+        "500 Internal Server Error",
+    ] {
+        let (endpoint, _) = canned_server(status, "{}").await;
+        let journal = AzureTableJournal::new(
+            endpoint,
+            "journal".into(),
+            TableAuth::Bearer(Arc::new(FixedToken)),
+        )
+        .unwrap();
+        let error = journal.store("tenant", &json!({}), None).await.unwrap_err();
+        assert!(
+            matches!(error, JournalError::Unavailable(_)),
+            "{status}: {error:?}"
+        );
+        assert!(error.is_transient());
+    }
+}
