@@ -20,6 +20,9 @@ pub struct SimOptions {
     pub faults: FaultPlan,
     /// ARM write budget: bucket size and refill per second (`None`: unlimited).
     pub arm_write_bucket: Option<(u32, f64)>,
+    /// The official Azure REST specs the ARM simulator validates request bodies against
+    /// (`None`: `shared/azure-rest-specs` beside the workspace).
+    pub specs_dir: Option<std::path::PathBuf>,
 }
 
 /// Both simulators running on loopback; dropped or `shutdown`, they stop.

@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             ..FaultPlan::default()
         },
         arm_write_bucket: args.arm_write_bucket.map(|b| (b, args.arm_write_refill)),
+        ..SimOptions::default()
     };
     let running = sim::start(args.arm_addr, args.kube_addr, options)
         .await
