@@ -72,7 +72,10 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                 if items.is_empty() {
                     return "the dead-letter queue is empty".into();
                 }
-                let mut s = format!("{:>6}  {:<40} {:<26} {}\n", "seq", "message id", "reason", "description");
+                let mut s = format!(
+                    "{:>6}  {:<40} {:<26} {}\n",
+                    "seq", "message id", "reason", "description"
+                );
                 for m in &items {
                     s.push_str(&format!(
                         "{:>6}  {:<40} {:<26} {}\n",
@@ -94,7 +97,11 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
         }
         DlqAction::Replay { sequence, all } => {
             let targets: Vec<i64> = if all {
-                peek_all(queue.as_ref(), usize::MAX).await?.iter().map(|m| m.sequence_number).collect()
+                peek_all(queue.as_ref(), usize::MAX)
+                    .await?
+                    .iter()
+                    .map(|m| m.sequence_number)
+                    .collect()
             } else {
                 sequence.into_iter().collect()
             };
@@ -106,14 +113,21 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                 if replayed.is_empty() {
                     "nothing to replay".into()
                 } else {
-                    replayed.iter().map(|r| format!("replayed {} as {}", r["from"], r["as"])).collect::<Vec<_>>().join("\n")
+                    replayed
+                        .iter()
+                        .map(|r| format!("replayed {} as {}", r["from"], r["as"]))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 }
             });
             Ok(())
         }
         DlqAction::Purge { yes } => {
             if !yes {
-                return Err(Failure::new(EXIT_INVALID, "purging deletes every dead-lettered message for good; add --yes"));
+                return Err(Failure::new(
+                    EXIT_INVALID,
+                    "purging deletes every dead-lettered message for good; add --yes",
+                ));
             }
             let mut purged = 0u64;
             while let Some(d) = queue
@@ -121,10 +135,15 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                 .await
                 .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
             {
-                queue.complete(&d.lock).await.map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+                queue
+                    .complete(&d.lock)
+                    .await
+                    .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
                 purged += 1;
             }
-            out.emit(&json!({"purged": purged}), || format!("purged {purged} dead-lettered messages"));
+            out.emit(&json!({"purged": purged}), || {
+                format!("purged {purged} dead-lettered messages")
+            });
             Ok(())
         }
     }
@@ -134,10 +153,12 @@ async fn peek_all(queue: &dyn Queue, max: usize) -> Result<Vec<ReceivedMessage>,
     let mut all = Vec::new();
     let mut from = 0;
     loop {
-        let page = queue
-            .peek_dead_letters(from, 100)
-            .await
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("reading the dead-letter queue failed: {e}")))?;
+        let page = queue.peek_dead_letters(from, 100).await.map_err(|e| {
+            Failure::new(
+                EXIT_FAILED,
+                format!("reading the dead-letter queue failed: {e}"),
+            )
+        })?;
         let Some(last) = page.last() else { break };
         from = last.sequence_number + 1;
         all.extend(page);
@@ -176,10 +197,17 @@ async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, F
     };
     release(queue, &passed_over).await;
     let Some(d) = found else {
-        return Err(Failure::new(EXIT_NOT_FOUND, format!("dead-lettered message {sequence} is locked by someone else or gone")));
+        return Err(Failure::new(
+            EXIT_NOT_FOUND,
+            format!("dead-lettered message {sequence} is locked by someone else or gone"),
+        ));
     };
     let m = &d.message;
-    let new_id = format!("{}:replay:{}", clip(&m.message_id, 80), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let new_id = format!(
+        "{}:replay:{}",
+        clip(&m.message_id, 80),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let copy = OutgoingMessage {
         message_id: new_id.clone(),
         session_id: m.session_id.clone(),
@@ -192,12 +220,17 @@ async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, F
     };
     if let Err(e) = queue.send(copy).await {
         let _ = queue.abandon(&d.lock).await;
-        return Err(Failure::new(EXIT_FAILED, format!("resending {sequence} failed, the original stays dead-lettered: {e}")));
+        return Err(Failure::new(
+            EXIT_FAILED,
+            format!("resending {sequence} failed, the original stays dead-lettered: {e}"),
+        ));
     }
-    queue
-        .complete(&d.lock)
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("resent as {new_id}, but removing the original failed: {e}")))?;
+    queue.complete(&d.lock).await.map_err(|e| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("resent as {new_id}, but removing the original failed: {e}"),
+        )
+    })?;
     Ok(json!({"from": m.message_id, "sequenceNumber": sequence, "as": new_id}))
 }
 

@@ -138,18 +138,27 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
         Some(path) => read_input(path)?,
         None => {
             let tenant = args.tenant.clone().unwrap_or_default();
-            let mut c = OnboardTenant::new(args.request_id.clone().unwrap_or_else(new_request_id), tenant);
+            let mut c = OnboardTenant::new(
+                args.request_id.clone().unwrap_or_else(new_request_id),
+                tenant,
+            );
             c.target = args.target.clone();
             c.node_pool = NodePoolRequest {
                 vm_size: args.vm_size.clone(),
-                count: if args.min_count.is_some() { None } else { Some(args.count.unwrap_or(1)) },
+                count: if args.min_count.is_some() {
+                    None
+                } else {
+                    Some(args.count.unwrap_or(1))
+                },
                 min_count: args.min_count,
                 max_count: args.max_count,
                 zones: args.zones.clone(),
             };
-            if let (Some(cpu), Some(memory), Some(pods)) =
-                (args.quota_cpu.clone(), args.quota_memory.clone(), args.quota_pods)
-            {
+            if let (Some(cpu), Some(memory), Some(pods)) = (
+                args.quota_cpu.clone(),
+                args.quota_memory.clone(),
+                args.quota_pods,
+            ) {
                 c.quota = Some(QuotaRequest { cpu, memory, pods });
             }
             c.admin_group_id = args.admin_group.clone();
@@ -165,7 +174,11 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
                 r.reason.code(),
                 r.errors
                     .iter()
-                    .map(|e| format!("  {}: {}", if e.path.is_empty() { "(body)" } else { &e.path }, e.message))
+                    .map(|e| format!(
+                        "  {}: {}",
+                        if e.path.is_empty() { "(body)" } else { &e.path },
+                        e.message
+                    ))
                     .collect::<Vec<_>>()
                     .join("\n")
             ),
@@ -175,7 +188,10 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
 }
 
 pub async fn offboard(config: &Config, out: &Output, args: OffboardArgs) -> Result<(), Failure> {
-    let mut c = OffboardTenant::new(args.request_id.clone().unwrap_or_else(new_request_id), args.tenant.clone());
+    let mut c = OffboardTenant::new(
+        args.request_id.clone().unwrap_or_else(new_request_id),
+        args.tenant.clone(),
+    );
     c.target = args.target.clone();
     c.purge_data = args.purge_data;
     let body = Command::Offboard(c).to_json();
@@ -191,23 +207,35 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, Failure> {
             .map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read stdin: {e}")))?;
         return Ok(buf);
     }
-    std::fs::read(path).map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", path.display())))
 }
 
-async fn submit(config: &Config, out: &Output, command: Command, body: Vec<u8>, wait: &WaitArgs) -> Result<(), Failure> {
+async fn submit(
+    config: &Config,
+    out: &Output,
+    command: Command,
+    body: Vec<u8>,
+    wait: &WaitArgs,
+) -> Result<(), Failure> {
     let (queue, topic) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     // Subscribe before sending so no event can slip past.
-    let subscription = if wait.wait {
-        let name = format!("producer-{}", uuid::Uuid::new_v4().simple());
-        Some(topic.subscribe(&name).await.map_err(|e| Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}")))?)
-    } else {
-        None
-    };
-    let outcome = queue
-        .send(message_for(&command, body))
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("sending {} failed: {e}", command.request_id())))?;
+    let subscription =
+        if wait.wait {
+            let name = format!("producer-{}", uuid::Uuid::new_v4().simple());
+            Some(topic.subscribe(&name).await.map_err(|e| {
+                Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}"))
+            })?)
+        } else {
+            None
+        };
+    let outcome = queue.send(message_for(&command, body)).await.map_err(|e| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("sending {} failed: {e}", command.request_id()),
+        )
+    })?;
     let duplicate = outcome == SendOutcome::Duplicate;
     out.emit(
         &json!({"requestId": command.request_id(), "tenantId": command.tenant_id(), "kind": command.kind(), "duplicate": duplicate}),
@@ -218,18 +246,38 @@ async fn submit(config: &Config, out: &Output, command: Command, body: Vec<u8>, 
         },
     );
     match subscription {
-        Some(sub) => follow(out, sub, command.request_id(), Duration::from_secs(wait.timeout)).await,
+        Some(sub) => {
+            follow(
+                out,
+                sub,
+                command.request_id(),
+                Duration::from_secs(wait.timeout),
+            )
+            .await
+        }
         None => Ok(()),
     }
 }
 
-async fn send_raw(config: &Config, out: &Output, path: &PathBuf, tenant: Option<&str>) -> Result<(), Failure> {
+async fn send_raw(
+    config: &Config,
+    out: &Output,
+    path: &PathBuf,
+    tenant: Option<&str>,
+) -> Result<(), Failure> {
     let body = read_input(path)?;
     let body_tenant = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("tenantId").and_then(|t| t.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("tenantId")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        })
         .filter(|t| t.len() <= 128);
-    let session = tenant.map(str::to_string).or(body_tenant).unwrap_or_else(|| "raw".into());
+    let session = tenant
+        .map(str::to_string)
+        .or(body_tenant)
+        .unwrap_or_else(|| "raw".into());
     let message_id = format!("raw-{}", uuid::Uuid::new_v4());
     let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
@@ -244,21 +292,30 @@ async fn send_raw(config: &Config, out: &Output, path: &PathBuf, tenant: Option<
         })
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("sending raw bytes failed: {e}")))?;
-    out.emit(&json!({"messageId": message_id, "sessionId": session, "bytes": size}), || {
-        format!("{size} raw bytes sent unvalidated as message {message_id} (session {session})")
-    });
+    out.emit(
+        &json!({"messageId": message_id, "sessionId": session, "bytes": size}),
+        || format!("{size} raw bytes sent unvalidated as message {message_id} (session {session})"),
+    );
     Ok(())
 }
 
 /// Print progress events of `request_id` until its outcome.
-async fn follow(out: &Output, mut sub: Box<dyn Subscription>, request_id: &str, timeout: Duration) -> Result<(), Failure> {
+async fn follow(
+    out: &Output,
+    mut sub: Box<dyn Subscription>,
+    request_id: &str,
+    timeout: Duration,
+) -> Result<(), Failure> {
     let started = Instant::now();
     loop {
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
             return Err(Failure::new(
                 EXIT_TIMEOUT,
-                format!("no outcome for {request_id} after {}s; the saga may still be running: check `producer status <tenant>`", timeout.as_secs()),
+                format!(
+                    "no outcome for {request_id} after {}s; the saga may still be running: check `producer status <tenant>`",
+                    timeout.as_secs()
+                ),
             ));
         }
         let msg = sub
@@ -266,7 +323,9 @@ async fn follow(out: &Output, mut sub: Box<dyn Subscription>, request_id: &str, 
             .await
             .map_err(|e| Failure::new(EXIT_FAILED, format!("reading events failed: {e}")))?;
         let Some(msg) = msg else { continue };
-        let Ok(event) = serde_json::from_slice::<CloudEvent>(&msg.body) else { continue };
+        let Ok(event) = serde_json::from_slice::<CloudEvent>(&msg.body) else {
+            continue;
+        };
         if event.request_id() != Some(request_id) {
             continue;
         }
@@ -284,13 +343,27 @@ async fn follow(out: &Output, mut sub: Box<dyn Subscription>, request_id: &str, 
 fn describe(event: &CloudEvent, elapsed: f64) -> String {
     match &event.data {
         EventData::Step(s) => {
-            let verb = if s.phase == "forward" { "done" } else { "undone" };
+            let verb = if s.phase == "forward" {
+                "done"
+            } else {
+                "undone"
+            };
             format!("  [{elapsed:6.1}s] {:<22} {verb}", s.step)
         }
         EventData::Outcome(o) => {
-            let mut text = format!("  [{elapsed:6.1}s] {} {}: {} (event {}, type {})", o.tenant_id, o.request_id, o.state, event.id, event.ty);
+            let mut text = format!(
+                "  [{elapsed:6.1}s] {} {}: {} (event {}, type {})",
+                o.tenant_id, o.request_id, o.state, event.id, event.ty
+            );
             if let Some(e) = &o.error {
-                text.push_str(&format!("\n  cause: {}{}", e.step.as_deref().map(|s| format!("step {s}: ")).unwrap_or_default(), e.message));
+                text.push_str(&format!(
+                    "\n  cause: {}{}",
+                    e.step
+                        .as_deref()
+                        .map(|s| format!("step {s}: "))
+                        .unwrap_or_default(),
+                    e.message
+                ));
             }
             for r in &o.remaining {
                 text.push_str(&format!("\n  {} ({}): {}", r.step, r.reason, r.resource));
@@ -300,7 +373,11 @@ fn describe(event: &CloudEvent, elapsed: f64) -> String {
         EventData::Rejected(r) => format!(
             "  [{elapsed:6.1}s] rejected ({}):\n{}",
             r.reason,
-            r.errors.iter().map(|e| format!("    {}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n")
+            r.errors
+                .iter()
+                .map(|e| format!("    {}: {}", e.path, e.message))
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }

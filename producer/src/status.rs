@@ -8,15 +8,26 @@ use crate::output::Output;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
 
 pub async fn status(config: &Config, out: &Output, tenant: &str) -> Result<(), Failure> {
-    worker::contract::names::validate_tenant_id(tenant).map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
-    let journal = worker::bootstrap::open_journal(config).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    worker::contract::names::validate_tenant_id(tenant)
+        .map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
+    let journal = worker::bootstrap::open_journal(config)
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     let stored = journal
         .load(tenant)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
-        .ok_or_else(|| Failure::new(EXIT_NOT_FOUND, format!("the journal has no tenant {tenant:?}; nothing was ever requested for it")))?;
-    let record: TenantRecord = serde_json::from_value(stored.value.clone())
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("the journal record of {tenant} cannot be read: {e}")))?;
+        .ok_or_else(|| {
+            Failure::new(
+                EXIT_NOT_FOUND,
+                format!("the journal has no tenant {tenant:?}; nothing was ever requested for it"),
+            )
+        })?;
+    let record: TenantRecord = serde_json::from_value(stored.value.clone()).map_err(|e| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("the journal record of {tenant} cannot be read: {e}"),
+        )
+    })?;
     out.emit(&stored.value, || render(&record, stored.version));
     Ok(())
 }
@@ -52,7 +63,10 @@ fn render(r: &TenantRecord, version: u64) -> String {
         if let Some(f) = &run.failure {
             s.push_str(&format!("  compensating because: {}\n", f.message));
         }
-        s.push_str(&format!("  {:<22} {:<9} {:<13} {}\n", "step", "forward", "compensation", "detail"));
+        s.push_str(&format!(
+            "  {:<22} {:<9} {:<13} {}\n",
+            "step", "forward", "compensation", "detail"
+        ));
         for (name, st) in &run.steps {
             let mut detail = String::new();
             if let Some(w) = st.wake_at {
@@ -73,7 +87,11 @@ fn render(r: &TenantRecord, version: u64) -> String {
             ));
         }
         if let Some(c) = &run.next_continuation {
-            s.push_str(&format!("  continuation {} due {}\n", c.message_id, c.wake_at.format("%H:%M:%S")));
+            s.push_str(&format!(
+                "  continuation {} due {}\n",
+                c.message_id,
+                c.wake_at.format("%H:%M:%S")
+            ));
         }
     }
     if !r.resources.is_empty() {
@@ -85,13 +103,22 @@ fn render(r: &TenantRecord, version: u64) -> String {
     if !r.queued.is_empty() {
         s.push_str(&format!(
             "queued: {}\n",
-            r.queued.iter().map(|q| q.command.request_id().to_string()).collect::<Vec<_>>().join(", ")
+            r.queued
+                .iter()
+                .map(|q| q.command.request_id().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !r.finished.is_empty() {
         s.push_str("finished requests (newest last)\n");
         for f in r.finished.iter().rev().take(5).rev() {
-            s.push_str(&format!("  {:<38} {:<28} {}\n", f.request_id, f.event.ty, f.event.time.format("%Y-%m-%d %H:%M:%S")));
+            s.push_str(&format!(
+                "  {:<38} {:<28} {}\n",
+                f.request_id,
+                f.event.ty,
+                f.event.time.format("%Y-%m-%d %H:%M:%S")
+            ));
         }
     }
     s.trim_end().to_string()

@@ -61,22 +61,28 @@ pub fn open_journal(config: &Config) -> Result<Arc<dyn Journal>, BootstrapError>
 }
 
 /// Every client the worker needs.
-pub fn build_context(config: Arc<Config>) -> Result<Context, BootstrapError> {
+pub async fn build_context(config: Arc<Config>) -> Result<Context, BootstrapError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (queue, topic) = open_transport(&config, clock.clone())?;
     let journal = open_journal(&config)?;
-    let azure = Arc::new(crate::azure::ArmProvisioner::from_targets(&config.targets).map_err(
-        |e| BootstrapError::Open {
+    let azure = Arc::new(
+        crate::azure::ArmProvisioner::from_targets(
+            &config.targets,
+            crate::azure::ArmClientOptions::default(),
+        )
+        .map_err(|e| BootstrapError::Open {
             part: "Azure Resource Manager client",
             message: e.to_string(),
-        },
-    )?);
-    let kube = Arc::new(crate::k8s::KubeApplier::from_targets(&config.targets).map_err(|e| {
-        BootstrapError::Open {
-            part: "Kubernetes client",
-            message: e.to_string(),
-        }
-    })?);
+        })?,
+    );
+    let kube = Arc::new(
+        crate::k8s::KubeApplier::from_targets(&config.targets)
+            .await
+            .map_err(|e| BootstrapError::Open {
+                part: "Kubernetes client",
+                message: e.to_string(),
+            })?,
+    );
     Ok(Context {
         config,
         queue,

@@ -52,30 +52,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("worker: {e}");
             if matches!(e, ConfigError::Invalid(_) | ConfigError::Load(_)) {
-                eprintln!("fix the settings above (file: {}, environment: ONBOARD__*)",
-                    cli.config.as_ref().map_or("none".into(), |p| p.display().to_string()));
+                eprintln!(
+                    "fix the settings above (file: {}, environment: ONBOARD__*)",
+                    cli.config
+                        .as_ref()
+                        .map_or("none".into(), |p| p.display().to_string())
+                );
             }
             return ExitCode::from(2);
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Config { action: ConfigAction::Check } => {
-            match toml_redacted(&config) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("worker: cannot print the configuration: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => match redacted_json(&config) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("worker: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => run(config, &cli.log_format),
     }
 }
 
-fn toml_redacted(config: &Config) -> Result<String, serde_json::Error> {
+fn redacted_json(config: &Config) -> Result<String, serde_json::Error> {
     let mut value = serde_json::to_value(config)?;
     redact(&mut value);
     serde_json::to_string_pretty(&value)
@@ -105,7 +109,10 @@ fn redact(v: &mut serde_json::Value) {
 
 fn run(config: Config, log_format: &str) -> ExitCode {
     init_tracing(log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("worker: cannot start the async runtime: {e}");
@@ -114,7 +121,7 @@ fn run(config: Config, log_format: &str) -> ExitCode {
     };
     runtime.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cx = match worker::bootstrap::build_context(Arc::new(config)) {
+        let cx = match worker::bootstrap::build_context(Arc::new(config)).await {
             Ok(cx) => cx,
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");
@@ -158,9 +165,15 @@ async fn wait_for_signal() {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,worker=info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }

@@ -22,11 +22,7 @@ fn objects(input: &StepInput) -> Vec<KubeObject> {
         pods: quota.as_ref().map_or(d.pods, |q| q.pods),
         default_container_cpu: d.default_container_cpu.clone(),
         default_container_memory: d.default_container_memory.clone(),
-        // When offboarding there is no spec: include the binding so it is deleted too.
-        admin_group_id: match &input.spec {
-            Some(s) => s.admin_group_id.clone(),
-            None => Some("00000000-0000-0000-0000-000000000000".into()),
-        },
+        admin_group_id: input.spec.as_ref().and_then(|s| s.admin_group_id.clone()),
     };
     manifests::guardrails(&input.names.namespace, &input.names.tenant_id, &spec)
 }
@@ -40,9 +36,9 @@ impl Step for GuardrailsStep {
         &[StepName::Namespace]
     }
     fn resource(&self, input: &StepInput) -> String {
-        objects(input)
+        manifests::guardrail_refs(&input.names.namespace)
             .iter()
-            .map(|o| o.reference().to_string())
+            .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -64,8 +60,13 @@ impl Step for GuardrailsStep {
         input: &StepInput,
         _op: Option<&PendingOperation>,
     ) -> Result<StepOutcome, ProviderError> {
-        for obj in objects(input).iter().rev() {
-            input.kube.delete(&input.target, &obj.reference()).await?;
+        // Every object the step can create, whatever this command asked for (an offboarding
+        // has no spec, and an earlier run may have created the admin binding).
+        for r in manifests::guardrail_refs(&input.names.namespace)
+            .iter()
+            .rev()
+        {
+            input.kube.delete(&input.target, r).await?;
         }
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }
