@@ -85,10 +85,10 @@ aks_rg=${ONBOARD_AKS_RESOURCE_GROUP:-$rg}
 tenants_rg=${ONBOARD_TENANTS_RESOURCE_GROUP:-$rg-tenants}
 prefix=${ONBOARD_PREFIX:-onboard}
 keda_subject=${ONBOARD_KEDA_SUBJECT:-system:serviceaccount:kube-system:keda-operator}
-namespace=tenant-onboarding
-service_account=onboarding-worker
-main_deployment=onboard-main
-sb_deployment=onboard-servicebus
+namespace="tenant-onboarding"
+service_account="onboarding-worker"
+main_deployment="onboard-main"
+sb_deployment="onboard-servicebus"
 
 [[ "$prefix" =~ ^[a-z][a-z0-9]{1,9}$ ]] || die "ONBOARD_PREFIX must be 2-10 lowercase letters and digits, starting with a letter (got '$prefix')"
 

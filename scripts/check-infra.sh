@@ -35,6 +35,13 @@ py=$venv/bin/python
 mkdir -p "$out"
 failed=0
 
+if command -v shellcheck >/dev/null 2>&1; then
+  echo "== shellcheck"
+  shellcheck "$root/infra/deploy.sh" "$root/scripts/check-infra.sh" "$root/scripts/render-k8s.sh" || failed=1
+else
+  echo "(shellcheck not installed: shell scripts not linted; apt-get install shellcheck)"
+fi
+
 echo "== Bicep"
 "$py" "$root/infra/checks/bicep_check.py" "$root/infra" "$specs" || failed=1
 

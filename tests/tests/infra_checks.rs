@@ -126,7 +126,7 @@ fn check_infra_script_passes_on_the_committed_infrastructure() {
     );
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     assert!(
-        stdout.contains("bicep_check: 9 Bicep files parse"),
+        stdout.contains("Bicep files parse; modules, properties and outputs check out"),
         "{stdout}"
     );
     assert!(
@@ -973,6 +973,31 @@ fn cross_tenant_overlay_moves_only_service_bus_and_keda_to_the_other_entra_tenan
     assert_eq!(
         object(&overlay, "ServiceAccount", "onboarding-worker"),
         object(&base, "ServiceAccount", "onboarding-worker")
+    );
+}
+
+#[test]
+fn python_renderer_refuses_kustomize_features_it_does_not_implement() {
+    // Build the venv first (the check script does), so this test does not race it.
+    let check = check_run();
+    let python = repo().join(".local/venv/bin/python");
+    assert!(python.exists(), "no venv:\n{}", script_log(&check.output));
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: []\nnamespace: elsewhere\ncommonLabels: {a: b}\n",
+    )
+    .expect("write kustomization");
+    let output = Command::new(&python)
+        .arg(repo().join("infra/checks/render_k8s.py"))
+        .arg(dir.path())
+        .output()
+        .expect("run render_k8s.py");
+    assert_eq!(output.status.code(), Some(1), "{}", script_log(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("uses commonLabels, namespace, which this renderer does not implement"),
+        "{stderr}"
     );
 }
 
