@@ -39,7 +39,8 @@ resource workerManagesAgentPools 'Microsoft.Authorization/roleAssignments@2022-0
   name: guid(cluster.id, workerPrincipalId, agentPoolOperator.id)
   scope: cluster
   properties: {
-    roleDefinitionId: agentPoolOperator.id
+    // Custom roles are referenced by their subscription-level id, like built-in ones.
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', agentPoolOperator.name)
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
     description: 'Onboarding worker: one node pool per tenant'

@@ -21,17 +21,17 @@ var roles = {
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
 }
 
-resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
+resource sbNamespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
   name: namespaceName
 }
 
 resource commands 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
-  parent: namespace
+  parent: sbNamespace
   name: queueName
 }
 
 resource events 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' existing = {
-  parent: namespace
+  parent: sbNamespace
   name: topicName
 }
 

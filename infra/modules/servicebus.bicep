@@ -39,7 +39,7 @@ param maxDeliveryCount int = 10
 @description('Time to live of commands and events that nobody consumes.')
 param messageTimeToLive string = 'P14D'
 
-resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
+resource sbNamespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: namespaceName
   location: location
   tags: tags
@@ -56,7 +56,7 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
 }
 
 resource commands 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
-  parent: namespace
+  parent: sbNamespace
   name: queueName
   properties: {
     requiresSession: true
@@ -73,7 +73,7 @@ resource commands 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
 }
 
 resource events 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
-  parent: namespace
+  parent: sbNamespace
   name: topicName
   properties: {
     requiresDuplicateDetection: true
@@ -98,10 +98,10 @@ resource operators 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01
   }
 }
 
-output namespaceName string = namespace.name
-output namespaceId string = namespace.id
+output namespaceName string = sbNamespace.name
+output namespaceId string = sbNamespace.id
 // Host name only (e.g. sb-x.servicebus.windows.net): what the worker's AMQP client connects to.
-output fullyQualifiedNamespace string = replace(replace(namespace.properties.serviceBusEndpoint, 'https://', ''), ':443/', '')
+output fullyQualifiedNamespace string = replace(replace(sbNamespace.properties.serviceBusEndpoint, 'https://', ''), ':443/', '')
 output queueName string = commands.name
 output topicName string = events.name
 output subscriptionName string = operators.name

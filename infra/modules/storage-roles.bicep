@@ -101,7 +101,8 @@ resource workerManagesContainers 'Microsoft.Authorization/roleAssignments@2022-0
   name: guid(account.id, workerPrincipalId, containerOperator.id)
   scope: account
   properties: {
-    roleDefinitionId: containerOperator.id
+    // Custom roles are referenced by their subscription-level id, like built-in ones.
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', containerOperator.name)
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
     description: 'Onboarding worker: create and delete tenant containers'

@@ -555,6 +555,14 @@ fn every_role_assignment_is_for_a_service_principal_with_a_deterministic_name() 
                 "{path} {}",
                 a.symbol
             );
+            // Role assignments take the subscription-level role id, for custom roles too.
+            assert!(
+                prop(&a.body, "roleDefinitionId").is_some_and(|r| r.starts_with(
+                    "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+                )),
+                "{path} {}",
+                a.symbol
+            );
         }
     }
     assert_eq!(seen, 9, "role assignments across the templates");
