@@ -18,11 +18,14 @@ pub enum BootstrapError {
     Open { part: &'static str, message: String },
 }
 
+/// The command queue and the event topic of one transport.
+pub type Transport = (Arc<dyn Queue>, Arc<dyn Topic>);
+
 /// The queue and topic chosen by `transport.kind`.
 pub fn open_transport(
     config: &Config,
     clock: Arc<dyn Clock>,
-) -> Result<(Arc<dyn Queue>, Arc<dyn Topic>), BootstrapError> {
+) -> Result<Transport, BootstrapError> {
     match &config.transport {
         TransportConfig::Embedded {
             path,

@@ -298,8 +298,12 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let defaults = config::Config::try_from(&Config::default())
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        // The built-in loopback target is a default only for a configuration that names no
+        // targets: merged into a file's targets it would stay selectable in production.
+        let mut base = Config::default();
+        base.targets.clear();
+        let defaults =
+            config::Config::try_from(&base).map_err(|e| ConfigError::Load(e.to_string()))?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
@@ -316,6 +320,10 @@ impl Config {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut cfg = cfg;
+        if cfg.targets.is_empty() {
+            cfg.targets = Config::default().targets;
+        }
         let cfg = cfg.normalised();
         cfg.validate()?;
         Ok(cfg)
@@ -420,6 +428,52 @@ mod tests {
         )];
         let cfg = Config::load(None, env).expect("loads");
         assert_eq!(cfg.saga.message_budget_ms, 1234);
+    }
+
+    #[test]
+    fn a_file_with_its_own_targets_does_not_inherit_the_loopback_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let mut prod = Target::local("prod");
+        prod.arm_endpoint = "https://management.azure.com".into();
+        prod.kubernetes = KubernetesConfig {
+            in_cluster: true,
+            ..KubernetesConfig::default()
+        };
+        let file = Config {
+            default_target: "prod".into(),
+            targets: BTreeMap::from([("prod".to_string(), prod)]),
+            ..Config::default()
+        };
+        let text = toml_text(&file);
+        std::fs::write(&path, text).expect("write");
+        let cfg = Config::load(Some(&path), Vec::new()).expect("loads");
+        assert_eq!(cfg.targets.keys().collect::<Vec<_>>(), vec!["prod"]);
+        assert_eq!(cfg.targets["prod"].kubernetes.server, None);
+    }
+
+    fn toml_text(c: &Config) -> String {
+        // The config crate reads TOML; serde_json -> toml via the config crate's own value.
+        let v = serde_json::to_value(c).expect("json");
+        json_to_toml(&v, "")
+    }
+
+    fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
+        let mut scalars = String::new();
+        let mut tables = String::new();
+        if let serde_json::Value::Object(map) = v {
+            for (k, val) in map {
+                match val {
+                    serde_json::Value::Object(_) => {
+                        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        tables.push_str(&format!("[{name}]\n{}", json_to_toml(val, &name)));
+                    }
+                    serde_json::Value::Null => {}
+                    other => scalars.push_str(&format!("{k} = {other}\n")),
+                }
+            }
+        }
+        format!("{scalars}{tables}")
     }
 
     #[test]
