@@ -641,7 +641,10 @@ mod tests {
         let labels = &ns.manifest["metadata"]["labels"];
         assert_eq!(ns.namespace, None);
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
-        assert_eq!(labels["pod-security.kubernetes.io/enforce-version"], "latest");
+        assert_eq!(
+            labels["pod-security.kubernetes.io/enforce-version"],
+            "latest"
+        );
         assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
         assert_eq!(labels["pod-security.kubernetes.io/audit"], "restricted");
     }
