@@ -2,6 +2,9 @@
 //! codes, `Status` bodies, server-side apply semantics, lists, discovery), fault injection and
 //! the test endpoints.
 
+// Tests may unwrap (developers' guide); helpers outside #[test] functions too.
+#![allow(clippy::unwrap_used)]
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

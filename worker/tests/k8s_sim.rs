@@ -1,6 +1,9 @@
 //! `KubeApplier` against the Kubernetes API simulator over HTTP: the exact requests it sends,
 //! idempotent re-applies, deletes, and how failures are classified.
 
+// Tests may unwrap (developers' guide); helpers outside #[test] functions too.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -217,7 +217,7 @@ impl KubeApplier {
 
 #[async_trait::async_trait]
 impl KubeProvisioner for KubeApplier {
-    #[tracing::instrument(name = "kube.apply", skip_all, fields(target = %target.name, k8s.object = %object.reference()))]
+    #[tracing::instrument(name = "kube.apply", skip_all, fields(target.name = %target.name, k8s.object = %object.reference()))]
     async fn apply(
         &self,
         target: &Target,
@@ -246,7 +246,7 @@ impl KubeProvisioner for KubeApplier {
         })
     }
 
-    #[tracing::instrument(name = "kube.get", skip_all, fields(target = %target.name, k8s.object = %object))]
+    #[tracing::instrument(name = "kube.get", skip_all, fields(target.name = %target.name, k8s.object = %object))]
     async fn get(
         &self,
         target: &Target,
@@ -269,7 +269,7 @@ impl KubeProvisioner for KubeApplier {
         })
     }
 
-    #[tracing::instrument(name = "kube.delete", skip_all, fields(target = %target.name, k8s.object = %object))]
+    #[tracing::instrument(name = "kube.delete", skip_all, fields(target.name = %target.name, k8s.object = %object))]
     async fn delete(&self, target: &Target, object: &ObjectRef) -> Result<(), ProviderError> {
         const OP: &str = "delete";
         let (api, client) = self.api(target, object, OP)?;
