@@ -22,10 +22,7 @@ pub enum BootstrapError {
 pub type Transport = (Arc<dyn Queue>, Arc<dyn Topic>);
 
 /// The queue and topic chosen by `transport.kind`.
-pub fn open_transport(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-) -> Result<Transport, BootstrapError> {
+pub fn open_transport(config: &Config, clock: Arc<dyn Clock>) -> Result<Transport, BootstrapError> {
     match &config.transport {
         TransportConfig::Embedded {
             path,

@@ -465,7 +465,11 @@ mod tests {
             for (k, val) in map {
                 match val {
                     serde_json::Value::Object(_) => {
-                        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let name = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         tables.push_str(&format!("[{name}]\n{}", json_to_toml(val, &name)));
                     }
                     serde_json::Value::Null => {}

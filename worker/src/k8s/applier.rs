@@ -217,7 +217,7 @@ impl KubeApplier {
 
 #[async_trait::async_trait]
 impl KubeProvisioner for KubeApplier {
-    #[tracing::instrument(name = "kube.apply", skip_all, fields(target = %target.name, k8s.object = %object.reference()))]
+    #[tracing::instrument(name = "kube.apply", skip_all, fields(target.name = %target.name, k8s.object = %object.reference()))]
     async fn apply(
         &self,
         target: &Target,
@@ -246,7 +246,7 @@ impl KubeProvisioner for KubeApplier {
         })
     }
 
-    #[tracing::instrument(name = "kube.get", skip_all, fields(target = %target.name, k8s.object = %object))]
+    #[tracing::instrument(name = "kube.get", skip_all, fields(target.name = %target.name, k8s.object = %object))]
     async fn get(
         &self,
         target: &Target,
@@ -254,9 +254,12 @@ impl KubeProvisioner for KubeApplier {
     ) -> Result<Option<serde_json::Value>, ProviderError> {
         const OP: &str = "get";
         let (api, client) = self.api(target, object, OP)?;
-        let found = self
-            .timed(OP, object, client, api.get_opt(&object.name))
-            .await?;
+        // Not `get_opt`: it takes any 404 for "gone", even one saying the kind is not served.
+        let found = match self.timed(OP, object, client, api.get(&object.name)).await {
+            Ok(found) => Some(found),
+            Err(e) if is_gone(&e, object) => None,
+            Err(e) => return Err(not_served(e, object)),
+        };
         found.map(serde_json::to_value).transpose().map_err(|e| {
             ProviderError::permanent(
                 OP,
@@ -266,7 +269,7 @@ impl KubeProvisioner for KubeApplier {
         })
     }
 
-    #[tracing::instrument(name = "kube.delete", skip_all, fields(target = %target.name, k8s.object = %object))]
+    #[tracing::instrument(name = "kube.delete", skip_all, fields(target.name = %target.name, k8s.object = %object))]
     async fn delete(&self, target: &Target, object: &ObjectRef) -> Result<(), ProviderError> {
         const OP: &str = "delete";
         let (api, client) = self.api(target, object, OP)?;
@@ -277,8 +280,8 @@ impl KubeProvisioner for KubeApplier {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.code.as_deref() == Some("NotFound") => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if is_gone(&e, object) => Ok(()),
+            Err(e) => Err(not_served(e, object)),
         }
     }
 }
@@ -401,7 +404,7 @@ fn check_manifest(object: &KubeObject) -> Result<(), ProviderError> {
 
 /// A namespaced object applied right after its namespace was created can meet a namespace the
 /// API server does not know yet (or one still being deleted): waiting helps. A 404 that is not
-/// about the namespace means the API server does not serve the kind at all: it does not.
+/// about the namespace means the API server does not serve the kind at all: waiting does not.
 fn namespace_missing_is_transient(error: ProviderError, object: &ObjectRef) -> ProviderError {
     if error.code.as_deref() != Some("NotFound") {
         return error;
@@ -421,14 +424,31 @@ fn namespace_missing_is_transient(error: ProviderError, object: &ObjectRef) -> P
                 ..error
             }
         }
-        _ => ProviderError {
-            class: ErrorClass::Permanent,
-            message: format!(
-                "the API server does not serve {} {}: {}; is the cluster's Kubernetes version supported?",
-                object.api_version, object.kind, error.message
-            ),
-            ..error
-        },
+        _ => not_served(error, object),
+    }
+}
+
+/// A 404 about the object itself (`deployments.apps "workload" not found`): it is not there.
+/// The API server says the same when the object's namespace is gone.
+fn is_gone(error: &ProviderError, object: &ObjectRef) -> bool {
+    error.code.as_deref() == Some("NotFound")
+        && error
+            .message
+            .contains(&format!("\"{}\" not found", object.name))
+}
+
+/// Any other 404 means the API server does not serve the kind at all.
+fn not_served(error: ProviderError, object: &ObjectRef) -> ProviderError {
+    if error.code.as_deref() != Some("NotFound") {
+        return error;
+    }
+    ProviderError {
+        class: ErrorClass::Permanent,
+        message: format!(
+            "the API server does not serve {} {}: {}; is the cluster's Kubernetes version supported?",
+            object.api_version, object.kind, error.message
+        ),
+        ..error
     }
 }
 
@@ -519,7 +539,8 @@ fn classify_status(operation: &str, resource: &str, status: &Status) -> Provider
             ErrorClass::Transient,
             format!("conflict with a concurrent change: {message}; will retry"),
         ),
-        404 => (ErrorClass::Permanent, format!("not found: {message}")),
+        // Raw: the callers tell "gone", "namespace missing" and "kind not served" apart by it.
+        404 => (ErrorClass::Permanent, message.clone()),
         403 if message.contains("being terminated") => (
             ErrorClass::Transient,
             format!("the namespace is still being deleted: {message}; will retry"),
@@ -540,10 +561,24 @@ fn classify_status(operation: &str, resource: &str, status: &Status) -> Provider
             ErrorClass::Permanent,
             format!(
                 "the API server rejected the object as invalid: {message}{}",
-                if causes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", causes.join("; "))
+                {
+                    // The API server usually repeats its causes in the message already.
+                    let extra: Vec<&String> = causes
+                        .iter()
+                        .filter(|c| !message.contains(c.as_str()))
+                        .collect();
+                    if extra.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            extra
+                                .iter()
+                                .map(|c| c.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    }
                 }
             ),
         ),
@@ -663,6 +698,45 @@ mod tests {
         assert_eq!(
             namespace_missing_is_transient(unserved, &object).class,
             ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn only_a_not_found_naming_the_object_means_it_is_gone() {
+        let object = ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("tenant-a".into()),
+            name: "workload".into(),
+        };
+        let gone = classify_status(
+            "delete",
+            "x",
+            &status(
+                404,
+                "NotFound",
+                "deployments.apps \"workload\" not found",
+                0,
+            ),
+        );
+        assert!(is_gone(&gone, &object));
+        let unserved = classify_status(
+            "delete",
+            "x",
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                0,
+            ),
+        );
+        assert!(!is_gone(&unserved, &object));
+        let e = not_served(unserved, &object);
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(
+            e.message.contains("does not serve apps/v1 Deployment"),
+            "{}",
+            e.message
         );
     }
 
