@@ -37,6 +37,8 @@ use schema::{BodyKind, SpecSchemas};
 pub const SIM_TENANT_ID: &str = "00000000-0000-0000-0000-0000000000e1";
 /// Region named in the operation URLs the simulator hands out.
 pub const SIM_LOCATION: &str = "westeurope";
+/// The object id the simulator records as the caller of every write.
+pub const SIM_CALLER_ID: &str = "00000000-0000-0000-0000-00000000a11c";
 
 pub const AKS_API_VERSION: &str = "2026-08-01";
 pub const MSI_API_VERSION: &str = "2024-11-30";
@@ -1385,9 +1387,8 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
         "scope": scope,
         "createdOn": created_on,
         "updatedOn": now_rfc3339(),
-        "createdBy": Value::Null,
-        "updatedBy": "00000000-0000-0000-0000-00000000a11c",
-        "delegatedManagedIdentityResourceId": Value::Null,
+        "createdBy": SIM_CALLER_ID,
+        "updatedBy": SIM_CALLER_ID,
     });
     if let Some(c) = condition {
         properties["condition"] = json!(c);
