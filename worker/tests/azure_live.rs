@@ -3,6 +3,7 @@
 //! It creates and then deletes one throw-away tenant's identity, federated credential, blob
 //! container and role assignment; with `ONBOARD_LIVE_NODE_POOL=1` also a node pool (minutes, and
 //! VMs that cost money).
+#![allow(clippy::unwrap_used)] // tests may unwrap (developers' guide)
 
 mod azure_support;
 
@@ -17,28 +18,59 @@ use worker::error::ErrorClass;
 use worker::providers::{AzureProvisioner, NodePoolScale, ProviderError};
 
 const REQUIRED: [(&str, &str); 9] = [
-    ("ONBOARD_LIVE_SUBSCRIPTION_ID", "subscription to provision in"),
-    ("ONBOARD_LIVE_RESOURCE_GROUP", "resource group for the tenant identity"),
-    ("ONBOARD_LIVE_LOCATION", "region of that resource group, e.g. westeurope"),
-    ("ONBOARD_LIVE_CLUSTER_RESOURCE_GROUP", "resource group of the AKS cluster"),
+    (
+        "ONBOARD_LIVE_SUBSCRIPTION_ID",
+        "subscription to provision in",
+    ),
+    (
+        "ONBOARD_LIVE_RESOURCE_GROUP",
+        "resource group for the tenant identity",
+    ),
+    (
+        "ONBOARD_LIVE_LOCATION",
+        "region of that resource group, e.g. westeurope",
+    ),
+    (
+        "ONBOARD_LIVE_CLUSTER_RESOURCE_GROUP",
+        "resource group of the AKS cluster",
+    ),
     ("ONBOARD_LIVE_CLUSTER", "AKS cluster name"),
     ("ONBOARD_LIVE_OIDC_ISSUER", "the cluster's OIDC issuer URL"),
-    ("ONBOARD_LIVE_STORAGE_RESOURCE_GROUP", "resource group of the storage account"),
-    ("ONBOARD_LIVE_STORAGE_ACCOUNT", "storage account for the tenant container"),
-    ("ONBOARD_LIVE_ENTRA_TENANT_ID", "Entra tenant of the subscription (az login --tenant ...)"),
+    (
+        "ONBOARD_LIVE_STORAGE_RESOURCE_GROUP",
+        "resource group of the storage account",
+    ),
+    (
+        "ONBOARD_LIVE_STORAGE_ACCOUNT",
+        "storage account for the tenant container",
+    ),
+    (
+        "ONBOARD_LIVE_ENTRA_TENANT_ID",
+        "Entra tenant of the subscription (az login --tenant ...)",
+    ),
 ];
 
 fn live_target() -> Option<Target> {
     let values: BTreeMap<&str, String> = REQUIRED
         .iter()
-        .filter_map(|(k, _)| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| (*k, v)))
+        .filter_map(|(k, _)| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
         .collect();
     if values.len() < REQUIRED.len() {
         eprintln!("skipped: live Azure test needs these environment variables (and `az login`):");
         for (k, what) in REQUIRED {
-            eprintln!("  {k}{}  - {what}", if values.contains_key(k) { " (set)" } else { "" });
+            eprintln!(
+                "  {k}{}  - {what}",
+                if values.contains_key(k) { " (set)" } else { "" }
+            );
         }
-        eprintln!("  optional: ONBOARD_LIVE_NODE_POOL=1 to also create/delete a node pool, ONBOARD_LIVE_VM_SIZE (default Standard_D2s_v5)");
+        eprintln!(
+            "  optional: ONBOARD_LIVE_NODE_POOL=1 to also create/delete a node pool, ONBOARD_LIVE_VM_SIZE (default Standard_D2s_v5)"
+        );
         return None;
     }
     let v = |k: &str| values[k].clone();
@@ -56,7 +88,9 @@ fn live_target() -> Option<Target> {
         identity_entra_tenant_id: tenant.clone(),
         cluster_entra_tenant_id: tenant.clone(),
         arm_endpoint: "https://management.azure.com".into(),
-        credential: CredentialConfig::AzureCli { tenant_id: Some(tenant) },
+        credential: CredentialConfig::AzureCli {
+            tenant_id: Some(tenant),
+        },
         kubernetes: KubernetesConfig::default(),
     })
 }
@@ -90,23 +124,40 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let tenant = format!("live{suffix}");
 
-    let (id_spec, fic_spec, c_spec) = (identity(&tenant), fic(&target, &tenant), container(&tenant));
+    let (id_spec, fic_spec, c_spec) =
+        (identity(&tenant), fic(&target, &tenant), container(&tenant));
     let outcome: Result<(), ProviderError> = async {
         let id = retrying("identity", || arm.ensure_identity(&target, &id_spec)).await?;
-        assert_eq!(id.entra_tenant_id.to_lowercase(), target.identity_entra_tenant_id.to_lowercase());
+        assert_eq!(
+            id.entra_tenant_id.to_lowercase(),
+            target.identity_entra_tenant_id.to_lowercase()
+        );
         let again = arm.ensure_identity(&target, &id_spec).await?;
-        assert_eq!(again.principal_id, id.principal_id, "identity PUT is idempotent");
-        retrying("federated credential", || arm.ensure_federated_credential(&target, &fic_spec)).await?;
+        assert_eq!(
+            again.principal_id, id.principal_id,
+            "identity PUT is idempotent"
+        );
+        retrying("federated credential", || {
+            arm.ensure_federated_credential(&target, &fic_spec)
+        })
+        .await?;
         let c = retrying("container", || arm.ensure_blob_container(&target, &c_spec)).await?;
         let spec = role_assignment(&target, &c.id, &id.principal_id, &c.name);
-        let ra = retrying("role assignment", || arm.ensure_role_assignment(&target, &spec)).await?;
-        let ra2 = retrying("role assignment again", || arm.ensure_role_assignment(&target, &spec)).await?;
+        let ra = retrying("role assignment", || {
+            arm.ensure_role_assignment(&target, &spec)
+        })
+        .await?;
+        let ra2 = retrying("role assignment again", || {
+            arm.ensure_role_assignment(&target, &spec)
+        })
+        .await?;
         assert_eq!(ra.name, ra2.name);
         if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
             let mut p = pool(&suffix);
             p.scale = NodePoolScale::Fixed { count: 1 };
             p.zones.clear();
-            p.vm_size = std::env::var("ONBOARD_LIVE_VM_SIZE").unwrap_or_else(|_| "Standard_D2s_v5".into());
+            p.vm_size =
+                std::env::var("ONBOARD_LIVE_VM_SIZE").unwrap_or_else(|_| "Standard_D2s_v5".into());
             drive_pool(&arm, &target, &p, true).await?;
         }
         Ok(())
@@ -119,16 +170,31 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     let mut cleanup = Vec::new();
     if let Ok(Some(id)) = arm.get_identity(&target, &id_spec.name).await {
         let spec = role_assignment(&target, &scope, &id.principal_id, &c.name);
-        cleanup.push(retrying("delete role assignment", || arm.delete_role_assignment(&target, &scope, &spec.name)).await);
+        cleanup.push(
+            retrying("delete role assignment", || {
+                arm.delete_role_assignment(&target, &scope, &spec.name)
+            })
+            .await,
+        );
     }
-    cleanup.push(retrying("delete container", || arm.delete_blob_container(&target, &c.name)).await);
+    cleanup.push(
+        retrying("delete container", || {
+            arm.delete_blob_container(&target, &c.name)
+        })
+        .await,
+    );
     cleanup.push(
         retrying("delete federated credential", || {
             arm.delete_federated_credential(&target, &id_spec.name, &fic_spec.name)
         })
         .await,
     );
-    cleanup.push(retrying("delete identity", || arm.delete_identity(&target, &id_spec.name)).await);
+    cleanup.push(
+        retrying("delete identity", || {
+            arm.delete_identity(&target, &id_spec.name)
+        })
+        .await,
+    );
     if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
         cleanup.push(drive_pool_delete(&arm, &target, &pool(&suffix).name, true).await);
     }
@@ -136,5 +202,10 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     for r in cleanup {
         r.unwrap();
     }
-    assert!(arm.get_identity(&target, &id_spec.name).await.unwrap().is_none());
+    assert!(
+        arm.get_identity(&target, &id_spec.name)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -161,7 +161,11 @@ impl ArmState {
             }
         }
         for pool in self.pools.values_mut() {
-            if pool.op.as_ref().is_some_and(|id| self.operations.get(id).is_none_or(|o| o.done)) {
+            if pool
+                .op
+                .as_ref()
+                .is_some_and(|id| self.operations.get(id).is_none_or(|o| o.done))
+            {
                 pool.op = None;
             }
         }
@@ -307,13 +311,22 @@ impl ArmSim {
                 .collect()
         };
         let mut resources = BTreeMap::new();
-        resources.insert("agentPools".into(), ids(state.pools.values().map(|p| &p.body).collect()));
+        resources.insert(
+            "agentPools".into(),
+            ids(state.pools.values().map(|p| &p.body).collect()),
+        );
         resources.insert(
             "userAssignedIdentities".into(),
             ids(state.identities.values().map(|i| &i.body).collect()),
         );
-        resources.insert("federatedIdentityCredentials".into(), ids(state.fics.values().collect()));
-        resources.insert("blobContainers".into(), ids(state.containers.values().collect()));
+        resources.insert(
+            "federatedIdentityCredentials".into(),
+            ids(state.fics.values().collect()),
+        );
+        resources.insert(
+            "blobContainers".into(),
+            ids(state.containers.values().collect()),
+        );
         resources.insert(
             "roleAssignments".into(),
             ids(state.role_assignments.values().map(|r| &r.body).collect()),
@@ -381,13 +394,40 @@ async fn reset(State(ctx): State<Arc<Ctx>>) -> Response {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Route {
-    AgentPool { sub: String, rg: String, cluster: String, pool: String },
-    Identity { sub: String, rg: String, name: String },
-    Fic { sub: String, rg: String, identity: String, name: String },
-    Container { sub: String, rg: String, account: String, name: String },
-    RoleAssignment { scope: String, name: String },
-    RoleAssignments { scope: String },
-    Operation { id: String, result: bool },
+    AgentPool {
+        sub: String,
+        rg: String,
+        cluster: String,
+        pool: String,
+    },
+    Identity {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    Fic {
+        sub: String,
+        rg: String,
+        identity: String,
+        name: String,
+    },
+    Container {
+        sub: String,
+        rg: String,
+        account: String,
+        name: String,
+    },
+    RoleAssignment {
+        scope: String,
+        name: String,
+    },
+    RoleAssignments {
+        scope: String,
+    },
+    Operation {
+        id: String,
+        result: bool,
+    },
 }
 
 fn is(segment: &str, literal: &str) -> bool {
@@ -395,11 +435,7 @@ fn is(segment: &str, literal: &str) -> bool {
 }
 
 fn matches(segs: &[&str], pattern: &[&str]) -> bool {
-    segs.len() == pattern.len()
-        && segs
-            .iter()
-            .zip(pattern)
-            .all(|(s, p)| *p == "*" || is(s, p))
+    segs.len() == pattern.len() && segs.iter().zip(pattern).all(|(s, p)| *p == "*" || is(s, p))
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -420,38 +456,114 @@ fn parse_route(path: &str) -> Option<Route> {
         }
         return match segs.len() - (i + 3) {
             0 => Some(Route::RoleAssignments { scope }),
-            1 => Some(Route::RoleAssignment { scope, name: s(i + 3) }),
+            1 => Some(Route::RoleAssignment {
+                scope,
+                name: s(i + 3),
+            }),
             _ => None,
         };
     }
     let rg = ["subscriptions", "*", "resourceGroups", "*", "providers"];
-    let with = |tail: &[&'static str]| -> Vec<&'static str> { rg.iter().chain(tail).copied().collect() };
-    if matches(&segs, &with(&["Microsoft.ContainerService", "managedClusters", "*", "agentPools", "*"])) {
-        return Some(Route::AgentPool { sub: s(1), rg: s(3), cluster: s(7), pool: s(9) });
-    }
-    if matches(&segs, &with(&["Microsoft.ManagedIdentity", "userAssignedIdentities", "*"])) {
-        return Some(Route::Identity { sub: s(1), rg: s(3), name: s(7) });
+    let with =
+        |tail: &[&'static str]| -> Vec<&'static str> { rg.iter().chain(tail).copied().collect() };
+    if matches(
+        &segs,
+        &with(&[
+            "Microsoft.ContainerService",
+            "managedClusters",
+            "*",
+            "agentPools",
+            "*",
+        ]),
+    ) {
+        return Some(Route::AgentPool {
+            sub: s(1),
+            rg: s(3),
+            cluster: s(7),
+            pool: s(9),
+        });
     }
     if matches(
         &segs,
-        &with(&["Microsoft.ManagedIdentity", "userAssignedIdentities", "*", "federatedIdentityCredentials", "*"]),
+        &with(&["Microsoft.ManagedIdentity", "userAssignedIdentities", "*"]),
     ) {
-        return Some(Route::Fic { sub: s(1), rg: s(3), identity: s(7), name: s(9) });
+        return Some(Route::Identity {
+            sub: s(1),
+            rg: s(3),
+            name: s(7),
+        });
     }
     if matches(
         &segs,
-        &with(&["Microsoft.Storage", "storageAccounts", "*", "blobServices", "default", "containers", "*"]),
+        &with(&[
+            "Microsoft.ManagedIdentity",
+            "userAssignedIdentities",
+            "*",
+            "federatedIdentityCredentials",
+            "*",
+        ]),
     ) {
-        return Some(Route::Container { sub: s(1), rg: s(3), account: s(7), name: s(11) });
-    }
-    if matches(&segs, &["subscriptions", "*", "providers", "Microsoft.ContainerService", "locations", "*", "operations", "*"]) {
-        return Some(Route::Operation { id: s(7), result: false });
+        return Some(Route::Fic {
+            sub: s(1),
+            rg: s(3),
+            identity: s(7),
+            name: s(9),
+        });
     }
     if matches(
         &segs,
-        &["subscriptions", "*", "providers", "Microsoft.ContainerService", "locations", "*", "operationresults", "*"],
+        &with(&[
+            "Microsoft.Storage",
+            "storageAccounts",
+            "*",
+            "blobServices",
+            "default",
+            "containers",
+            "*",
+        ]),
     ) {
-        return Some(Route::Operation { id: s(7), result: true });
+        return Some(Route::Container {
+            sub: s(1),
+            rg: s(3),
+            account: s(7),
+            name: s(11),
+        });
+    }
+    if matches(
+        &segs,
+        &[
+            "subscriptions",
+            "*",
+            "providers",
+            "Microsoft.ContainerService",
+            "locations",
+            "*",
+            "operations",
+            "*",
+        ],
+    ) {
+        return Some(Route::Operation {
+            id: s(7),
+            result: false,
+        });
+    }
+    if matches(
+        &segs,
+        &[
+            "subscriptions",
+            "*",
+            "providers",
+            "Microsoft.ContainerService",
+            "locations",
+            "*",
+            "operationresults",
+            "*",
+        ],
+    ) {
+        return Some(Route::Operation {
+            id: s(7),
+            result: true,
+        });
     }
     None
 }
@@ -474,7 +586,9 @@ impl Route {
             Route::AgentPool { .. } | Route::Operation { .. } => AKS_API_VERSION,
             Route::Identity { .. } | Route::Fic { .. } => MSI_API_VERSION,
             Route::Container { .. } => STORAGE_API_VERSION,
-            Route::RoleAssignment { .. } | Route::RoleAssignments { .. } => AUTHORIZATION_API_VERSION,
+            Route::RoleAssignment { .. } | Route::RoleAssignments { .. } => {
+                AUTHORIZATION_API_VERSION
+            }
         }
     }
 
@@ -498,7 +612,11 @@ impl Route {
 // ---------------------------------------------------------------- responses
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 fn with_retry_after(mut resp: Response, after: Duration) -> Response {
@@ -517,7 +635,9 @@ fn not_found(kind: &str, name: &str, rg: &str) -> Response {
     arm_error(
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
-        &format!("The Resource '{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+        &format!(
+            "The Resource '{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+        ),
     )
 }
 
@@ -655,14 +775,18 @@ async fn respond(ctx: &Ctx, method: &Method, uri: &Uri, body: &Bytes) -> Respons
             return arm_error(
                 StatusCode::BAD_REQUEST,
                 "MissingApiVersionParameter",
-                &format!("The api-version query parameter (?api-version=) is required for all requests. The supported api-version is '{expected}'."),
+                &format!(
+                    "The api-version query parameter (?api-version=) is required for all requests. The supported api-version is '{expected}'."
+                ),
             );
         }
         Some(v) if v != expected => {
             return arm_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidApiVersionParameter",
-                &format!("The api-version '{v}' is invalid. The supported versions are '{expected}'."),
+                &format!(
+                    "The api-version '{v}' is invalid. The supported versions are '{expected}'."
+                ),
             );
         }
         Some(_) => {}
@@ -672,9 +796,11 @@ async fn respond(ctx: &Ctx, method: &Method, uri: &Uri, body: &Bytes) -> Respons
         let taken = lock(bucket).take(&route.subscription(), Instant::now());
         match taken {
             Ok(remaining) => {
-                let mut resp = Box::pin(dispatch(ctx, method, uri, &route, &operation, parsed_body)).await;
+                let mut resp =
+                    Box::pin(dispatch(ctx, method, uri, &route, &operation, parsed_body)).await;
                 if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
-                    resp.headers_mut().insert("x-ms-ratelimit-remaining-subscription-writes", v);
+                    resp.headers_mut()
+                        .insert("x-ms-ratelimit-remaining-subscription-writes", v);
                 }
                 return resp;
             }
@@ -720,8 +846,16 @@ async fn dispatch(
         Fault::ServerError(code) => {
             sim.counters.faults.fetch_add(1, Ordering::Relaxed);
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let name = if code == 503 { "ServiceUnavailable" } else { "InternalServerError" };
-            return arm_error(status, name, &format!("{operation}: injected server error {code}"));
+            let name = if code == 503 {
+                "ServiceUnavailable"
+            } else {
+                "InternalServerError"
+            };
+            return arm_error(
+                status,
+                name,
+                &format!("{operation}: injected server error {code}"),
+            );
         }
         Fault::Stall(d) => {
             sim.counters.faults.fetch_add(1, Ordering::Relaxed);
@@ -729,7 +863,10 @@ async fn dispatch(
             return arm_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "GatewayTimeout",
-                &format!("{operation}: the request stalled for {} ms (injected)", d.as_millis()),
+                &format!(
+                    "{operation}: the request stalled for {} ms (injected)",
+                    d.as_millis()
+                ),
             );
         }
         Fault::Permanent => {
@@ -741,21 +878,23 @@ async fn dispatch(
             );
         }
     }
-    if let (Some(schemas), Some(body), Some(kind)) = (&sim.schemas, &body, body_kind(route)) {
-        if let Err(errors) = schemas.validate(kind, body) {
-            sim.counters.rejected_bodies.fetch_add(1, Ordering::Relaxed);
-            return arm_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContent",
-                &format!(
-                    "The request content does not match the {kind:?} schema of the official spec: {}",
-                    errors.join("; ")
-                ),
-            );
-        }
+    if let (Some(schemas), Some(body), Some(kind)) = (&sim.schemas, &body, body_kind(route))
+        && let Err(errors) = schemas.validate(kind, body)
+    {
+        sim.counters.rejected_bodies.fetch_add(1, Ordering::Relaxed);
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            &format!(
+                "The request content does not match the {kind:?} schema of the official spec: {}",
+                errors.join("; ")
+            ),
+        );
     }
     // Synchronous writes take their (scaled) time; agent pools take theirs as an operation.
-    if (*method == Method::PUT || *method == Method::DELETE) && !matches!(route, Route::AgentPool { .. }) {
+    if (*method == Method::PUT || *method == Method::DELETE)
+        && !matches!(route, Route::AgentPool { .. })
+    {
         let d = sim.latency.latency(operation);
         if !d.is_zero() {
             tokio::time::sleep(d).await;
@@ -763,8 +902,15 @@ async fn dispatch(
     }
     let body = body.unwrap_or(Value::Null);
     match route {
-        Route::AgentPool { sub, rg, cluster, pool } => {
-            let id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{cluster}/agentPools/{pool}");
+        Route::AgentPool {
+            sub,
+            rg,
+            cluster,
+            pool,
+        } => {
+            let id = format!(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{cluster}/agentPools/{pool}"
+            );
             match method.as_str() {
                 "PUT" => put_pool(ctx, sub, &id, pool, body),
                 "DELETE" => delete_pool(ctx, sub, &id, pool),
@@ -773,7 +919,9 @@ async fn dispatch(
         }
         Route::Operation { id, result } => get_operation(ctx, id, *result),
         Route::Identity { sub, rg, name } => {
-            let id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}");
+            let id = format!(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+            );
             match method.as_str() {
                 "PUT" => put_identity(sim, &id, name, body),
                 "DELETE" => {
@@ -788,12 +936,24 @@ async fn dispatch(
                 },
             }
         }
-        Route::Fic { sub, rg, identity, name } => {
-            let parent = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{identity}");
+        Route::Fic {
+            sub,
+            rg,
+            identity,
+            name,
+        } => {
+            let parent = format!(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{identity}"
+            );
             let id = format!("{parent}/federatedIdentityCredentials/{name}");
             match method.as_str() {
                 "PUT" => put_fic(sim, &parent, &id, name, body),
-                "DELETE" => deleted(lock(&sim.state).fics.remove(&id.to_ascii_lowercase()).is_some()),
+                "DELETE" => deleted(
+                    lock(&sim.state)
+                        .fics
+                        .remove(&id.to_ascii_lowercase())
+                        .is_some(),
+                ),
                 _ => match lock(&sim.state).fics.get(&id.to_ascii_lowercase()) {
                     Some(v) => json_response(StatusCode::OK, v),
                     None => not_found(
@@ -804,16 +964,24 @@ async fn dispatch(
                 },
             }
         }
-        Route::Container { sub, rg, account, name } => {
-            let id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{account}/blobServices/default/containers/{name}");
+        Route::Container {
+            sub,
+            rg,
+            account,
+            name,
+        } => {
+            let id = format!(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{account}/blobServices/default/containers/{name}"
+            );
             match method.as_str() {
                 "PUT" => put_container(sim, &id, name, body),
                 "DELETE" => {
                     let mut st = lock(&sim.state);
                     let key = id.to_ascii_lowercase();
                     // Role assignments are extension resources: they go with their scope.
-                    st.role_assignments
-                        .retain(|_, r| r.scope_key != key && !r.scope_key.starts_with(&format!("{key}/")));
+                    st.role_assignments.retain(|_, r| {
+                        r.scope_key != key && !r.scope_key.starts_with(&format!("{key}/"))
+                    });
                     deleted(st.containers.remove(&key).is_some())
                 }
                 _ => match lock(&sim.state).containers.get(&id.to_ascii_lowercase()) {
@@ -830,11 +998,17 @@ async fn dispatch(
             let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
             match method.as_str() {
                 "PUT" => put_role_assignment(sim, scope, &id, name, body),
-                "DELETE" => match lock(&sim.state).role_assignments.remove(&id.to_ascii_lowercase()) {
+                "DELETE" => match lock(&sim.state)
+                    .role_assignments
+                    .remove(&id.to_ascii_lowercase())
+                {
                     Some(rec) => json_response(StatusCode::OK, &rec.body),
                     None => StatusCode::NO_CONTENT.into_response(),
                 },
-                _ => match lock(&sim.state).role_assignments.get(&id.to_ascii_lowercase()) {
+                _ => match lock(&sim.state)
+                    .role_assignments
+                    .get(&id.to_ascii_lowercase())
+                {
                     Some(rec) => json_response(StatusCode::OK, &rec.body),
                     None => arm_error(
                         StatusCode::NOT_FOUND,
@@ -874,8 +1048,13 @@ fn now_rfc3339() -> String {
 
 fn valid_name(name: &str, min: usize, max: usize, extra: &[char]) -> bool {
     (min..=max).contains(&name.len())
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
 }
 
 // ---------------------------------------------------------------- agent pools
@@ -908,10 +1087,14 @@ fn lro_headers(ctx: &Ctx, sub: &str, op_id: &str, after: Duration, mut resp: Res
         ctx.base
     );
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("{base}/operations/{op_id}?api-version={AKS_API_VERSION}")) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{base}/operations/{op_id}?api-version={AKS_API_VERSION}"
+    )) {
         h.insert("azure-asyncoperation", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{base}/operationresults/{op_id}?api-version={AKS_API_VERSION}")) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{base}/operationresults/{op_id}?api-version={AKS_API_VERSION}"
+    )) {
         h.insert("location", v);
     }
     let secs = (after.as_secs_f64().ceil() as u64).min(15);
@@ -925,7 +1108,9 @@ fn busy(what: &str) -> Response {
     arm_error(
         StatusCode::CONFLICT,
         "OperationNotAllowed",
-        &format!("Operation is not allowed because there's an in progress {what} operation. Please wait for it to finish before starting a new operation."),
+        &format!(
+            "Operation is not allowed because there's an in progress {what} operation. Please wait for it to finish before starting a new operation."
+        ),
     )
 }
 
@@ -941,38 +1126,74 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
     let sim = &ctx.sim;
     let valid = name.len() <= 12
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !valid {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameter",
-            &format!("The agent pool name '{name}' is invalid: a Linux agent pool name must be 1-12 lowercase letters and digits, starting with a letter."),
+            &format!(
+                "The agent pool name '{name}' is invalid: a Linux agent pool name must be 1-12 lowercase letters and digits, starting with a letter."
+            ),
         );
     }
     let props = body.get("properties").cloned().unwrap_or_else(|| json!({}));
-    if props.get("vmSize").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", "The value of parameter agentPoolProfile.vmSize is invalid: it is required.");
+    if props
+        .get("vmSize")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "The value of parameter agentPoolProfile.vmSize is invalid: it is required.",
+        );
     }
     let autoscale = props.get("enableAutoScaling").and_then(Value::as_bool) == Some(true);
     if autoscale {
-        let (min, max) = (props.get("minCount").and_then(Value::as_i64), props.get("maxCount").and_then(Value::as_i64));
+        let (min, max) = (
+            props.get("minCount").and_then(Value::as_i64),
+            props.get("maxCount").and_then(Value::as_i64),
+        );
         match (min, max) {
             (Some(a), Some(b)) if a >= 0 && a <= b && b <= 1000 => {}
-            _ => return arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", "enableAutoScaling needs minCount and maxCount with 0 <= minCount <= maxCount <= 1000."),
+            _ => {
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameter",
+                    "enableAutoScaling needs minCount and maxCount with 0 <= minCount <= maxCount <= 1000.",
+                );
+            }
         }
     } else if props.get("minCount").is_some() || props.get("maxCount").is_some() {
-        return arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", "minCount and maxCount may only be set when enableAutoScaling is true.");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "minCount and maxCount may only be set when enableAutoScaling is true.",
+        );
     }
     if props.get("mode").and_then(Value::as_str) == Some("Gateway") {
-        return arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", "The simulator only creates System and User agent pools.");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "The simulator only creates System and User agent pools.",
+        );
     }
     let key = id.to_ascii_lowercase();
-    let cluster_key = key.rsplit_once("/agentpools/").map(|(c, _)| c.to_string()).unwrap_or_default();
+    let cluster_key = key
+        .rsplit_once("/agentpools/")
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_default();
     let now = Instant::now();
     let mut st = lock(&sim.state);
     st.settle(now);
     if let Some((busy_key, kind)) = st.busy_op_in_cluster(&cluster_key) {
-        let whose = if busy_key == key { "this agent pool's" } else { "another agent pool's" };
+        let whose = if busy_key == key {
+            "this agent pool's"
+        } else {
+            "another agent pool's"
+        };
         return busy(&format!("{} ({whose})", op_word(kind)));
     }
     let existing = st.pools.get(&key).cloned();
@@ -1024,7 +1245,11 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
     if autoscale && properties.get("count").is_none() {
         properties["count"] = props["minCount"].clone();
     }
-    properties["provisioningState"] = json!(if kind == OpKind::Create { "Creating" } else { "Updating" });
+    properties["provisioningState"] = json!(if kind == OpKind::Create {
+        "Creating"
+    } else {
+        "Updating"
+    });
     properties["eTag"] = json!(Uuid::new_v4().simple().to_string());
     let resource = json!({
         "id": id,
@@ -1079,7 +1304,11 @@ fn delete_pool(ctx: &Ctx, sub: &str, id: &str, _name: &str) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     };
     if let Some((busy_key, kind)) = st.busy_op_in_cluster(&pool.cluster_key) {
-        let whose = if busy_key == key { "this agent pool's" } else { "another agent pool's" };
+        let whose = if busy_key == key {
+            "this agent pool's"
+        } else {
+            "another agent pool's"
+        };
         return busy(&format!("{} ({whose})", op_word(kind)));
     }
     let duration = sim.latency.latency("arm.agent_pools.delete");
@@ -1099,7 +1328,13 @@ fn delete_pool(ctx: &Ctx, sub: &str, id: &str, _name: &str) -> Response {
         p.body["properties"]["provisioningState"] = json!("Deleting");
         p.op = Some(op_id.clone());
     }
-    lro_headers(ctx, sub, &op_id, duration, StatusCode::ACCEPTED.into_response())
+    lro_headers(
+        ctx,
+        sub,
+        &op_id,
+        duration,
+        StatusCode::ACCEPTED.into_response(),
+    )
 }
 
 fn get_operation(ctx: &Ctx, op_id: &str, result: bool) -> Response {
@@ -1117,7 +1352,13 @@ fn get_operation(ctx: &Ctx, op_id: &str, result: bool) -> Response {
     let remaining = op.done_at.saturating_duration_since(now);
     if result {
         if !op.done {
-            return lro_headers(ctx, &op.subscription, op_id, remaining, StatusCode::ACCEPTED.into_response());
+            return lro_headers(
+                ctx,
+                &op.subscription,
+                op_id,
+                remaining,
+                StatusCode::ACCEPTED.into_response(),
+            );
         }
         return match (op.kind, st.pools.get(&op.pool_key)) {
             (OpKind::Delete, _) | (_, None) => StatusCode::NO_CONTENT.into_response(),
@@ -1149,7 +1390,9 @@ fn put_identity(sim: &ArmSim, id: &str, name: &str, body: Value) -> Response {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidResourceName",
-            &format!("Resource name '{name}' is invalid. The name can contain only letters, numbers, underscores and hyphens, must start with a letter or number, and be 3 to 128 characters long."),
+            &format!(
+                "Resource name '{name}' is invalid. The name can contain only letters, numbers, underscores and hyphens, must start with a letter or number, and be 3 to 128 characters long."
+            ),
         );
     }
     let key = id.to_ascii_lowercase();
@@ -1157,7 +1400,10 @@ fn put_identity(sim: &ArmSim, id: &str, name: &str, body: Value) -> Response {
     let (principal_id, client_id, status, created) = match st.identities.get(&key) {
         Some(rec) => (
             rec.principal_id.clone(),
-            rec.body["properties"]["clientId"].as_str().unwrap_or_default().to_string(),
+            rec.body["properties"]["clientId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             StatusCode::OK,
             rec.created,
         ),
@@ -1197,35 +1443,63 @@ fn put_fic(sim: &ArmSim, parent: &str, id: &str, name: &str, body: Value) -> Res
         return arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidResourceName",
-            &format!("Federated identity credential name '{name}' is invalid: 3-120 letters, digits, hyphens and underscores, starting with a letter or digit."),
+            &format!(
+                "Federated identity credential name '{name}' is invalid: 3-120 letters, digits, hyphens and underscores, starting with a letter or digit."
+            ),
         );
     }
     let props = &body["properties"];
     let issuer = props["issuer"].as_str().unwrap_or_default();
     if !issuer.starts_with("https://") {
-        return arm_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Issuer '{issuer}' must be an https URL."));
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Issuer '{issuer}' must be an https URL."),
+        );
     }
     if props["subject"].as_str().is_none_or(str::is_empty) {
-        return arm_error(StatusCode::BAD_REQUEST, "BadRequest", "Subject must not be empty.");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Subject must not be empty.",
+        );
     }
     if props["audiences"].as_array().is_none_or(|a| a.len() != 1) {
-        return arm_error(StatusCode::BAD_REQUEST, "BadRequest", "Exactly one audience is supported.");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Exactly one audience is supported.",
+        );
     }
     let mut st = lock(&sim.state);
     if !st.identities.contains_key(&parent.to_ascii_lowercase()) {
         return arm_error(
             StatusCode::NOT_FOUND,
             "ParentResourceNotFound",
-            &format!("Failed to perform 'write' on resource(s) of type 'userAssignedIdentities/federatedIdentityCredentials', because the parent resource '{parent}' could not be found."),
+            &format!(
+                "Failed to perform 'write' on resource(s) of type 'userAssignedIdentities/federatedIdentityCredentials', because the parent resource '{parent}' could not be found."
+            ),
         );
     }
     let key = id.to_ascii_lowercase();
     let prefix = format!("{}/", parent.to_ascii_lowercase());
-    let siblings = st.fics.keys().filter(|k| k.starts_with(&prefix) && **k != key).count();
+    let siblings = st
+        .fics
+        .keys()
+        .filter(|k| k.starts_with(&prefix) && **k != key)
+        .count();
     if siblings >= 20 {
-        return arm_error(StatusCode::BAD_REQUEST, "BadRequest", "An identity can have at most 20 federated identity credentials.");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "An identity can have at most 20 federated identity credentials.",
+        );
     }
-    let status = if st.fics.contains_key(&key) { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if st.fics.contains_key(&key) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let resource = json!({
         "id": id,
         "name": name,
@@ -1244,7 +1518,9 @@ fn put_fic(sim: &ArmSim, parent: &str, id: &str, name: &str, body: Value) -> Res
 
 fn valid_container_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
         && !name.contains("--")
@@ -1255,12 +1531,18 @@ fn put_container(sim: &ArmSim, id: &str, name: &str, body: Value) -> Response {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "ContainerOperationFailure",
-            &format!("The specified resource name '{name}' contains invalid characters or has an invalid length."),
+            &format!(
+                "The specified resource name '{name}' contains invalid characters or has an invalid length."
+            ),
         );
     }
     let key = id.to_ascii_lowercase();
     let mut st = lock(&sim.state);
-    let status = if st.containers.contains_key(&key) { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if st.containers.contains_key(&key) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let props = &body["properties"];
     let resource = json!({
         "id": id,
@@ -1301,7 +1583,9 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
         return arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidRoleAssignmentId",
-            &format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
+            &format!(
+                "The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."
+            ),
         );
     }
     let props = &body["properties"];
@@ -1332,7 +1616,10 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
             );
         }
     }
-    let principal = props["principalId"].as_str().unwrap_or_default().to_string();
+    let principal = props["principalId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let principal_key = principal.to_ascii_lowercase();
     let scope_key = scope.trim_end_matches('/').to_ascii_lowercase();
     let key = id.to_ascii_lowercase();
@@ -1356,17 +1643,29 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
         return arm_error(
             StatusCode::BAD_REQUEST,
             "PrincipalNotFound",
-            &format!("Principal {} does not exist in the directory {SIM_TENANT_ID}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group. See https://aka.ms/docs-principaltype", principal.replace('-', "")),
+            &format!(
+                "Principal {} does not exist in the directory {SIM_TENANT_ID}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group. See https://aka.ms/docs-principaltype",
+                principal.replace('-', "")
+            ),
         );
     }
     if let Some((other, _)) = st.role_assignments.iter().find(|(k, r)| {
-        **k != key && r.scope_key == scope_key && r.principal_key == principal_key && r.role_key == role_key
+        **k != key
+            && r.scope_key == scope_key
+            && r.principal_key == principal_key
+            && r.role_key == role_key
     }) {
-        let other_name = other.rsplit('/').next().unwrap_or_default().replace('-', "");
+        let other_name = other
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .replace('-', "");
         return arm_error(
             StatusCode::CONFLICT,
             "RoleAssignmentExists",
-            &format!("The role assignment already exists. The ID of the existing role assignment is {other_name}."),
+            &format!(
+                "The role assignment already exists. The ID of the existing role assignment is {other_name}."
+            ),
         );
     }
     let (status, created_on) = match st.role_assignments.get(&key) {
@@ -1428,7 +1727,9 @@ fn list_role_assignments(sim: &ArmSim, scope: &str, uri: &Uri) -> Response {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "UnsupportedQuery",
-            &format!("The filter '{filter}' is not supported; use assignedTo('<id>'), principalId eq '<id>' or atScope()."),
+            &format!(
+                "The filter '{filter}' is not supported; use assignedTo('<id>'), principalId eq '<id>' or atScope()."
+            ),
         );
     }
     let scope_key = scope.trim_end_matches('/').to_ascii_lowercase();
@@ -1454,17 +1755,33 @@ mod tests {
     #[test]
     fn routes_are_recognised_case_insensitively() {
         assert_eq!(
-            parse_route("/subscriptions/s/resourcegroups/rg/providers/microsoft.containerservice/managedClusters/c/agentPools/p"),
-            Some(Route::AgentPool { sub: "s".into(), rg: "rg".into(), cluster: "c".into(), pool: "p".into() })
+            parse_route(
+                "/subscriptions/s/resourcegroups/rg/providers/microsoft.containerservice/managedClusters/c/agentPools/p"
+            ),
+            Some(Route::AgentPool {
+                sub: "s".into(),
+                rg: "rg".into(),
+                cluster: "c".into(),
+                pool: "p".into()
+            })
         );
         let scope = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a/blobServices/default/containers/c";
         assert_eq!(
-            parse_route(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/n")),
-            Some(Route::RoleAssignment { scope: scope.into(), name: "n".into() })
+            parse_route(&format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignments/n"
+            )),
+            Some(Route::RoleAssignment {
+                scope: scope.into(),
+                name: "n".into()
+            })
         );
         assert_eq!(
-            parse_route(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments")),
-            Some(Route::RoleAssignments { scope: scope.into() })
+            parse_route(&format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignments"
+            )),
+            Some(Route::RoleAssignments {
+                scope: scope.into()
+            })
         );
         assert_eq!(parse_route("/subscriptions/s/resourceGroups/rg"), None);
         assert_eq!(parse_route("/subscriptions//x"), None);
@@ -1472,14 +1789,26 @@ mod tests {
 
     #[test]
     fn query_parameters_are_decoded() {
-        let uri: Uri = "/x?api-version=2022-04-01&%24filter=assignedTo(%27abc%27)".parse().unwrap();
-        assert_eq!(query_param(&uri, "$filter").as_deref(), Some("assignedTo('abc')"));
-        assert_eq!(query_param(&uri, "api-version").as_deref(), Some("2022-04-01"));
+        let uri: Uri = "/x?api-version=2022-04-01&%24filter=assignedTo(%27abc%27)"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            query_param(&uri, "$filter").as_deref(),
+            Some("assignedTo('abc')")
+        );
+        assert_eq!(
+            query_param(&uri, "api-version").as_deref(),
+            Some("2022-04-01")
+        );
     }
 
     #[test]
     fn the_write_bucket_refuses_when_empty_and_names_the_wait() {
-        let mut b = Bucket { size: 1.0, refill: 2.0, tokens: HashMap::new() };
+        let mut b = Bucket {
+            size: 1.0,
+            refill: 2.0,
+            tokens: HashMap::new(),
+        };
         let now = Instant::now();
         assert!(b.take("s", now).is_ok());
         let wait = b.take("s", now).unwrap_err();

@@ -67,7 +67,9 @@ pub struct SpecSchemas {
 
 impl std::fmt::Debug for SpecSchemas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpecSchemas").field("dir", &self.dir).finish()
+        f.debug_struct("SpecSchemas")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -84,7 +86,10 @@ impl SpecSchemas {
         collect_specs(&dir.join("specification"), dir, &mut files)
             .map_err(|e| format!("cannot read the specs under {}: {e}", dir.display()))?;
         if files.is_empty() {
-            return Err(format!("no spec files under {}/specification", dir.display()));
+            return Err(format!(
+                "no spec files under {}/specification",
+                dir.display()
+            ));
         }
         let mut documents = Vec::new();
         for (rel, path) in files {
@@ -184,11 +189,31 @@ mod tests {
             v["parameters"][param].clone()
         };
         let cases = [
-            (BodyKind::AgentPool, "specification/containerservice/resource-manager/Microsoft.ContainerService/aks/stable/2026-08-01/examples/AgentPoolsCreate_Update.json", "parameters"),
-            (BodyKind::Identity, "specification/msi/resource-manager/Microsoft.ManagedIdentity/stable/2024-11-30/examples/IdentityCreate.json", "parameters"),
-            (BodyKind::FederatedIdentityCredential, "specification/msi/resource-manager/Microsoft.ManagedIdentity/stable/2024-11-30/examples/FederatedIdentityCredentialCreate.json", "parameters"),
-            (BodyKind::BlobContainer, "specification/storage/resource-manager/Microsoft.Storage/stable/2025-08-01/examples/BlobContainersPut.json", "blobContainer"),
-            (BodyKind::RoleAssignmentCreate, "specification/authorization/resource-manager/Microsoft.Authorization/stable/2022-04-01/examples/RoleAssignments_CreateForResourceGroup.json", "parameters"),
+            (
+                BodyKind::AgentPool,
+                "specification/containerservice/resource-manager/Microsoft.ContainerService/aks/stable/2026-08-01/examples/AgentPoolsCreate_Update.json",
+                "parameters",
+            ),
+            (
+                BodyKind::Identity,
+                "specification/msi/resource-manager/Microsoft.ManagedIdentity/stable/2024-11-30/examples/IdentityCreate.json",
+                "parameters",
+            ),
+            (
+                BodyKind::FederatedIdentityCredential,
+                "specification/msi/resource-manager/Microsoft.ManagedIdentity/stable/2024-11-30/examples/FederatedIdentityCredentialCreate.json",
+                "parameters",
+            ),
+            (
+                BodyKind::BlobContainer,
+                "specification/storage/resource-manager/Microsoft.Storage/stable/2025-08-01/examples/BlobContainersPut.json",
+                "blobContainer",
+            ),
+            (
+                BodyKind::RoleAssignmentCreate,
+                "specification/authorization/resource-manager/Microsoft.Authorization/stable/2022-04-01/examples/RoleAssignments_CreateForResourceGroup.json",
+                "parameters",
+            ),
         ];
         for (kind, file, param) in cases {
             assert_eq!(s.validate(kind, &ex(file, param)), Ok(()), "{kind:?}");
@@ -199,19 +224,39 @@ mod tests {
     fn bodies_that_break_the_schema_are_reported_with_their_location() {
         let Some(s) = schemas() else { return };
         let errs = s
-            .validate(BodyKind::AgentPool, &json!({"properties": {"count": "three", "mode": "Boss"}}))
+            .validate(
+                BodyKind::AgentPool,
+                &json!({"properties": {"count": "three", "mode": "Boss"}}),
+            )
             .unwrap_err();
-        assert!(errs.iter().any(|e| e.starts_with("/properties/count")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("/properties/mode")), "{errs:?}");
-        let errs = s.validate(BodyKind::Identity, &json!({"tags": {}})).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.starts_with("/properties/count")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("/properties/mode")),
+            "{errs:?}"
+        );
+        let errs = s
+            .validate(BodyKind::Identity, &json!({"tags": {}}))
+            .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("location")), "{errs:?}");
         let errs = s
-            .validate(BodyKind::FederatedIdentityCredential, &json!({"properties": {"issuer": "https://x"}}))
+            .validate(
+                BodyKind::FederatedIdentityCredential,
+                &json!({"properties": {"issuer": "https://x"}}),
+            )
             .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("subject")), "{errs:?}");
         let errs = s
-            .validate(BodyKind::RoleAssignmentCreate, &json!({"properties": {"principalId": "p"}}))
+            .validate(
+                BodyKind::RoleAssignmentCreate,
+                &json!({"properties": {"principalId": "p"}}),
+            )
             .unwrap_err();
-        assert!(errs.iter().any(|e| e.contains("roleDefinitionId")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("roleDefinitionId")),
+            "{errs:?}"
+        );
     }
 }

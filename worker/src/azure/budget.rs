@@ -78,7 +78,10 @@ impl WriteBudget {
     /// Waits for a token.
     pub async fn take(&self) {
         while let Err(wait) = self.try_take() {
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "ARM write budget empty, waiting");
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "ARM write budget empty, waiting"
+            );
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
     }
@@ -125,7 +128,10 @@ mod tests {
         b.take().await;
         b.take().await;
         let wait = b.try_take().expect_err("bucket is empty");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(250), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(250),
+            "{wait:?}"
+        );
         let before = Instant::now();
         b.take().await;
         assert!(Instant::now() - before >= Duration::from_millis(249));

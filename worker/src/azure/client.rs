@@ -175,7 +175,8 @@ impl ArmClient {
                 format!("not a valid path under {}: {e}", self.endpoint),
             )
         })?;
-        url.query_pairs_mut().append_pair("api-version", api_version);
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
         Ok(url)
     }
 
@@ -228,7 +229,11 @@ impl ArmClient {
                 op.resource,
                 format!("{what}: {e} (request id {request_id})"),
             )
-            .with_code(if e.is_timeout() { "Timeout" } else { "ConnectionError" })
+            .with_code(if e.is_timeout() {
+                "Timeout"
+            } else {
+                "ConnectionError"
+            })
         })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -336,7 +341,11 @@ impl ArmClient {
     }
 
     /// Poll the resource itself (its `provisioningState`).
-    pub fn resource_pending(&self, resource_url: &Url, retry_after: Option<Duration>) -> PendingOperation {
+    pub fn resource_pending(
+        &self,
+        resource_url: &Url,
+        retry_after: Option<Duration>,
+    ) -> PendingOperation {
         PendingOperation {
             url: resource_url.to_string(),
             kind: OperationKind::ProvisioningState,
@@ -576,17 +585,27 @@ mod tests {
 
     #[test]
     fn throttling_and_server_errors_are_transient_with_retry_after() {
-        let e = classify(&resp(429, err("TooManyRequests", "slow down"), Some("7")), OP);
+        let e = classify(
+            &resp(429, err("TooManyRequests", "slow down"), Some("7")),
+            OP,
+        );
         assert_eq!(e.class, ErrorClass::Transient);
         assert_eq!(e.retry_after_secs, Some(7));
         for s in [500, 502, 503, 504] {
-            assert_eq!(classify(&resp(s, json!({}), None), OP).class, ErrorClass::Transient);
+            assert_eq!(
+                classify(&resp(s, json!({}), None), OP).class,
+                ErrorClass::Transient
+            );
         }
     }
 
     #[test]
     fn busy_cluster_conflicts_and_principal_propagation_are_transient() {
-        for code in ["OperationNotAllowed", "AKSOperationPreempted", "AnotherOperationInProgress"] {
+        for code in [
+            "OperationNotAllowed",
+            "AKSOperationPreempted",
+            "AnotherOperationInProgress",
+        ] {
             let e = classify(&resp(409, err(code, "busy"), None), OP);
             assert_eq!(e.class, ErrorClass::Transient, "{code}");
             assert_eq!(e.code.as_deref(), Some(code));
@@ -602,7 +621,14 @@ mod tests {
         let e = classify(&resp(400, err("InvalidParameter", "vmSize bad"), None), OP);
         assert_eq!(e.class, ErrorClass::Permanent);
         assert!(e.to_string().contains("vmSize bad"), "{e}");
-        let e = classify(&resp(409, err("OperationNotAllowed", "exceeding approved quota"), None), OP);
+        let e = classify(
+            &resp(
+                409,
+                err("OperationNotAllowed", "exceeding approved quota"),
+                None,
+            ),
+            OP,
+        );
         assert_eq!(e.class, ErrorClass::Permanent);
         let e = classify(&resp(403, err("AuthorizationFailed", "no"), None), OP);
         assert_eq!(e.class, ErrorClass::Permanent);
@@ -621,22 +647,47 @@ mod tests {
 
     #[test]
     fn failed_operations_are_classified_by_their_code() {
-        let e = operation_failed("Failed", Some(ArmErrorDetail { code: "QuotaExceeded".into(), ..Default::default() }), OP);
+        let e = operation_failed(
+            "Failed",
+            Some(ArmErrorDetail {
+                code: "QuotaExceeded".into(),
+                ..Default::default()
+            }),
+            OP,
+        );
         assert_eq!(e.class, ErrorClass::Permanent);
-        let e = operation_failed("Failed", Some(ArmErrorDetail { code: "InternalOperationError".into(), ..Default::default() }), OP);
+        let e = operation_failed(
+            "Failed",
+            Some(ArmErrorDetail {
+                code: "InternalOperationError".into(),
+                ..Default::default()
+            }),
+            OP,
+        );
         assert_eq!(e.class, ErrorClass::Transient);
-        assert_eq!(operation_failed("Canceled", None, OP).class, ErrorClass::Transient);
+        assert_eq!(
+            operation_failed("Canceled", None, OP).class,
+            ErrorClass::Transient
+        );
     }
 
     #[test]
     fn the_subscription_is_read_from_the_path() {
-        assert_eq!(subscription_of("/subscriptions/abc/resourceGroups/x"), Some("abc"));
+        assert_eq!(
+            subscription_of("/subscriptions/abc/resourceGroups/x"),
+            Some("abc")
+        );
         assert_eq!(subscription_of("/providers/x"), None);
     }
 
     #[tokio::test]
     async fn operation_urls_on_another_host_are_refused() {
-        let c = ArmClient::new(Url::parse("http://127.0.0.1:1").unwrap(), None, ArmClientOptions::default()).unwrap();
+        let c = ArmClient::new(
+            Url::parse("http://127.0.0.1:1").unwrap(),
+            None,
+            ArmClientOptions::default(),
+        )
+        .unwrap();
         let pending = PendingOperation {
             url: "https://evil.example/op".into(),
             kind: OperationKind::AsyncOperation,

@@ -182,7 +182,12 @@ impl WorkloadIdentityCredential {
     fn token_url(&self) -> Result<Url, String> {
         let mut url = self.options.authority_host.clone();
         url.path_segments_mut()
-            .map_err(|_| format!("authority host {} cannot take a path", self.options.authority_host))?
+            .map_err(|_| {
+                format!(
+                    "authority host {} cannot take a path",
+                    self.options.authority_host
+                )
+            })?
             .pop_if_empty()
             .extend([self.tenant_id.as_str(), "oauth2", "v2.0", "token"]);
         Ok(url)
@@ -221,7 +226,10 @@ impl WorkloadIdentityCredential {
             .finish();
         let response = http
             .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header(reqwest::header::ACCEPT, "application/json")
             .body(form)
             .send()
@@ -351,7 +359,10 @@ impl AzureCliCredential {
                 self.err(
                     scope,
                     ErrorClass::Transient,
-                    format!("`az account get-access-token` did not answer within {:?}", self.options.timeout),
+                    format!(
+                        "`az account get-access-token` did not answer within {:?}",
+                        self.options.timeout
+                    ),
                 )
             })?
             .map_err(|e| {
@@ -455,7 +466,10 @@ mod tests {
                 r#"{"error":"invalid_client","error_description":"AADSTS70021: No matching federated identity record found"}"#.into(),
             );
         }
-        let assertion = form.iter().find(|(k, _)| k == "client_assertion").map(|(_, v)| v.clone());
+        let assertion = form
+            .iter()
+            .find(|(k, _)| k == "client_assertion")
+            .map(|(_, v)| v.clone());
         (
             axum::http::StatusCode::OK,
             serde_json::json!({
@@ -500,7 +514,10 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "projected-jwt\n").unwrap();
         let cred = credential(authority, &file);
-        let t = cred.token("https://management.azure.com/.default").await.unwrap();
+        let t = cred
+            .token("https://management.azure.com/.default")
+            .await
+            .unwrap();
         assert_eq!(t.token, "token-for-tenant-1-projected-jwt");
         assert!(t.expires_on > Utc::now() + chrono::Duration::minutes(50));
         let form = fake.last_form.lock().unwrap().clone();
@@ -513,7 +530,9 @@ mod tests {
             Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         );
         // Cached: a second call does not reach Entra.
-        cred.token("https://management.azure.com/.default").await.unwrap();
+        cred.token("https://management.azure.com/.default")
+            .await
+            .unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 
@@ -546,7 +565,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "jwt").unwrap();
-        let err = credential(authority, &file).token("s/.default").await.unwrap_err();
+        let err = credential(authority, &file)
+            .token("s/.default")
+            .await
+            .unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent);
         assert!(err.message.contains("AADSTS70021"), "{err}");
         assert!(err.to_string().contains("tenant-1"), "{err}");
@@ -554,7 +576,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_token_file_says_which_file() {
-        let cred = credential(Url::parse("http://127.0.0.1:9").unwrap(), std::path::Path::new("/nonexistent/token"));
+        let cred = credential(
+            Url::parse("http://127.0.0.1:9").unwrap(),
+            std::path::Path::new("/nonexistent/token"),
+        );
         let err = cred.token("s/.default").await.unwrap_err();
         assert!(err.message.contains("/nonexistent/token"), "{err}");
     }
@@ -582,11 +607,17 @@ mod tests {
                 ..CredentialOptions::default()
             },
         );
-        let t = cred.token("https://management.azure.com/.default").await.unwrap();
+        let t = cred
+            .token("https://management.azure.com/.default")
+            .await
+            .unwrap();
         assert_eq!(t.token, "cli-token");
         assert_eq!(t.expires_on.timestamp(), 32472144000);
         let args = std::fs::read_to_string(&args_file).unwrap();
-        assert!(args.contains("--resource https://management.azure.com"), "{args}");
+        assert!(
+            args.contains("--resource https://management.azure.com"),
+            "{args}"
+        );
         assert!(args.contains("--tenant tenant-9"), "{args}");
     }
 

@@ -14,22 +14,22 @@ use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
+use super::api;
 use super::budget::WriteBudgets;
 use super::client::{ArmClient, ArmClientOptions, ArmResponse, Op};
 use super::credential::{CredentialOptions, credential_with};
 use super::models::{
     AgentPool, AgentPoolProperties, BlobContainer, ContainerProperties,
-    FederatedIdentityCredential, FederatedIdentityCredentialProperties, Identity,
-    RoleAssignment, RoleAssignmentCreate, RoleAssignmentList, RoleAssignmentProperties,
+    FederatedIdentityCredential, FederatedIdentityCredentialProperties, Identity, RoleAssignment,
+    RoleAssignmentCreate, RoleAssignmentList, RoleAssignmentProperties,
 };
 use super::rbac::{role_definition_guid, validate_container_name};
-use super::api;
 use crate::config::Target;
 use crate::error::ErrorClass;
 use crate::providers::{
-    AzureProvisioner, BlobContainerInfo, BlobContainerSpec, FederatedCredentialSpec,
-    IdentityInfo, IdentitySpec, NodePoolInfo, NodePoolScale, NodePoolSpec, PendingOperation,
-    Progress, ProviderError, RoleAssignmentInfo, RoleAssignmentSpec,
+    AzureProvisioner, BlobContainerInfo, BlobContainerSpec, FederatedCredentialSpec, IdentityInfo,
+    IdentitySpec, NodePoolInfo, NodePoolScale, NodePoolSpec, PendingOperation, Progress,
+    ProviderError, RoleAssignmentInfo, RoleAssignmentSpec,
 };
 
 /// The ARM tag (on the pool: `properties.tags`) naming the tenant that owns a resource.
@@ -187,7 +187,12 @@ pub fn storage_account_id(target: &Target) -> Result<String, ProviderError> {
 /// ARM id of a blob container of the target's storage account (the role assignment scope).
 pub fn blob_container_id(target: &Target, name: &str) -> Result<String, ProviderError> {
     validate_container_name(name).map_err(|e| {
-        ProviderError::new(ErrorClass::InvalidInput, "build ARM path", name, e.to_string())
+        ProviderError::new(
+            ErrorClass::InvalidInput,
+            "build ARM path",
+            name,
+            e.to_string(),
+        )
     })?;
     Ok(format!(
         "{}/blobServices/default/containers/{}",
@@ -308,11 +313,18 @@ pub fn role_assignment_body(spec: &RoleAssignmentSpec) -> RoleAssignmentCreate {
 
 fn to_json<T: serde::Serialize>(value: &T, op: Op<'_>) -> Result<Value, ProviderError> {
     serde_json::to_value(value).map_err(|e| {
-        ProviderError::permanent(op.operation, op.resource, format!("cannot encode the body: {e}"))
+        ProviderError::permanent(
+            op.operation,
+            op.resource,
+            format!("cannot encode the body: {e}"),
+        )
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(resp: &ArmResponse, op: Op<'_>) -> Result<T, ProviderError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    resp: &ArmResponse,
+    op: Op<'_>,
+) -> Result<T, ProviderError> {
     let body = resp.body.clone().unwrap_or(Value::Null);
     serde_json::from_value(body).map_err(|e| {
         ProviderError::transient(
@@ -360,7 +372,10 @@ fn pool_matches(spec: &NodePoolSpec, p: &AgentPoolProperties) -> bool {
         }
     };
     scale
-        && p.vm_size.as_deref().map(|s| s.eq_ignore_ascii_case(&spec.vm_size)) == Some(true)
+        && p.vm_size
+            .as_deref()
+            .map(|s| s.eq_ignore_ascii_case(&spec.vm_size))
+            == Some(true)
         && p.mode.as_deref().unwrap_or("User") == "User"
         && p.os_type.as_deref().unwrap_or("Linux") == "Linux"
         && sorted(&p.node_taints) == taints
@@ -370,7 +385,10 @@ fn pool_matches(spec: &NodePoolSpec, p: &AgentPoolProperties) -> bool {
 }
 
 fn owner_of(p: &AgentPoolProperties) -> Option<&str> {
-    p.tags.as_ref().and_then(|t| t.get(TENANT_TAG)).map(String::as_str)
+    p.tags
+        .as_ref()
+        .and_then(|t| t.get(TENANT_TAG))
+        .map(String::as_str)
 }
 
 // ---------------------------------------------------------------- role assignment helpers
@@ -389,7 +407,11 @@ fn existing_assignment_name(message: &str) -> Option<String> {
 }
 
 fn same_assignment(spec: &RoleAssignmentSpec, p: &RoleAssignmentProperties) -> bool {
-    let condition = |c: Option<&str>| c.map(str::trim).filter(|c| !c.is_empty()).map(str::to_string);
+    let condition = |c: Option<&str>| {
+        c.map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+    };
     p.principal_id.eq_ignore_ascii_case(&spec.principal_id)
         && role_definition_guid(&p.role_definition_id)
             .eq_ignore_ascii_case(role_definition_guid(&spec.role_definition_id))
@@ -398,15 +420,29 @@ fn same_assignment(spec: &RoleAssignmentSpec, p: &RoleAssignmentProperties) -> b
             || p.condition_version.as_deref() == Some(spec.condition_version.as_str()))
 }
 
-fn check_role_assignment_spec(target: &Target, spec: &RoleAssignmentSpec) -> Result<(), ProviderError> {
+fn check_role_assignment_spec(
+    target: &Target,
+    spec: &RoleAssignmentSpec,
+) -> Result<(), ProviderError> {
     let bad = |m: String| {
-        Err(ProviderError::new(ErrorClass::InvalidInput, "check role assignment", &spec.name, m))
+        Err(ProviderError::new(
+            ErrorClass::InvalidInput,
+            "check role assignment",
+            &spec.name,
+            m,
+        ))
     };
     if Uuid::parse_str(&spec.name).is_err() {
-        return bad(format!("the role assignment name {:?} is not a UUID", spec.name));
+        return bad(format!(
+            "the role assignment name {:?} is not a UUID",
+            spec.name
+        ));
     }
     if Uuid::parse_str(&spec.principal_id).is_err() {
-        return bad(format!("the principal id {:?} is not a UUID", spec.principal_id));
+        return bad(format!(
+            "the principal id {:?} is not a UUID",
+            spec.principal_id
+        ));
     }
     let role = &spec.role_definition_id;
     let guid = role_definition_guid(role);
@@ -443,8 +479,14 @@ impl AzureProvisioner for ArmProvisioner {
         let client = self.client(target)?;
         let path = node_pool_id(target, &spec.name)?;
         let resource_url = client.url(&path, api::AGENT_POOLS)?;
-        let read = Op { operation: "read node pool", resource: &path };
-        let info = || NodePoolInfo { id: path.clone(), name: spec.name.clone() };
+        let read = Op {
+            operation: "read node pool",
+            resource: &path,
+        };
+        let info = || NodePoolInfo {
+            id: path.clone(),
+            name: spec.name.clone(),
+        };
         let existing = match client.get(&path, api::AGENT_POOLS, read).await? {
             Some(resp) => Some(parse::<AgentPool>(&resp, read)?),
             None => None,
@@ -463,10 +505,15 @@ impl AzureProvisioner for ArmProvisioner {
                 )
                 .with_code("ResourceOwnedByAnotherTenant"));
             }
-            let state = props.provisioning_state.clone().unwrap_or_else(|| "Succeeded".into());
+            let state = props
+                .provisioning_state
+                .clone()
+                .unwrap_or_else(|| "Succeeded".into());
             if !is_terminal(&state) {
                 tracing::debug!(node_pool = %spec.name, state = %state, "node pool busy, polling its state");
-                return Ok(Progress::Pending(client.resource_pending(&resource_url, None)));
+                return Ok(Progress::Pending(
+                    client.resource_pending(&resource_url, None),
+                ));
             }
             if state.eq_ignore_ascii_case("Succeeded") && pool_matches(spec, &props) {
                 return Ok(Progress::Done(NodePoolInfo {
@@ -475,7 +522,10 @@ impl AzureProvisioner for ArmProvisioner {
                 }));
             }
         }
-        let op = Op { operation: "create node pool", resource: &path };
+        let op = Op {
+            operation: "create node pool",
+            resource: &path,
+        };
         let body = to_json(&agent_pool_body(spec, existing.is_some()), op)?;
         let resp = client.put(&path, api::AGENT_POOLS, &body, op).await?;
         if let Some(pending) = client.pending_from(&resp, Some(&resource_url)) {
@@ -489,9 +539,16 @@ impl AzureProvisioner for ArmProvisioner {
         if state.eq_ignore_ascii_case("Succeeded") {
             Ok(Progress::Done(info()))
         } else if !is_terminal(&state) {
-            Ok(Progress::Pending(client.resource_pending(&resource_url, resp.retry_after())))
+            Ok(Progress::Pending(
+                client.resource_pending(&resource_url, resp.retry_after()),
+            ))
         } else {
-            Err(ProviderError::permanent(op.operation, op.resource, format!("the node pool is in state {state}")).with_code("ProvisioningStateFailed"))
+            Err(ProviderError::permanent(
+                op.operation,
+                op.resource,
+                format!("the node pool is in state {state}"),
+            )
+            .with_code("ProvisioningStateFailed"))
         }
     }
 
@@ -503,7 +560,10 @@ impl AzureProvisioner for ArmProvisioner {
         let client = self.client(target)?;
         let path = node_pool_id(target, name)?;
         let resource_url = client.url(&path, api::AGENT_POOLS)?;
-        let read = Op { operation: "read node pool", resource: &path };
+        let read = Op {
+            operation: "read node pool",
+            resource: &path,
+        };
         let Some(resp) = client.get(&path, api::AGENT_POOLS, read).await? else {
             return Ok(Progress::Done(()));
         };
@@ -519,11 +579,24 @@ impl AzureProvisioner for ArmProvisioner {
             )
             .with_code("ResourceNotOwned"));
         }
-        if props.provisioning_state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Deleting")) {
-            return Ok(Progress::Pending(client.resource_pending(&resource_url, None)));
+        if props
+            .provisioning_state
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Deleting"))
+        {
+            return Ok(Progress::Pending(
+                client.resource_pending(&resource_url, None),
+            ));
         }
         client
-            .delete(&path, api::AGENT_POOLS, Op { operation: "delete node pool", resource: &path })
+            .delete(
+                &path,
+                api::AGENT_POOLS,
+                Op {
+                    operation: "delete node pool",
+                    resource: &path,
+                },
+            )
             .await
     }
 
@@ -534,7 +607,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<IdentityInfo, ProviderError> {
         let client = self.client(target)?;
         let path = identity_id(target, &spec.name)?;
-        let op = Op { operation: "create managed identity", resource: &path };
+        let op = Op {
+            operation: "create managed identity",
+            resource: &path,
+        };
         let body = to_json(&identity_body(target, spec), op)?;
         let resp = client.put(&path, api::MANAGED_IDENTITY, &body, op).await?;
         identity_info(&resp, &path, &spec.name, op)
@@ -547,7 +623,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<Option<IdentityInfo>, ProviderError> {
         let client = self.client(target)?;
         let path = identity_id(target, name)?;
-        let op = Op { operation: "read managed identity", resource: &path };
+        let op = Op {
+            operation: "read managed identity",
+            resource: &path,
+        };
         match client.get(&path, api::MANAGED_IDENTITY, op).await? {
             Some(resp) => identity_info(&resp, &path, name, op).map(Some),
             None => Ok(None),
@@ -557,7 +636,10 @@ impl AzureProvisioner for ArmProvisioner {
     async fn delete_identity(&self, target: &Target, name: &str) -> Result<(), ProviderError> {
         let client = self.client(target)?;
         let path = identity_id(target, name)?;
-        let op = Op { operation: "delete managed identity", resource: &path };
+        let op = Op {
+            operation: "delete managed identity",
+            resource: &path,
+        };
         sync_delete(client.delete(&path, api::MANAGED_IDENTITY, op).await?, op)
     }
 
@@ -568,7 +650,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<(), ProviderError> {
         let client = self.client(target)?;
         let path = federated_credential_id(target, &spec.identity_name, &spec.name)?;
-        let op = Op { operation: "create federated identity credential", resource: &path };
+        let op = Op {
+            operation: "create federated identity credential",
+            resource: &path,
+        };
         let body = to_json(&federated_credential_body(spec), op)?;
         client.put(&path, api::MANAGED_IDENTITY, &body, op).await?;
         Ok(())
@@ -582,7 +667,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<(), ProviderError> {
         let client = self.client(target)?;
         let path = federated_credential_id(target, identity_name, name)?;
-        let op = Op { operation: "delete federated identity credential", resource: &path };
+        let op = Op {
+            operation: "delete federated identity credential",
+            resource: &path,
+        };
         sync_delete(client.delete(&path, api::MANAGED_IDENTITY, op).await?, op)
     }
 
@@ -593,7 +681,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<BlobContainerInfo, ProviderError> {
         let client = self.client(target)?;
         let path = blob_container_id(target, &spec.name)?;
-        let op = Op { operation: "create blob container", resource: &path };
+        let op = Op {
+            operation: "create blob container",
+            resource: &path,
+        };
         let body = to_json(&blob_container_body(spec), op)?;
         let resp = client.put(&path, api::BLOB_CONTAINERS, &body, op).await?;
         let container: BlobContainer = parse(&resp, op)?;
@@ -610,7 +701,10 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<(), ProviderError> {
         let client = self.client(target)?;
         let path = blob_container_id(target, name)?;
-        let op = Op { operation: "delete blob container", resource: &path };
+        let op = Op {
+            operation: "delete blob container",
+            resource: &path,
+        };
         sync_delete(client.delete(&path, api::BLOB_CONTAINERS, op).await?, op)
     }
 
@@ -623,7 +717,10 @@ impl AzureProvisioner for ArmProvisioner {
         let scope = checked_scope(target, &spec.scope)?;
         check_role_assignment_spec(target, spec)?;
         let path = role_assignment_path(scope, &spec.name);
-        let op = Op { operation: "create role assignment", resource: &path };
+        let op = Op {
+            operation: "create role assignment",
+            resource: &path,
+        };
         let body = to_json(&role_assignment_body(spec), op)?;
         match client.put(&path, api::ROLE_ASSIGNMENTS, &body, op).await {
             Ok(resp) => {
@@ -634,7 +731,9 @@ impl AzureProvisioner for ArmProvisioner {
                 })
             }
             Err(e) if e.code.as_deref() == Some("RoleAssignmentExists") => {
-                let existing = self.find_existing_assignment(client, scope, spec, &e.message).await?;
+                let existing = self
+                    .find_existing_assignment(client, scope, spec, &e.message)
+                    .await?;
                 match existing {
                     Some(ra) if same_assignment(spec, &ra.properties) => {
                         tracing::info!(role_assignment = ?ra.name, "an identical role assignment exists under another name; using it");
@@ -682,7 +781,10 @@ impl AzureProvisioner for ArmProvisioner {
             ));
         }
         let path = role_assignment_path(scope, name);
-        let op = Op { operation: "delete role assignment", resource: &path };
+        let op = Op {
+            operation: "delete role assignment",
+            resource: &path,
+        };
         sync_delete(client.delete(&path, api::ROLE_ASSIGNMENTS, op).await?, op)
     }
 
@@ -693,7 +795,13 @@ impl AzureProvisioner for ArmProvisioner {
     ) -> Result<Progress<()>, ProviderError> {
         let client = self.client(target)?;
         client
-            .poll(operation, Op { operation: "poll operation", resource: &operation.url })
+            .poll(
+                operation,
+                Op {
+                    operation: "poll operation",
+                    resource: &operation.url,
+                },
+            )
             .await
     }
 }
@@ -710,13 +818,19 @@ impl ArmProvisioner {
     ) -> Result<Option<RoleAssignment>, ProviderError> {
         if let Some(name) = existing_assignment_name(message) {
             let path = role_assignment_path(scope, &name);
-            let op = Op { operation: "read role assignment", resource: &path };
+            let op = Op {
+                operation: "read role assignment",
+                resource: &path,
+            };
             if let Some(resp) = client.get(&path, api::ROLE_ASSIGNMENTS, op).await? {
                 return parse::<RoleAssignment>(&resp, op).map(Some);
             }
         }
         let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments");
-        let op = Op { operation: "list role assignments", resource: &path };
+        let op = Op {
+            operation: "list role assignments",
+            resource: &path,
+        };
         let mut url = client.url(&path, api::ROLE_ASSIGNMENTS)?;
         url.query_pairs_mut()
             .append_pair("$filter", &format!("assignedTo('{}')", spec.principal_id));
@@ -727,8 +841,11 @@ impl ArmProvisioner {
         let list: RoleAssignmentList = parse(&resp, op)?;
         let want = role_definition_guid(&spec.role_definition_id).to_ascii_lowercase();
         Ok(list.value.into_iter().find(|ra| {
-            ra.properties.principal_id.eq_ignore_ascii_case(&spec.principal_id)
-                && role_definition_guid(&ra.properties.role_definition_id).eq_ignore_ascii_case(&want)
+            ra.properties
+                .principal_id
+                .eq_ignore_ascii_case(&spec.principal_id)
+                && role_definition_guid(&ra.properties.role_definition_id)
+                    .eq_ignore_ascii_case(&want)
                 && ra
                     .properties
                     .scope
@@ -807,7 +924,10 @@ mod tests {
         other.vm_size = "Standard_D8s_v5".into();
         assert!(!pool_matches(&other, &props));
         // An update leaves an autoscaled pool's count alone.
-        assert_eq!(agent_pool_body(&spec(), true).properties.unwrap().count, None);
+        assert_eq!(
+            agent_pool_body(&spec(), true).properties.unwrap().count,
+            None
+        );
     }
 
     #[test]
@@ -843,6 +963,9 @@ mod tests {
             existing_assignment_name(m).as_deref(),
             Some("0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9")
         );
-        assert_eq!(existing_assignment_name("The role assignment already exists."), None);
+        assert_eq!(
+            existing_assignment_name("The role assignment already exists."),
+            None
+        );
     }
 }

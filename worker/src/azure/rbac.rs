@@ -56,12 +56,16 @@ pub fn role_definition_guid(role_definition_id: &str) -> &str {
 
 /// Full role definition id of a built-in role in a subscription.
 pub fn role_definition_id(subscription_id: &str, role_guid: &str) -> String {
-    format!("/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}")
+    format!(
+        "/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}"
+    )
 }
 
 /// A container name that cannot be used (and so never reaches a condition or an ARM path).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("blob container name {name:?} is not valid: {reason}; use 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit")]
+#[error(
+    "blob container name {name:?} is not valid: {reason}; use 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+)]
 pub struct InvalidContainerName {
     pub name: String,
     pub reason: &'static str,
@@ -122,11 +126,18 @@ mod tests {
     #[test]
     fn role_assignment_names_are_stable_uuids_that_ignore_case_and_role_id_form() {
         let scope = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a/blobServices/default/containers/c";
-        let a = role_assignment_name(scope, "P-1", &role_definition_id("s", STORAGE_BLOB_DATA_CONTRIBUTOR));
+        let a = role_assignment_name(
+            scope,
+            "P-1",
+            &role_definition_id("s", STORAGE_BLOB_DATA_CONTRIBUTOR),
+        );
         let b = role_assignment_name(&scope.to_uppercase(), "p-1", STORAGE_BLOB_DATA_CONTRIBUTOR);
         assert_eq!(a, b);
         assert!(Uuid::parse_str(&a).is_ok());
-        assert_ne!(a, role_assignment_name(scope, "p-2", STORAGE_BLOB_DATA_CONTRIBUTOR));
+        assert_ne!(
+            a,
+            role_assignment_name(scope, "p-2", STORAGE_BLOB_DATA_CONTRIBUTOR)
+        );
         // The namespace is part of the contract: this value must never change.
         assert_eq!(
             role_assignment_name("/x", "p", "r"),
@@ -137,7 +148,10 @@ mod tests {
     #[test]
     fn the_condition_names_the_container_and_every_blob_action() {
         let c = blob_container_condition("tenant-acme").unwrap();
-        assert!(c.ends_with("containers:name] StringEquals 'tenant-acme'))"), "{c}");
+        assert!(
+            c.ends_with("containers:name] StringEquals 'tenant-acme'))"),
+            "{c}"
+        );
         for a in BLOB_ACTIONS {
             assert!(c.contains(&format!("!(ActionMatches{{'{a}'}})")), "{c}");
         }
@@ -148,9 +162,23 @@ mod tests {
     fn hostile_or_malformed_container_names_never_produce_a_condition() {
         let long = "a".repeat(64);
         for bad in [
-            "x' OR 1==1", "a]", "Tenant", "ab", &long, "-abc", "abc-", "a--b", "a b c", "abc'", "ab\u{e9}c", "",
+            "x' OR 1==1",
+            "a]",
+            "Tenant",
+            "ab",
+            &long,
+            "-abc",
+            "abc-",
+            "a--b",
+            "a b c",
+            "abc'",
+            "ab\u{e9}c",
+            "",
         ] {
-            assert!(blob_container_condition(bad).is_err(), "{bad:?} was accepted");
+            assert!(
+                blob_container_condition(bad).is_err(),
+                "{bad:?} was accepted"
+            );
         }
         assert!(blob_container_condition(&"a".repeat(63)).is_ok());
         assert!(blob_container_condition("a-1").is_ok());

@@ -1,7 +1,7 @@
 //! Shared set-up of the Azure integration tests: a simulator on loopback, a target pointing at
 //! it, an `ArmProvisioner`, the tenant's five resource specs, and a driver for long-running
 //! operations.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +32,11 @@ pub async fn start_with(options: SimOptions, client: ArmClientOptions) -> Env {
     target.arm_endpoint = running.arm_url();
     let targets: BTreeMap<String, Target> = [("default".to_string(), target.clone())].into();
     let arm = ArmProvisioner::from_targets(&targets, client).unwrap();
-    Env { running, target, arm }
+    Env {
+        running,
+        target,
+        arm,
+    }
 }
 
 pub fn pool(tenant: &str) -> NodePoolSpec {
@@ -49,7 +53,11 @@ pub fn pool(tenant: &str) -> NodePoolSpec {
 }
 
 pub fn identity(tenant: &str) -> IdentitySpec {
-    IdentitySpec { name: format!("id-{tenant}"), tenant_id: tenant.into(), tags: BTreeMap::new() }
+    IdentitySpec {
+        name: format!("id-{tenant}"),
+        tenant_id: tenant.into(),
+        tags: BTreeMap::new(),
+    }
 }
 
 pub fn fic(target: &Target, tenant: &str) -> FederatedCredentialSpec {
@@ -70,8 +78,16 @@ pub fn container(tenant: &str) -> BlobContainerSpec {
     }
 }
 
-pub fn role_assignment(target: &Target, scope: &str, principal_id: &str, container: &str) -> RoleAssignmentSpec {
-    let role = azure::role_definition_id(&target.subscription_id, azure::STORAGE_BLOB_DATA_CONTRIBUTOR);
+pub fn role_assignment(
+    target: &Target,
+    scope: &str,
+    principal_id: &str,
+    container: &str,
+) -> RoleAssignmentSpec {
+    let role = azure::role_definition_id(
+        &target.subscription_id,
+        azure::STORAGE_BLOB_DATA_CONTRIBUTOR,
+    );
     RoleAssignmentSpec {
         scope: scope.to_string(),
         name: azure::role_assignment_name(scope, principal_id, &role),
@@ -85,7 +101,12 @@ pub fn role_assignment(target: &Target, scope: &str, principal_id: &str, contain
 
 /// Calls `ensure_node_pool`, polls whatever it returns until done, and calls it again, as the
 /// saga does. `wait` sleeps between polls (zero for the instant simulator).
-pub async fn drive_pool(arm: &ArmProvisioner, target: &Target, spec: &NodePoolSpec, wait: bool) -> Result<NodePoolInfo, ProviderError> {
+pub async fn drive_pool(
+    arm: &ArmProvisioner,
+    target: &Target,
+    spec: &NodePoolSpec,
+    wait: bool,
+) -> Result<NodePoolInfo, ProviderError> {
     for _ in 0..500 {
         match arm.ensure_node_pool(target, spec).await? {
             Progress::Done(info) => return Ok(info),
@@ -103,7 +124,12 @@ pub async fn drive_pool(arm: &ArmProvisioner, target: &Target, spec: &NodePoolSp
     panic!("the node pool never finished");
 }
 
-pub async fn drive_pool_delete(arm: &ArmProvisioner, target: &Target, name: &str, wait: bool) -> Result<(), ProviderError> {
+pub async fn drive_pool_delete(
+    arm: &ArmProvisioner,
+    target: &Target,
+    name: &str,
+    wait: bool,
+) -> Result<(), ProviderError> {
     for _ in 0..500 {
         match arm.delete_node_pool(target, name).await? {
             Progress::Done(()) => return Ok(()),
@@ -133,13 +159,23 @@ pub struct Created {
 }
 
 /// Creates all five resources of a tenant, in the saga's dependency order.
-pub async fn create_all(arm: &ArmProvisioner, target: &Target, tenant: &str) -> Result<Created, ProviderError> {
+pub async fn create_all(
+    arm: &ArmProvisioner,
+    target: &Target,
+    tenant: &str,
+) -> Result<Created, ProviderError> {
     let pool = drive_pool(arm, target, &pool(tenant), false).await?;
     let id = arm.ensure_identity(target, &identity(tenant)).await?;
-    arm.ensure_federated_credential(target, &fic(target, tenant)).await?;
-    let c = arm.ensure_blob_container(target, &container(tenant)).await?;
+    arm.ensure_federated_credential(target, &fic(target, tenant))
+        .await?;
+    let c = arm
+        .ensure_blob_container(target, &container(tenant))
+        .await?;
     let ra = arm
-        .ensure_role_assignment(target, &role_assignment(target, &c.id, &id.principal_id, &c.name))
+        .ensure_role_assignment(
+            target,
+            &role_assignment(target, &c.id, &id.principal_id, &c.name),
+        )
         .await?;
     Ok(Created {
         pool_id: pool.id,
@@ -152,10 +188,18 @@ pub async fn create_all(arm: &ArmProvisioner, target: &Target, tenant: &str) -> 
 }
 
 /// Deletes all five, in reverse order.
-pub async fn delete_all(arm: &ArmProvisioner, target: &Target, tenant: &str, created: &Created) -> Result<(), ProviderError> {
-    arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name).await?;
-    arm.delete_blob_container(target, &container(tenant).name).await?;
-    arm.delete_federated_credential(target, &identity(tenant).name, &fic(target, tenant).name).await?;
+pub async fn delete_all(
+    arm: &ArmProvisioner,
+    target: &Target,
+    tenant: &str,
+    created: &Created,
+) -> Result<(), ProviderError> {
+    arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name)
+        .await?;
+    arm.delete_blob_container(target, &container(tenant).name)
+        .await?;
+    arm.delete_federated_credential(target, &identity(tenant).name, &fic(target, tenant).name)
+        .await?;
     arm.delete_identity(target, &identity(tenant).name).await?;
     drive_pool_delete(arm, target, &pool(tenant).name, false).await
 }
