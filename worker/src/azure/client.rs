@@ -308,7 +308,7 @@ impl ArmClient {
         match resp.status {
             404 | 200 | 204 => Ok(Progress::Done(())),
             201 | 202 => Ok(Progress::Pending(
-                self.pending_from(&resp, Some(&url))
+                self.pending_from(&resp)
                     .unwrap_or_else(|| self.resource_pending(&url, resp.retry_after())),
             )),
             _ => Err(classify(&resp, op)),
@@ -317,11 +317,7 @@ impl ArmClient {
 
     /// The operation to poll that an answer announces: `Azure-AsyncOperation` first, then
     /// `Location`. `None` when it names neither.
-    pub fn pending_from(
-        &self,
-        resp: &ArmResponse,
-        _resource_url: Option<&Url>,
-    ) -> Option<PendingOperation> {
+    pub fn pending_from(&self, resp: &ArmResponse) -> Option<PendingOperation> {
         let retry = resp
             .retry_after()
             .unwrap_or(self.options.default_poll_interval)
