@@ -534,6 +534,7 @@ impl Engine {
             config: self.cx.config.clone(),
             azure: self.cx.azure.clone(),
             kube: self.cx.kube.clone(),
+            clock: self.cx.clock.clone(),
         })
     }
 

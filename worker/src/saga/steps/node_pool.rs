@@ -7,7 +7,7 @@ use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, Progress, 
 use crate::saga::record::StepName;
 use crate::saga::step::{Step, StepInput, StepOutcome, poll_first, to_json};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct NodePoolStep;
@@ -43,7 +43,10 @@ impl Step for NodePoolStep {
         &[]
     }
     fn resource(&self, input: &StepInput) -> String {
-        arm_ids::node_pool(&input.target, &input.names.node_pool)
+        id_or_reason(crate::azure::node_pool_id(
+            &input.target,
+            &input.names.node_pool,
+        ))
     }
     async fn forward(
         &self,
