@@ -542,3 +542,42 @@ async fn settings_without_a_queue_are_refused_before_connecting() {
     assert_eq!(err.class(), ErrorClass::InvalidInput);
     assert!(err.to_string().contains("queue name is empty"), "{err}");
 }
+
+/// The shared transport conformance suite, against the live queue. Topic properties that
+/// create subscriptions on the fly are left out: on Service Bus, subscriptions are
+/// infrastructure (Bicep), and the topic is covered by the live tests above.
+/// `ONBOARD_SB_LOCK_DURATION_SECS` and `ONBOARD_SB_MAX_DELIVERY_COUNT` must match the queue
+/// (defaults 60 and 10, as `infra/` creates it); run with `--test-threads=1`.
+mod conformance {
+    use super::*;
+    use worker::transport::conformance::ConformanceEnv;
+
+    async fn env() -> Option<ConformanceEnv> {
+        let live = live("transport conformance")?;
+        let transport = Arc::new(connect(&live).await);
+        let number = |name: &str, default: u64| {
+            var(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let lock = Duration::from_secs(number("ONBOARD_SB_LOCK_DURATION_SECS", 60));
+        let max = u32::try_from(number("ONBOARD_SB_MAX_DELIVERY_COUNT", 10)).unwrap_or(10);
+        Some(ConformanceEnv::new(transport.clone(), transport, lock, max))
+    }
+
+    worker::transport_conformance_tests!(optional env;
+        a_received_message_keeps_its_body_properties_subject_and_session,
+        a_completed_message_is_not_delivered_again,
+        an_abandoned_message_is_redelivered_with_its_delivery_count_incremented,
+        a_message_whose_lock_expires_is_redelivered,
+        renewing_a_lock_keeps_the_message_locked_past_its_first_expiry,
+        settling_with_a_stale_lock_is_lock_lost,
+        a_held_session_goes_to_no_second_receiver_while_other_sessions_do,
+        messages_of_one_session_are_delivered_in_send_order,
+        a_scheduled_message_is_invisible_until_it_is_due,
+        a_duplicate_message_id_is_dropped,
+        a_message_past_the_max_delivery_count_is_dead_lettered_with_the_reason,
+        a_dead_lettered_message_keeps_its_reason_description_and_content,
+        completing_a_dead_letter_delivery_removes_it_and_abandoning_returns_it,
+    );
+}
