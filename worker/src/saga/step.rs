@@ -139,6 +139,16 @@ pub(crate) async fn poll_first(
     Ok(None)
 }
 
+/// A provider's progress as a step outcome: finished with these outputs, or still running.
+pub(crate) fn from_progress<T: serde::Serialize>(
+    progress: crate::providers::Progress<T>,
+) -> StepOutcome {
+    match progress {
+        crate::providers::Progress::Done(value) => StepOutcome::Done(to_json(&value)),
+        crate::providers::Progress::Pending(op) => StepOutcome::Pending(op),
+    }
+}
+
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, Progress, ProviderError};
+use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, ProviderError};
 use crate::saga::record::StepName;
-use crate::saga::step::{Step, StepInput, StepOutcome, poll_first, to_json};
+use crate::saga::step::{Step, StepInput, StepOutcome, from_progress, poll_first};
 
 use super::id_or_reason;
 
@@ -56,14 +56,11 @@ impl Step for NodePoolStep {
         if let Some(waiting) = poll_first(input, op).await? {
             return Ok(waiting);
         }
-        match input
+        let progress = input
             .azure
             .ensure_node_pool(&input.target, &spec(input)?)
-            .await?
-        {
-            Progress::Done(info) => Ok(StepOutcome::Done(to_json(&info))),
-            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
-        }
+            .await?;
+        Ok(from_progress(progress))
     }
     async fn compensate(
         &self,
@@ -73,13 +70,10 @@ impl Step for NodePoolStep {
         if let Some(waiting) = poll_first(input, op).await? {
             return Ok(waiting);
         }
-        match input
+        let progress = input
             .azure
             .delete_node_pool(&input.target, &input.names.node_pool)
-            .await?
-        {
-            Progress::Done(()) => Ok(StepOutcome::Done(serde_json::Value::Null)),
-            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
-        }
+            .await?;
+        Ok(from_progress(progress))
     }
 }
