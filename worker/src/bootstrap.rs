@@ -123,9 +123,20 @@ pub async fn prepare_journal(config: &Config) -> Result<Arc<dyn Journal>, Bootst
             tracing::warn!(error = %e, "the journal is not reachable yet; /readyz reports it until it is");
         }
         Err(e) if !e.is_transient() => {
+            let mut message = e.to_string();
+            if let JournalConfig::AzureTable {
+                create_table: false,
+                ..
+            } = &config.journal
+                && message.contains("TableNotFound")
+            {
+                message.push_str(
+                    "; deploy infra/main.bicep (which creates the table), or let the worker create it with journal.create_table = true (its identity then needs a role that may create tables)",
+                );
+            }
             return Err(BootstrapError::Open {
                 part: "journal",
-                message: e.to_string(),
+                message,
             });
         }
         Err(e) => tracing::warn!(error = %e, "journal check failed"),

@@ -87,7 +87,9 @@ fn main() -> ExitCode {
             };
             match text {
                 Ok(text) => {
-                    println!("{}", text.trim_end());
+                    use std::io::Write as _;
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

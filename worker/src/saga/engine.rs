@@ -741,7 +741,7 @@ impl Engine {
         };
         st.updated_at = Some(now);
         self.cx.metrics.step_finished(
-            &res.step.to_string(),
+            res.step.as_str(),
             match res.phase {
                 Phase::Forward => "forward",
                 Phase::Compensating => "compensation",
