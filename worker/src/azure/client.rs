@@ -49,6 +49,8 @@ pub struct ArmClientOptions {
     /// How long to wait before polling an operation when ARM sends no `Retry-After`.
     pub default_poll_interval: Duration,
     pub user_agent: String,
+    /// Counts throttled (429) answers.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for ArmClientOptions {
@@ -59,6 +61,7 @@ impl Default for ArmClientOptions {
             token_scope: None,
             default_poll_interval: Duration::from_secs(10),
             user_agent: format!("tenant-onboarding-worker/{}", env!("CARGO_PKG_VERSION")),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -236,6 +239,9 @@ impl ArmClient {
             })
         })?;
         let status = response.status().as_u16();
+        if status == 429 {
+            self.options.metrics.arm_throttled();
+        }
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| {
             ProviderError::transient(

@@ -114,6 +114,8 @@ struct StepResult {
     step: StepName,
     phase: Phase,
     result: Result<StepOutcome, ProviderError>,
+    /// Wall time of the call, retries included (for metrics).
+    elapsed: Duration,
 }
 
 struct Doc {
@@ -248,6 +250,7 @@ impl Engine {
                 };
                 if cancels {
                     if let Some(run) = doc.rec.active.as_mut() {
+                        self.cx.metrics.compensation_started("cancelled");
                         switch_to_compensation(
                             run,
                             EventError {
@@ -738,6 +741,23 @@ impl Engine {
             return Ok(None);
         };
         st.updated_at = Some(now);
+        self.cx.metrics.step_finished(
+            res.step.as_str(),
+            match res.phase {
+                Phase::Forward => "forward",
+                Phase::Compensating => "compensation",
+            },
+            match &res.result {
+                Ok(StepOutcome::Done(_)) => "succeeded",
+                Ok(StepOutcome::Pending(_)) => "pending",
+                Err(e) => match e.class() {
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Permanent => "permanent",
+                    ErrorClass::InvalidInput => "invalid_input",
+                },
+            },
+            res.elapsed,
+        );
         let mut switch_failure = None;
         let mut done_outputs = None;
         match (res.phase, res.result) {
@@ -814,6 +834,7 @@ impl Engine {
         if let Some(failure) = switch_failure
             && run.phase == Phase::Forward
         {
+            self.cx.metrics.compensation_started("step_failed");
             switch_to_compensation(run, failure);
         }
         if let Some(outputs) = done_outputs {
@@ -917,6 +938,12 @@ impl Engine {
             }),
         );
         tracing::info!(tenant.id = %rec.tenant_id, request.id = %run.request_id, state = state_name, "saga finished");
+        self.cx.metrics.saga_finished(match outcome {
+            Terminal::Succeeded => "succeeded",
+            Terminal::Failed => "failed",
+            Terminal::CompensationFailed => "compensation_failed",
+            Terminal::Offboarded => "offboarded",
+        });
         self.remember(rec, &run.request_id, event.clone());
         rec.state = state;
         rec.active = None;
@@ -1057,6 +1084,7 @@ async fn call_step(
     span: tracing::Span,
 ) -> StepResult {
     let name = step.name();
+    let started = std::time::Instant::now();
     let work = async move {
         let give_up_at = clock.now() + policy.budget;
         let mut delays = backon::ExponentialBuilder::default()
@@ -1087,10 +1115,12 @@ async fn call_step(
         }
     }
     .instrument(span);
+    let result = work.await;
     StepResult {
         step: name,
         phase,
-        result: work.await,
+        result,
+        elapsed: started.elapsed(),
     }
 }
 
