@@ -43,9 +43,10 @@ impl Env {
             .unwrap()
     }
 
-    fn queue(&self) -> Arc<dyn Queue> {
+    async fn queue(&self) -> Arc<dyn Queue> {
         let cfg = Config::load(Some(&self.config), Vec::new()).unwrap();
         worker::bootstrap::open_transport(&cfg, Arc::new(SystemClock))
+            .await
             .unwrap()
             .0
     }
@@ -104,7 +105,7 @@ async fn an_invalid_request_is_refused_with_exit_2_and_nothing_is_sent() {
         "{t}"
     );
     assert!(t.contains("nothing was sent"), "{t}");
-    assert_eq!(env.queue().stats().await.unwrap().active, 0);
+    assert_eq!(env.queue().await.stats().await.unwrap().active, 0);
 }
 
 #[tokio::test]
@@ -124,7 +125,7 @@ async fn a_valid_request_is_queued_under_its_request_id_and_tenant_session() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["requestId"], "req-42");
     assert_eq!(printed["duplicate"], false);
-    let q = env.queue();
+    let q = env.queue().await;
     let d = q
         .receive(Duration::from_secs(2))
         .await
@@ -182,6 +183,7 @@ async fn raw_bytes_go_on_the_queue_unvalidated() {
     assert!(out.status.success(), "{}", text(&out));
     let d = env
         .queue()
+        .await
         .receive(Duration::from_secs(2))
         .await
         .unwrap()
@@ -207,7 +209,7 @@ fn status_of_an_unknown_tenant_exits_4_and_says_why() {
 #[tokio::test]
 async fn dead_letters_can_be_listed_shown_replayed_and_purged() {
     let env = Env::new();
-    let q = env.queue();
+    let q = env.queue().await;
     for i in 0..3 {
         let mut props = std::collections::BTreeMap::new();
         props.insert("origin".to_string(), format!("test-{i}"));

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::azure::credential_for;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, JournalConfig, TableCredentialConfig, TransportConfig};
 use crate::context::Context;
@@ -12,6 +13,7 @@ use crate::journal::azure_table::{AzureTableJournal, TableAuth};
 use crate::journal::sqlite::SqliteJournal;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
+use crate::transport::servicebus::{ServiceBusAuth, ServiceBusSettings, ServiceBusTransport};
 use crate::transport::sqlite::{SqliteTransport, SqliteTransportOptions};
 use crate::transport::{Queue, Topic};
 
@@ -24,8 +26,11 @@ pub enum BootstrapError {
 /// The command queue and the event topic of one transport.
 pub type Transport = (Arc<dyn Queue>, Arc<dyn Topic>);
 
-/// The queue and topic chosen by `transport.kind`.
-pub fn open_transport(config: &Config, clock: Arc<dyn Clock>) -> Result<Transport, BootstrapError> {
+/// The queue and topic chosen by `transport.kind`. Service Bus connects here (AMQP).
+pub async fn open_transport(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Transport, BootstrapError> {
     match &config.transport {
         TransportConfig::Embedded {
             path,
@@ -46,7 +51,47 @@ pub fn open_transport(config: &Config, clock: Arc<dyn Clock>) -> Result<Transpor
                 }
             })?);
             Ok((t.clone(), t))
-        } // The Service Bus transport (kind `service_bus`) is opened here.
+        }
+        TransportConfig::ServiceBus {
+            namespace,
+            queue,
+            topic,
+            credential,
+            connection_string,
+            ..
+        } => {
+            let open = |message: String| BootstrapError::Open {
+                part: "Service Bus transport",
+                message,
+            };
+            let auth = match (connection_string, credential) {
+                (Some(cs), _) => ServiceBusAuth::ConnectionString(cs.expose().to_string()),
+                (None, Some(c)) => {
+                    ServiceBusAuth::Credential(credential_for(c).ok_or_else(|| {
+                        open("transport.credential kind none cannot sign in to Service Bus".into())
+                    })?)
+                }
+                (None, None) => return Err(open("transport.credential is missing".into())),
+            };
+            let settings = ServiceBusSettings::new(namespace, queue, topic, auth);
+            let t = Arc::new(
+                ServiceBusTransport::connect(settings)
+                    .await
+                    .map_err(|e| open(format!("{namespace}: {e}")))?,
+            );
+            Ok((t.clone(), t))
+        }
+    }
+}
+
+/// The events subscription a producer reads: the configured one on Service Bus (subscriptions
+/// are infrastructure there), a fresh one of its own on the embedded topic.
+pub fn events_subscription(config: &Config) -> String {
+    match &config.transport {
+        TransportConfig::ServiceBus { subscription, .. } if !subscription.is_empty() => {
+            subscription.clone()
+        }
+        _ => format!("producer-{}", uuid::Uuid::new_v4().simple()),
     }
 }
 
@@ -155,7 +200,7 @@ pub async fn build_context_with(
     metrics: Metrics,
 ) -> Result<Context, BootstrapError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (queue, topic) = open_transport(&config, clock.clone())?;
+    let (queue, topic) = open_transport(&config, clock.clone()).await?;
     let journal = prepare_journal(&config).await?;
     let azure = Arc::new(
         crate::azure::ArmProvisioner::from_targets(

@@ -54,10 +54,6 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransportConfig {
-    // Production: `ServiceBus { namespace, queue, topic, subscription, credential }` (kind
-    // `service_bus`, the keys `infra/k8s/base/configmap.yaml` uses) is added with the Service Bus
-    // transport (`transport/servicebus.rs`); its checks go in `Config::validate`, its client in
-    // `bootstrap::open_transport`.
     /// The SQLite-backed queue and topic: one machine, zero set-up.
     Embedded {
         path: PathBuf,
@@ -68,6 +64,29 @@ pub enum TransportConfig {
         max_delivery_count: u32,
         #[serde(default = "default_dup_window")]
         duplicate_detection_window_secs: u64,
+    },
+    /// Azure Service Bus (production): the session-enabled commands queue and the events topic,
+    /// created by `infra/`. The fields default to empty so validation names every missing one.
+    ServiceBus {
+        /// `<name>.servicebus.windows.net`.
+        #[serde(default)]
+        namespace: String,
+        #[serde(default)]
+        queue: String,
+        #[serde(default)]
+        topic: String,
+        /// The events subscription `producer --wait` reads: on Service Bus subscriptions are
+        /// infrastructure, not created on the fly.
+        #[serde(default)]
+        subscription: String,
+        /// An Entra credential in the namespace's own Entra tenant (workload identity for pods,
+        /// the Azure CLI for people): the namespace may live in another tenant than the cluster.
+        #[serde(default)]
+        credential: Option<CredentialConfig>,
+        /// The Service Bus emulator's connection string; never for a real namespace, whose local
+        /// auth is disabled.
+        #[serde(default)]
+        connection_string: Option<Secret>,
     },
 }
 
@@ -631,6 +650,42 @@ impl Config {
                 s.message_budget_ms, lock_duration_secs
             ));
         }
+        if let TransportConfig::ServiceBus {
+            namespace,
+            queue,
+            topic,
+            credential,
+            connection_string,
+            ..
+        } = &self.transport
+        {
+            for (field, value) in [("queue", queue), ("topic", topic)] {
+                if value.trim().is_empty() {
+                    problems.push(format!("transport.{field} is empty (kind service_bus)"));
+                }
+            }
+            match (credential, connection_string) {
+                (None, None) => problems.push(
+                    "transport.credential is missing (kind service_bus needs an Entra credential: workload_identity or azure_cli; or connection_string for the emulator)"
+                        .into(),
+                ),
+                (Some(_), Some(_)) => problems.push(
+                    "transport has both credential and connection_string; keep one (connection strings are for the emulator only)"
+                        .into(),
+                ),
+                (Some(CredentialConfig::None), None) => problems.push(
+                    "transport.credential kind none cannot sign in to Service Bus; use workload_identity or azure_cli"
+                        .into(),
+                ),
+                (Some(c), None) => problems.extend(c.problems("transport.credential")),
+                (None, Some(_)) => {}
+            }
+            if connection_string.is_none() && !namespace.ends_with(".servicebus.windows.net") {
+                problems.push(format!(
+                    "transport.namespace must be the fully qualified <name>.servicebus.windows.net, got {namespace:?}"
+                ));
+            }
+        }
         if self.worker.concurrency == 0 {
             problems.push("worker.concurrency must be at least 1".into());
         }
@@ -885,6 +940,23 @@ mod tests {
     }
 
     #[test]
+    fn a_service_bus_transport_without_credential_or_entities_is_refused_naming_each_setting() {
+        let mut cfg = Config::default().normalised();
+        cfg.transport = TransportConfig::ServiceBus {
+            namespace: "sb-onboard".into(),
+            queue: String::new(),
+            topic: "tenant-events".into(),
+            subscription: String::new(),
+            credential: None,
+            connection_string: None,
+        };
+        let text = cfg.validate().expect_err("invalid").to_string();
+        assert!(text.contains("transport.queue is empty"), "{text}");
+        assert!(text.contains("transport.credential is missing"), "{text}");
+        assert!(text.contains("<name>.servicebus.windows.net"), "{text}");
+    }
+
+    #[test]
     fn validation_names_every_problem() {
         let mut cfg = Config::default().normalised();
         cfg.default_target = "nope".into();
@@ -1000,7 +1072,10 @@ in_cluster = true
             "targets.prod.credential.client_id is empty",
             "default_target \"default\" is not one of the configured targets (prod)",
         ] {
-            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
         }
     }
 
@@ -1059,7 +1134,10 @@ key = "c2VjcmV0LWtleS12YWx1ZQ=="
     fn the_environment_alone_can_switch_the_journal_to_azure_table() {
         let env = [
             ("ONBOARD__JOURNAL__KIND", "azure_table"),
-            ("ONBOARD__JOURNAL__ENDPOINT", "http://127.0.0.1:10002/devstoreaccount1"),
+            (
+                "ONBOARD__JOURNAL__ENDPOINT",
+                "http://127.0.0.1:10002/devstoreaccount1",
+            ),
             ("ONBOARD__JOURNAL__TABLE", "journal"),
             ("ONBOARD__JOURNAL__CREATE_TABLE", "true"),
             ("ONBOARD__JOURNAL__CREDENTIAL__KIND", "shared_key"),
@@ -1077,7 +1155,10 @@ key = "c2VjcmV0LWtleS12YWx1ZQ=="
             }
         ));
         // The embedded journal's keys still override one at a time.
-        let env = [("ONBOARD__JOURNAL__PATH".to_string(), "/tmp/j.db".to_string())];
+        let env = [(
+            "ONBOARD__JOURNAL__PATH".to_string(),
+            "/tmp/j.db".to_string(),
+        )];
         let cfg = Config::load(None, env).expect("loads");
         assert_eq!(
             cfg.journal,

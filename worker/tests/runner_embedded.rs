@@ -71,6 +71,7 @@ impl Files {
             kube: self.cloud.clone(),
             clock: Arc::new(SystemClock),
             worker_id: id.into(),
+            metrics: Default::default(),
         })
     }
 }
