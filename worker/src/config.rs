@@ -1000,7 +1000,10 @@ in_cluster = true
             "targets.prod.credential.client_id is empty",
             "default_target \"default\" is not one of the configured targets (prod)",
         ] {
-            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
         }
     }
 
@@ -1059,7 +1062,10 @@ key = "c2VjcmV0LWtleS12YWx1ZQ=="
     fn the_environment_alone_can_switch_the_journal_to_azure_table() {
         let env = [
             ("ONBOARD__JOURNAL__KIND", "azure_table"),
-            ("ONBOARD__JOURNAL__ENDPOINT", "http://127.0.0.1:10002/devstoreaccount1"),
+            (
+                "ONBOARD__JOURNAL__ENDPOINT",
+                "http://127.0.0.1:10002/devstoreaccount1",
+            ),
             ("ONBOARD__JOURNAL__TABLE", "journal"),
             ("ONBOARD__JOURNAL__CREATE_TABLE", "true"),
             ("ONBOARD__JOURNAL__CREDENTIAL__KIND", "shared_key"),
@@ -1077,7 +1083,10 @@ key = "c2VjcmV0LWtleS12YWx1ZQ=="
             }
         ));
         // The embedded journal's keys still override one at a time.
-        let env = [("ONBOARD__JOURNAL__PATH".to_string(), "/tmp/j.db".to_string())];
+        let env = [(
+            "ONBOARD__JOURNAL__PATH".to_string(),
+            "/tmp/j.db".to_string(),
+        )];
         let cfg = Config::load(None, env).expect("loads");
         assert_eq!(
             cfg.journal,

@@ -53,7 +53,10 @@ async fn a_tenant_is_onboarded_with_its_saga_journalled_in_azure_table() {
         has_event(seen, "tenant.onboarded", "acme")
     })
     .await;
-    let onboarded = seen.iter().find(|e| e["type"] == "tenant.onboarded").unwrap();
+    let onboarded = seen
+        .iter()
+        .find(|e| e["type"] == "tenant.onboarded")
+        .unwrap();
     assert_eq!(onboarded["data"]["state"], "Succeeded", "{onboarded}");
     let [received, ..] = runner.stats().snapshot();
     assert!(received >= 2, "the saga crossed at least one continuation");
@@ -61,7 +64,12 @@ async fn a_tenant_is_onboarded_with_its_saga_journalled_in_azure_table() {
     // A second client on the same table (another replica, or `producer status`) sees the saga.
     let journal = worker::bootstrap::open_journal(&h.config).unwrap();
     assert_eq!(journal.keys().await.unwrap(), vec!["acme".to_string()]);
-    let record = journal.load("acme").await.unwrap().expect("acme's record").value;
+    let record = journal
+        .load("acme")
+        .await
+        .unwrap()
+        .expect("acme's record")
+        .value;
     assert_eq!(record["state"], "Onboarded", "{record}");
     assert!(record["active"].is_null(), "{record}");
     let resources = record["resources"].as_object().unwrap();

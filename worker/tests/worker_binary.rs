@@ -43,7 +43,9 @@ fn config_check_prints_the_effective_configuration_as_toml_that_reads_back() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "effective.toml", &printed);
-    let again = worker(&["--config", &file, "config", "check"]).output().unwrap();
+    let again = worker(&["--config", &file, "config", "check"])
+        .output()
+        .unwrap();
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(text(&again.stdout), printed);
 }
@@ -67,7 +69,9 @@ account = "devstoreaccount1"
 key = "c2VjcmV0LWtleS12YWx1ZQ=="
 "#,
     );
-    let toml_out = worker(&["--config", &file, "config", "check"]).output().unwrap();
+    let toml_out = worker(&["--config", &file, "config", "check"])
+        .output()
+        .unwrap();
     assert!(toml_out.status.success(), "{}", text(&toml_out.stderr));
     let printed = text(&toml_out.stdout);
     assert!(!printed.contains("c2VjcmV0"), "{printed}");
@@ -121,7 +125,12 @@ address = "localhost:8080"
         let mut args = vec!["--config", file.as_str()];
         args.extend_from_slice(command);
         let out = worker(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command:?}: {}",
+            text(&out.stderr)
+        );
         assert!(out.stdout.is_empty(), "nothing printed on stdout");
         let problems = problems(&out);
         assert_eq!(problems.len(), 4, "{command:?}: {problems:#?}");
@@ -131,7 +140,10 @@ address = "localhost:8080"
             "journal.credential",
             "health.address",
         ]) {
-            assert!(problem.starts_with(names), "{problem:?} should name {names}");
+            assert!(
+                problem.starts_with(names),
+                "{problem:?} should name {names}"
+            );
         }
         assert!(text(&out.stderr).contains(&file), "names the file");
     }
@@ -275,10 +287,15 @@ fn run_stops_at_once_naming_the_port_when_the_health_port_is_taken() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = run_worker(dir.path(), port, &[]).wait_with_output().unwrap();
+    let out = run_worker(dir.path(), port, &[])
+        .wait_with_output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(err.contains("ONBOARD__HEALTH__PORT"), "{err}");
 }
 

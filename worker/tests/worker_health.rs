@@ -19,7 +19,11 @@ use worker::runner::Runner;
 async fn serve(state: HealthState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(worker::health::serve(listener, state, std::future::pending()));
+    tokio::spawn(worker::health::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 
@@ -62,7 +66,12 @@ async fn metrics_count_an_onboarding_and_a_dead_letter_by_outcome() {
     })
     .await;
 
-    let base = serve(HealthState::new(cx.queue.clone(), cx.journal.clone(), metrics)).await;
+    let base = serve(HealthState::new(
+        cx.queue.clone(),
+        cx.journal.clone(),
+        metrics,
+    ))
+    .await;
     let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -76,23 +85,38 @@ async fn metrics_count_an_onboarding_and_a_dead_letter_by_outcome() {
     // The command, at least one continuation (the node pool is polled a second later), the
     // malformed message.
     assert!(received >= 3, "{received} messages");
-    assert_eq!(sample(&s, "onboarding_messages_received_total"), received as f64);
     assert_eq!(
-        sample(&s, r#"onboarding_messages_settled_total{outcome="completed"}"#),
+        sample(&s, "onboarding_messages_received_total"),
+        received as f64
+    );
+    assert_eq!(
+        sample(
+            &s,
+            r#"onboarding_messages_settled_total{outcome="completed"}"#
+        ),
         completed as f64
     );
     assert_eq!(completed, received - 1);
     assert_eq!(
-        sample(&s, r#"onboarding_messages_settled_total{outcome="dead_lettered"}"#),
+        sample(
+            &s,
+            r#"onboarding_messages_settled_total{outcome="dead_lettered"}"#
+        ),
         1.0
     );
     assert_eq!(dead_lettered, 1);
     assert_eq!(
-        sample(&s, r#"onboarding_messages_settled_total{outcome="abandoned"}"#),
+        sample(
+            &s,
+            r#"onboarding_messages_settled_total{outcome="abandoned"}"#
+        ),
         abandoned as f64
     );
     assert_eq!(
-        sample(&s, r#"onboarding_dead_letters_total{reason="MalformedJson"}"#),
+        sample(
+            &s,
+            r#"onboarding_dead_letters_total{reason="MalformedJson"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -150,10 +174,25 @@ async fn a_refused_step_counts_a_compensation_and_a_failed_saga() {
         has_event(seen, "tenant.onboarding_failed", "acme")
     })
     .await;
-    let base = serve(HealthState::new(cx.queue.clone(), cx.journal.clone(), metrics)).await;
-    let s = samples(&reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap());
+    let base = serve(HealthState::new(
+        cx.queue.clone(),
+        cx.journal.clone(),
+        metrics,
+    ))
+    .await;
+    let s = samples(
+        &reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
     assert_eq!(
-        sample(&s, r#"onboarding_compensations_total{trigger="step_failed"}"#),
+        sample(
+            &s,
+            r#"onboarding_compensations_total{trigger="step_failed"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -224,7 +263,11 @@ async fn readyz_is_503_naming_the_journal_when_the_journal_is_unreachable() {
     let base = serve(state).await;
 
     let live = reqwest::get(format!("{base}/healthz")).await.unwrap();
-    assert_eq!(live.status(), 200, "liveness does not depend on the journal");
+    assert_eq!(
+        live.status(),
+        200,
+        "liveness does not depend on the journal"
+    );
 
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -296,13 +339,18 @@ async fn throttled_arm_answers_are_counted() {
         operation: "read identity",
         resource: "/subscriptions/s/resourceGroups/rg",
     };
-    let url = client.url("/subscriptions/s/resourceGroups/rg", "2024-11-30").unwrap();
+    let url = client
+        .url("/subscriptions/s/resourceGroups/rg", "2024-11-30")
+        .unwrap();
     let first = client
         .send(reqwest::Method::GET, url.clone(), None, op)
         .await
         .unwrap();
     assert_eq!(first.status, 429);
-    let second = client.send(reqwest::Method::GET, url, None, op).await.unwrap();
+    let second = client
+        .send(reqwest::Method::GET, url, None, op)
+        .await
+        .unwrap();
     assert_eq!(second.status, 200);
     assert_eq!(metrics.counter(worker::metrics::ARM_THROTTLED, &[]), 1);
     assert!(

@@ -7,7 +7,9 @@ mod harness;
 
 use harness::{Harness, command, has_event, onboard_body, run_until};
 use opentelemetry::trace::SpanId;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{
+    InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData,
+};
 use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt;
 use worker::metrics::Metrics;
@@ -15,7 +17,11 @@ use worker::runner::Runner;
 
 /// Capture spans of this test's thread (the tests run on a current-thread runtime, so the
 /// runner's tasks do too).
-fn capture() -> (InMemorySpanExporter, SdkTracerProvider, tracing::subscriber::DefaultGuard) {
+fn capture() -> (
+    InMemorySpanExporter,
+    SdkTracerProvider,
+    tracing::subscriber::DefaultGuard,
+) {
     let exporter = InMemorySpanExporterBuilder::new().build();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -39,7 +45,12 @@ async fn onboard(tenant: &str, traceparent: Option<&str>) -> (Vec<SpanData>, Vec
     let cx = h.context(Metrics::default()).await;
     let mut events = cx.topic.subscribe("test").await.unwrap();
     cx.queue
-        .send(command(tenant, "r1", onboard_body(tenant, "r1"), traceparent))
+        .send(command(
+            tenant,
+            "r1",
+            onboard_body(tenant, "r1"),
+            traceparent,
+        ))
         .await
         .unwrap();
     let seen = run_until(&Runner::new(cx), &mut events, |seen| {
@@ -80,7 +91,10 @@ async fn every_continuation_joins_the_trace_of_the_commands_traceparent() {
         assert!(message_ids.contains(&s.parent_span_id), "{s:#?}");
     }
     // And the events carry the trace on to consumers.
-    let onboarded = events.iter().find(|e| e["type"] == "tenant.onboarded").unwrap();
+    let onboarded = events
+        .iter()
+        .find(|e| e["type"] == "tenant.onboarded")
+        .unwrap();
     assert_eq!(
         onboarded["traceparent"],
         format!("00-{trace}-{producer_span}-01")
@@ -96,7 +110,11 @@ async fn a_command_without_trace_context_starts_a_trace_that_its_continuations_j
         .iter()
         .find(|s| attribute(s, "message.id").as_deref() == Some("r1"))
         .expect("the command's span");
-    assert_eq!(first.parent_span_id, SpanId::INVALID, "a new root: {first:#?}");
+    assert_eq!(
+        first.parent_span_id,
+        SpanId::INVALID,
+        "a new root: {first:#?}"
+    );
     let trace = first.span_context.trace_id();
     let continuations: Vec<&&SpanData> = messages
         .iter()
@@ -107,7 +125,10 @@ async fn a_command_without_trace_context_starts_a_trace_that_its_continuations_j
         assert_eq!(c.span_context.trace_id(), trace, "{c:#?}");
         assert_eq!(c.parent_span_id, first.span_context.span_id(), "{c:#?}");
     }
-    let onboarded = events.iter().find(|e| e["type"] == "tenant.onboarded").unwrap();
+    let onboarded = events
+        .iter()
+        .find(|e| e["type"] == "tenant.onboarded")
+        .unwrap();
     let tp = onboarded["traceparent"].as_str().expect("a traceparent");
     assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
 }

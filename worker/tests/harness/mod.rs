@@ -64,7 +64,9 @@ impl Harness {
         config.worker.shutdown_grace_ms = 5_000;
         config.health.port = 0;
         let config = config.normalised();
-        config.validate().expect("the harness configuration is valid");
+        config
+            .validate()
+            .expect("the harness configuration is valid");
         Self { sim, dir, config }
     }
 
@@ -94,7 +96,12 @@ pub fn onboard_body(tenant: &str, request_id: &str) -> Vec<u8> {
 }
 
 /// A command message as the producer sends it.
-pub fn command(tenant: &str, message_id: &str, body: Vec<u8>, traceparent: Option<&str>) -> OutgoingMessage {
+pub fn command(
+    tenant: &str,
+    message_id: &str,
+    body: Vec<u8>,
+    traceparent: Option<&str>,
+) -> OutgoingMessage {
     let mut properties = BTreeMap::new();
     if let Some(tp) = traceparent {
         properties.insert(TRACEPARENT_PROPERTY.to_string(), tp.to_string());
