@@ -115,9 +115,8 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
             .unwrap_or(if quick { 300 } else { 1_800 }),
     );
     let mut peak_while_filling = 0u64;
-    // (seconds since spawn, sagas parked): does parking slow down as the backlog of parked
-    // sagas grows?
-    let mut progress: Vec<(f64, u64)> = Vec::new();
+    // Does parking slow down as the backlog of parked sagas grows, and whose CPU time grows?
+    let mut progress: Vec<Sample> = Vec::new();
     let outcome = rts.work.block_on(async {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -130,7 +129,17 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
                 peak_while_filling = peak_while_filling.max(m.rss);
             }
             let s = queue.stats().await?;
-            progress.push((start.elapsed().as_secs_f64(), s.scheduled));
+            progress.push(Sample {
+                secs: start.elapsed().as_secs_f64(),
+                parked: s.scheduled,
+                worker_cpu: procstat::pid_cpu(pid)
+                    .unwrap_or_default()
+                    .total()
+                    .as_secs_f64(),
+                sim_cpu: procstat::threads_cpu(harness::SIM_THREADS)
+                    .total()
+                    .as_secs_f64(),
+            });
             if s.scheduled + s.active + s.locked >= sagas as u64 && s.active + s.locked <= 1 {
                 return Ok(start.elapsed());
             }
@@ -210,17 +219,41 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
         "sagas/s",
         1,
     ));
-    let reached = |share: f64| {
+    let at = |share: f64| {
         progress
             .iter()
-            .find(|(_, n)| *n as f64 >= share * sagas as f64)
-            .map_or(parked_after.as_secs_f64(), |(t, _)| *t)
+            .find(|p| p.parked as f64 >= share * sagas as f64)
+            .or(progress.last())
+            .copied()
+            .unwrap_or_default()
     };
-    let quarter = sagas as f64 / 4.0;
+    let (q1, q3, end) = (at(0.25), at(0.75), at(1.0));
+    let begin = Sample {
+        sim_cpu: progress.first().map_or(0.0, |p| p.sim_cpu),
+        ..Sample::default()
+    };
+    let per_saga = |a: &Sample, b: &Sample| {
+        let n = (b.parked as f64 - a.parked as f64).max(1.0);
+        (
+            n / (b.secs - a.secs).max(1e-9),
+            (b.worker_cpu - a.worker_cpu) * 1000.0 / n,
+            (b.sim_cpu - a.sim_cpu) * 1000.0 / n,
+        )
+    };
+    let (r1, w1, s1) = per_saga(&begin, &q1);
+    let (r4, w4, s4) = per_saga(&q3, &end);
+    let cause = if s4 - s1 > (w4 - w1).max(0.0) * 2.0 {
+        "the simulators' CPU per saga grew, the worker's did not: the slowdown is the test \
+         rig's (the ARM simulator scans every identity and role assignment on each role \
+         assignment PUT and shifts its full 10,000-entry request log on every request)"
+    } else if w4 > w1 * 1.5 {
+        "the worker's CPU per saga grew with the number of parked sagas"
+    } else {
+        "CPU per saga stayed flat: the time went to waiting (SQLite fsyncs, other load)"
+    };
     block.note(format!(
-        "parking rate in the first quarter {:.1} sagas/s, in the last quarter {:.1} sagas/s.",
-        quarter / reached(0.25),
-        quarter / (parked_after.as_secs_f64() - reached(0.75)),
+        "first quarter: {r1:.1} sagas/s, worker CPU {w1:.1} ms and simulators' CPU {s1:.1} ms per \
+         saga; last quarter: {r4:.1} sagas/s, {w4:.1} ms and {s4:.1} ms: {cause}."
     ));
     block.note(format!(
         "journal: {waiting} sagas parked with the node pool waiting (operation or retry) and every other step but the workload done, {other} otherwise; \
@@ -232,6 +265,16 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
         mb(peak_while_filling),
     ));
     Ok(block)
+}
+
+/// One look at the filling queue.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    secs: f64,
+    parked: u64,
+    /// Seconds of CPU time so far.
+    worker_cpu: f64,
+    sim_cpu: f64,
 }
 
 /// Sagas parked as expected (node pool waiting, every step but the workload done), and the rest.
