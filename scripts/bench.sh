@@ -4,7 +4,7 @@
 # goal and PASS/MISS, and writes the table to docs/benchmarks.md. Figures, not tests: timings on
 # a shared machine are noisy, so nothing here fails a build on a number.
 #
-#   scripts/bench.sh                  every benchmark, full sizes (about 5 minutes on 2 cores)
+#   scripts/bench.sh                  every benchmark, full sizes (6-8 minutes on 2 cores)
 #   scripts/bench.sh --quick          smaller runs (about 1.5 minutes)
 #   scripts/bench.sh memory           one benchmark (critical-path, throughput, arm-budget,
 #                                     memory, cold-start); docs/benchmarks.md is left alone
