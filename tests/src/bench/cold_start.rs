@@ -181,7 +181,7 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
         running.stop().await
     })?;
 
-    let (queue, _topic) = harness::open_transport(&config)?;
+    let (queue, _topic) = rts.work.block_on(harness::open_transport(&config))?;
     let journal = worker::journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db"))?;
     let mut update = Vec::new();
     let mut started = Vec::new();

@@ -123,11 +123,8 @@ fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
 
 /// The queue and topic of a configuration, opened by this process (to queue a backlog or watch
 /// a child worker's progress).
-pub fn open_transport(config: &Config) -> Result<worker::bootstrap::Transport> {
-    Ok(worker::bootstrap::open_transport(
-        config,
-        Arc::new(SystemClock),
-    )?)
+pub async fn open_transport(config: &Config) -> Result<worker::bootstrap::Transport> {
+    Ok(worker::bootstrap::open_transport(config, Arc::new(SystemClock)).await?)
 }
 
 /// A worker's clients, built as `worker::bootstrap::build_context` does, except that the ARM
@@ -141,8 +138,10 @@ pub struct Built {
 pub async fn build_context(config: Config, arm: ArmClientOptions) -> Result<Built> {
     let config = Arc::new(config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (queue, topic) = worker::bootstrap::open_transport(&config, clock.clone())?;
-    let JournalConfig::Sqlite { path } = &config.journal;
+    let (queue, topic) = worker::bootstrap::open_transport(&config, clock.clone()).await?;
+    let JournalConfig::Sqlite { path } = &config.journal else {
+        anyhow::bail!("the benchmarks run on the SQLite journal; the configuration names another");
+    };
     let journal = SqliteJournal::open(path)?;
     let azure = Arc::new(ArmProvisioner::from_targets(&config.targets, arm)?);
     let kube = Arc::new(KubeApplier::from_targets(&config.targets).await?);
@@ -156,6 +155,7 @@ pub async fn build_context(config: Config, arm: ArmClientOptions) -> Result<Buil
             kube,
             clock,
             worker_id: format!("bench-{}", std::process::id()),
+            metrics: Default::default(),
         },
         journal,
     })

@@ -83,7 +83,7 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     let file = dir.path().join("worker.toml");
     std::fs::write(&file, harness::to_toml(&config)?)?;
 
-    let (queue, _topic) = harness::open_transport(&config)?;
+    let (queue, _topic) = rts.work.block_on(harness::open_transport(&config))?;
     let names: Vec<String> = (0..sagas).map(|i| format!("mem-{i:05}")).collect();
     let sent = Instant::now();
     rts.work.block_on(async {
