@@ -561,8 +561,9 @@ impl Engine {
             if running.is_empty()
                 && let Some(outcome) = self.terminal(run)
             {
+                // No save here: the next launch, or the final release, writes the outcome
+                // (outbox included) before anything else can happen.
                 self.finish(&mut doc.rec, outcome, events).await?;
-                self.save(doc).await?;
                 continue;
             }
             let may_launch = now + step_budget < deadline;
