@@ -13,11 +13,14 @@
 //! `cargo build -p worker -p producer` into that same target directory and profile once per test
 //! process: a no-op when `cargo test --workspace` has just built them, and it rebuilds them when
 //! only `cargo test -p e2e` was run after a change (so a suite never runs a stale worker).
-//! `E2E_BIN_DIR=<dir>` skips the build and takes both binaries from that directory.
+//! `E2E_BIN_DIR=<dir>` skips the build and takes both binaries from that directory. The build
+//! runs without the per-crate variables cargo gives a test process, which some build scripts
+//! track: with them, the two builds would keep invalidating each other.
 //!
 //! Everything is bounded in time: every wait takes a timeout and panics with what it was waiting
 //! for; children are SIGKILLed when their handle or the harness is dropped, and a failing test
-//! prints the tail of every worker's log.
+//! prints the tail of every worker's log (`E2E_LOGS=1`: every test does; `E2E_KEEP=1`: a failing
+//! test leaves its temporary directory).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -94,6 +97,20 @@ fn locate_or_build() -> Result<Binaries, String> {
         .args(["-p", "worker", "-p", "producer"])
         .arg("--target-dir")
         .arg(target_dir);
+    // Cargo gives a test process the variables it sets for the crate under test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...). Some build scripts (ring's) ask to be re-run
+    // when those change, so passing them on would make this build and the enclosing one
+    // invalidate each other's dependencies and recompile the TLS stack every time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let per_crate = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&key.as_str());
+        if per_crate {
+            cmd.env_remove(&key);
+        }
+    }
     match profile {
         "debug" => {}
         "release" => {
@@ -654,6 +671,9 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.kill_workers();
+        if std::env::var_os("E2E_LOGS").is_some() && !std::thread::panicking() {
+            eprintln!("{}", self.worker_logs(400));
+        }
         if std::thread::panicking() {
             eprintln!("{}", self.worker_logs(60));
             if std::env::var_os("E2E_KEEP").is_some() {
