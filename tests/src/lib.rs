@@ -1,1 +1,831 @@
-//! Shared helpers for the end-to-end suites in `tests/tests/`.
+//! Shared harness for the end-to-end and reliability suites in `tests/tests/`: the ARM and
+//! Kubernetes simulators in process on loopback, the real `worker` and `producer` binaries as
+//! child processes on a worker configuration written to a temporary directory (embedded SQLite
+//! queue and journal in that directory, one target pointing at the simulators, short budgets),
+//! and readers of what came out: events from the topic, dead letters, the journal, and the
+//! simulators' inventories.
+//!
+//! # Where the binaries come from
+//!
+//! An integration test can only use `env!("CARGO_BIN_EXE_…")` for binaries of its own package,
+//! and `worker` and `producer` live in other packages. So [`binaries`] derives the target
+//! directory from the running test executable (`<target>/<profile>/deps/<test>-<hash>`) and runs
+//! `cargo build -p worker -p producer` into that same target directory and profile once per test
+//! process: a no-op when `cargo test --workspace` has just built them, and it rebuilds them when
+//! only `cargo test -p e2e` was run after a change (so a suite never runs a stale worker).
+//! `E2E_BIN_DIR=<dir>` skips the build and takes both binaries from that directory. The build
+//! runs without the per-crate variables cargo gives a test process, which some build scripts
+//! track: with them, the two builds would keep invalidating each other.
+//!
+//! Everything is bounded in time: every wait takes a timeout and panics with what it was waiting
+//! for; children are SIGKILLed when their handle or the harness is dropped, and a failing test
+//! prints the tail of every worker's log (`E2E_LOGS=1`: every test does; `E2E_KEEP=1`: a failing
+//! test leaves its temporary directory).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sim::faults::{FaultPlan, LatencyProfile};
+use worker::clock::SystemClock;
+use worker::config::{Config, SagaConfig};
+use worker::contract::CloudEvent;
+use worker::contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
+use worker::journal::Journal;
+use worker::saga::record::TenantRecord;
+use worker::transport::{Queue, ReceivedMessage, Subscription, Topic};
+
+/// The `worker` and `producer` executables the suites run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub worker: PathBuf,
+    pub producer: PathBuf,
+}
+
+/// Build (once per test process) and locate the `worker` and `producer` binaries.
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| match locate_or_build() {
+        Ok(b) => b,
+        Err(e) => panic!("cannot provide the worker and producer binaries: {e}"),
+    })
+}
+
+fn locate_or_build() -> Result<Binaries, String> {
+    let exe_suffix = std::env::consts::EXE_SUFFIX;
+    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        let bins = Binaries {
+            worker: dir.join(format!("worker{exe_suffix}")),
+            producer: dir.join(format!("producer{exe_suffix}")),
+        };
+        for b in [&bins.worker, &bins.producer] {
+            if !b.is_file() {
+                return Err(format!(
+                    "E2E_BIN_DIR names {}, which is missing",
+                    b.display()
+                ));
+            }
+        }
+        return Ok(bins);
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not inside <target>/<profile>/deps", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent target directory", profile_dir.display()))?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.join("Cargo.toml"))
+        .ok_or("no workspace root")?;
+    let mut cmd = std::process::Command::new(&cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", "worker", "-p", "producer"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    // Cargo gives a test process the variables it sets for the crate under test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...). Some build scripts (ring's) ask to be re-run
+    // when those change, so passing them on would make this build and the enclosing one
+    // invalidate each other's dependencies and recompile the TLS stack every time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let per_crate = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&key.as_str());
+        if per_crate {
+            cmd.env_remove(&key);
+        }
+    }
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed with {status}"));
+    }
+    let bins = Binaries {
+        worker: profile_dir.join(format!("worker{exe_suffix}")),
+        producer: profile_dir.join(format!("producer{exe_suffix}")),
+    };
+    for b in [&bins.worker, &bins.producer] {
+        if !b.is_file() {
+            return Err(format!("{} is missing after {cmd:?}", b.display()));
+        }
+    }
+    Ok(bins)
+}
+
+/// How a harness sets up the simulators and the worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub latency: LatencyProfile,
+    pub faults: FaultPlan,
+    pub saga: SagaConfig,
+    pub concurrency: usize,
+    pub lock_duration_secs: u64,
+    pub max_delivery_count: u32,
+    pub receive_wait_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub max_message_bytes: usize,
+    /// `RUST_LOG` of the worker processes.
+    pub log_filter: String,
+}
+
+impl Default for Settings {
+    /// Instant simulators, no faults, and budgets short enough that a crashed worker's message
+    /// and journal lease come back within seconds.
+    fn default() -> Self {
+        Self {
+            latency: LatencyProfile::zero(),
+            faults: FaultPlan::default(),
+            saga: SagaConfig {
+                message_budget_ms: 3_000,
+                step_retry_budget_ms: 1_000,
+                retry_initial_delay_ms: 50,
+                continuation_base_delay_ms: 200,
+                continuation_max_delay_ms: 2_000,
+                step_attempt_limit: 8,
+                compensation_attempt_limit: 8,
+                remembered_requests: 50,
+            },
+            concurrency: 8,
+            lock_duration_secs: 5,
+            max_delivery_count: 10,
+            receive_wait_ms: 200,
+            shutdown_grace_ms: 2_000,
+            max_message_bytes: 64 * 1024,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// A latency profile where every simulated call takes long enough (tens to hundreds of
+/// milliseconds, the node pool about 1.5 s) for a test to act between two journal writes:
+/// the realistic profile scaled by `scale`, with node pools and Kubernetes calls adjusted so
+/// that neither dominates nor vanishes.
+pub fn slow_latency(scale: f64) -> LatencyProfile {
+    let mut p = LatencyProfile::realistic(scale);
+    for (op, ms) in p.operations.iter_mut() {
+        match op.as_str() {
+            // ~1.5 s / ~1 s at scale 0.05 instead of minutes.
+            "arm.agent_pools.create" => *ms = 30_000,
+            "arm.agent_pools.delete" => *ms = 20_000,
+            // ~50 ms at scale 0.05, so Kubernetes steps are not instantaneous.
+            "kube." => *ms = 1_000,
+            _ => {}
+        }
+    }
+    p
+}
+
+/// One worker process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: std::process::Child,
+    pub log: PathBuf,
+    pub index: usize,
+}
+
+impl WorkerProcess {
+    /// SIGKILL: no shutdown, no cleanup, as in a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a producer run printed.
+#[derive(Debug, Clone)]
+pub struct ProducerOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ProducerOutput {
+    /// The last line of stdout as JSON (`--json` prints one document per result).
+    pub fn json(&self) -> Value {
+        let line = self.stdout.lines().rev().find(|l| !l.trim().is_empty());
+        line.and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("producer printed no JSON: {self:?}"))
+    }
+}
+
+/// The simulators, the configuration, and the worker processes of one test.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub sims: sim::Running,
+    pub settings: Settings,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub queue: Arc<dyn Queue>,
+    pub topic: Arc<dyn Topic>,
+    pub journal: Arc<dyn Journal>,
+    events_sub: tokio::sync::Mutex<Box<dyn Subscription>>,
+    seen: Mutex<Vec<CloudEvent>>,
+    workers: Mutex<Vec<WorkerProcess>>,
+    spawned: Mutex<usize>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("dir", &self.dir.path())
+            .field("arm", &self.sims.arm_url())
+            .field("kube", &self.sims.kube_url())
+            .finish_non_exhaustive()
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn toml_str(s: &str) -> String {
+    // TOML basic strings share JSON's escapes for everything a path can hold.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+impl Harness {
+    /// Start the simulators and write the configuration; no worker runs yet.
+    pub async fn start(settings: Settings) -> Harness {
+        let bins = binaries();
+        let _ = bins;
+        let sims = sim::start(
+            loopback(),
+            loopback(),
+            sim::SimOptions {
+                latency: settings.latency.clone(),
+                faults: settings.faults.clone(),
+                ..sim::SimOptions::default()
+            },
+        )
+        .await
+        .expect("start the simulators on loopback");
+        let dir = tempfile::Builder::new()
+            .prefix("e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let config_path = dir.path().join("worker.toml");
+        let text = config_toml(&settings, dir.path(), &sims.arm_url(), &sims.kube_url());
+        std::fs::write(&config_path, &text).expect("write the worker configuration");
+        let config = Config::load(Some(&config_path), Vec::new()).unwrap_or_else(|e| {
+            panic!("the harness wrote a configuration the worker refuses: {e}\n{text}")
+        });
+        let (queue, topic) = worker::bootstrap::open_transport(&config, Arc::new(SystemClock))
+            .await
+            .expect("open the embedded transport");
+        let journal = worker::bootstrap::open_journal(&config).expect("open the journal");
+        // Subscribe before anything is sent, so no event is missed.
+        let sub = topic
+            .subscribe(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+            .await
+            .expect("subscribe to the events topic");
+        Harness {
+            dir,
+            sims,
+            settings,
+            config,
+            config_path,
+            queue,
+            topic,
+            journal,
+            events_sub: tokio::sync::Mutex::new(sub),
+            seen: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
+            spawned: Mutex::new(0),
+        }
+    }
+
+    /// Start one more `worker run` process on this harness's configuration.
+    pub fn spawn_worker(&self) -> usize {
+        let index = {
+            let mut n = lock(&self.spawned);
+            *n += 1;
+            *n - 1
+        };
+        let log = self.dir.path().join(format!("worker-{index}.log"));
+        let file = std::fs::File::create(&log).expect("worker log file");
+        let err = file.try_clone().expect("worker log file");
+        let mut cmd = std::process::Command::new(&binaries().worker);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .env("RUST_LOG", &self.settings.log_filter)
+            .current_dir(self.dir.path());
+        clear_onboard_env(&mut cmd);
+        let child = cmd.spawn().expect("spawn the worker binary");
+        lock(&self.workers).push(WorkerProcess { child, log, index });
+        index
+    }
+
+    /// SIGKILL worker `index` (as returned by [`Harness::spawn_worker`]).
+    pub fn kill_worker(&self, index: usize) {
+        let mut workers = lock(&self.workers);
+        if let Some(w) = workers.iter_mut().find(|w| w.index == index) {
+            w.kill();
+        }
+        workers.retain(|w| w.index != index);
+    }
+
+    /// SIGKILL every worker.
+    pub fn kill_workers(&self) {
+        let mut workers = lock(&self.workers);
+        for w in workers.iter_mut() {
+            w.kill();
+        }
+        workers.clear();
+    }
+
+    /// Workers that exited on their own (they never should).
+    pub fn dead_workers(&self) -> Vec<usize> {
+        lock(&self.workers)
+            .iter_mut()
+            .filter_map(|w| (!w.is_running()).then_some(w.index))
+            .collect()
+    }
+
+    /// Run the producer with `args` after `--config <file> --json`, within `timeout`.
+    pub async fn producer(&self, args: &[&str], timeout: Duration) -> ProducerOutput {
+        let mut cmd = tokio::process::Command::new(&binaries().producer);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .current_dir(self.dir.path());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ONBOARD") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd.spawn().expect("spawn the producer binary");
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("producer {args:?} did not finish within {timeout:?}"))
+            .expect("producer output");
+        ProducerOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `producer send` of a valid onboarding (no wait); panics unless it was accepted.
+    pub async fn send_onboard(&self, tenant: &str, request_id: &str, workload: bool) -> Value {
+        let mut args = vec!["send", "--tenant", tenant, "--request-id", request_id];
+        if workload {
+            args.extend(["--workload", "1"]);
+        }
+        let out = self.producer(&args, Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(0), "producer send failed: {out:?}");
+        out.json()
+    }
+
+    /// Every event published since the harness started, in order (drains the subscription).
+    pub async fn events(&self) -> Vec<CloudEvent> {
+        let mut sub = self.events_sub.lock().await;
+        loop {
+            let next = sub
+                .next(Duration::from_millis(20))
+                .await
+                .expect("read the events topic");
+            let Some(msg) = next else { break };
+            let event: CloudEvent = serde_json::from_slice(&msg.body).unwrap_or_else(|e| {
+                panic!(
+                    "the worker published something that is not a CloudEvent ({e}): {}",
+                    String::from_utf8_lossy(&msg.body)
+                )
+            });
+            lock(&self.seen).push(event);
+        }
+        lock(&self.seen).clone()
+    }
+
+    /// Events of one request.
+    pub async fn events_of(&self, request_id: &str) -> Vec<CloudEvent> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e.request_id() == Some(request_id))
+            .collect()
+    }
+
+    /// Wait until every request has a terminal event (or `request.rejected`); the first such
+    /// event of each, by request id.
+    pub async fn wait_for_outcomes(
+        &self,
+        request_ids: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, CloudEvent> {
+        let wanted: BTreeSet<&str> = request_ids.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        loop {
+            let events = self.events().await;
+            let mut found = BTreeMap::new();
+            for e in &events {
+                let ends = TERMINAL_TYPES.contains(&e.ty.as_str()) || e.ty == REQUEST_REJECTED;
+                if let Some(r) = e.request_id()
+                    && ends
+                    && wanted.contains(r)
+                    && !found.contains_key(r)
+                {
+                    found.insert(r.to_string(), e.clone());
+                }
+            }
+            if found.len() == wanted.len() {
+                return found;
+            }
+            if started.elapsed() > timeout {
+                let missing: Vec<_> = wanted
+                    .iter()
+                    .filter(|r| !found.contains_key(**r))
+                    .take(20)
+                    .collect();
+                let dead: Vec<_> = self
+                    .dead_letters()
+                    .await
+                    .into_iter()
+                    .take(20)
+                    .map(|m| {
+                        format!(
+                            "{} {:?}: {:?}",
+                            m.message_id, m.dead_letter_reason, m.dead_letter_description
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "{} of {} requests have no outcome after {timeout:?} (first: {missing:?}); dead workers: {:?}; dead letters: {dead:?}",
+                    wanted.len() - found.len(),
+                    wanted.len(),
+                    self.dead_workers()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait for the `request.rejected` event of a message (by its MessageId).
+    pub async fn wait_for_rejection(&self, message_id: &str, timeout: Duration) -> CloudEvent {
+        wait_until(timeout, &format!("request.rejected for {message_id}"), || async {
+            self.events().await.into_iter().find(|e| {
+                e.ty == REQUEST_REJECTED
+                    && matches!(&e.data, worker::contract::events::EventData::Rejected(r) if r.message_id == message_id)
+            })
+        })
+        .await
+    }
+
+    /// Dead-lettered messages, oldest first.
+    pub async fn dead_letters(&self) -> Vec<ReceivedMessage> {
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            let batch = self
+                .queue
+                .peek_dead_letters(from, 500)
+                .await
+                .expect("peek dead letters");
+            let Some(last) = batch.last() else { break };
+            from = last.sequence_number + 1;
+            all.extend(batch);
+        }
+        all
+    }
+
+    /// The tenant's journal record and its version.
+    pub async fn record(&self, tenant: &str) -> Option<(u64, TenantRecord)> {
+        let v = self.journal.load(tenant).await.expect("read the journal")?;
+        let rec = serde_json::from_value(v.value).expect("a journal record the engine wrote");
+        Some((v.version, rec))
+    }
+
+    /// The tenant's journal record version (0: no record yet).
+    pub async fn version(&self, tenant: &str) -> u64 {
+        self.journal
+            .load(tenant)
+            .await
+            .expect("read the journal")
+            .map_or(0, |v| v.version)
+    }
+
+    pub fn arm_inventory(&self) -> sim::arm::Inventory {
+        self.sims.arm.inventory()
+    }
+
+    /// ARM resource ids by type, lowercased (ARM ids are case-insensitive).
+    pub fn arm_resources(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.arm_inventory()
+            .resources
+            .into_iter()
+            .map(|(k, ids)| (k, ids.iter().map(|i| i.to_ascii_lowercase()).collect()))
+            .collect()
+    }
+
+    /// The simulated cluster's objects as `Kind/namespace/name` (`Kind//name` if cluster-scoped).
+    pub fn kube_objects(&self) -> BTreeSet<String> {
+        let inv = self.sims.kube.inventory();
+        let mut out = BTreeSet::new();
+        if let Some(kinds) = inv["objects"].as_object() {
+            for (kind, by_ns) in kinds {
+                for (ns, names) in by_ns.as_object().into_iter().flatten() {
+                    for name in names.as_object().into_iter().flat_map(|m| m.keys()) {
+                        out.insert(format!("{kind}/{ns}/{name}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Creations per resource type in both simulators (`arm:<type>`, `kube:<Kind>`).
+    pub fn creations(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = self
+            .arm_inventory()
+            .counters
+            .created
+            .into_iter()
+            .map(|(k, v)| (format!("arm:{k}"), v))
+            .collect();
+        let inv = self.sims.kube.inventory();
+        for (k, v) in inv["created"].as_object().into_iter().flatten() {
+            out.insert(format!("kube:{k}"), v.as_u64().unwrap_or(0));
+        }
+        out
+    }
+
+    /// Total resources in both simulators.
+    pub fn inventory_size(&self) -> usize {
+        self.arm_inventory().total + self.kube_objects().len()
+    }
+
+    /// GET an ARM resource from the simulator by id: its JSON, or `None` when it does not exist.
+    pub async fn arm_get(&self, id: &str, api_version: &str) -> Option<Value> {
+        let url = format!("{}{id}?api-version={api_version}", self.sims.arm_url());
+        let resp = http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        Some(resp.json().await.expect("ARM simulator JSON"))
+    }
+
+    /// The simulators' inventories as their HTTP endpoints serve them (`GET /_sim/inventory`).
+    pub async fn http_inventories(&self) -> (Value, Value) {
+        let get = |url: String| async move {
+            http()
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+                .json::<Value>()
+                .await
+                .expect("inventory JSON")
+        };
+        (
+            get(format!("{}/_sim/inventory", self.sims.arm_url())).await,
+            get(format!("{}/_sim/inventory", self.sims.kube_url())).await,
+        )
+    }
+
+    /// Wait until the queue holds nothing active, scheduled or locked (dead letters aside).
+    pub async fn wait_for_empty_queue(&self, timeout: Duration) {
+        wait_until(timeout, "an empty queue", || async {
+            let s = self.queue.stats().await.expect("queue stats");
+            (s.active + s.scheduled + s.locked == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Change fault injection of both simulators.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.sims.arm.set_faults(plan.clone());
+        self.sims.kube.set_faults(plan);
+    }
+
+    /// The last `lines` lines of every worker log.
+    pub fn worker_logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let n = *lock(&self.spawned);
+        for i in 0..n {
+            let path = self.dir.path().join(format!("worker-{i}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("---- worker {i} ({})\n", path.display()));
+            for l in tail {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_workers();
+        if std::env::var_os("E2E_LOGS").is_some() && !std::thread::panicking() {
+            eprintln!("{}", self.worker_logs(400));
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.worker_logs(60));
+            if std::env::var_os("E2E_KEEP").is_some() {
+                let path = self.dir.path().to_path_buf();
+                eprintln!("E2E_KEEP: leaving {}", path.display());
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+                let _ = dir.keep();
+            }
+        }
+    }
+}
+
+fn clear_onboard_env(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ONBOARD") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client")
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The worker configuration for `settings`, with the queue and journal inside `dir`.
+pub fn config_toml(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &str) -> String {
+    let s = &settings.saga;
+    let t = worker::config::Target::local("default");
+    format!(
+        r#"default_target = "default"
+
+[transport]
+kind = "embedded"
+path = {queue}
+lock_duration_secs = {lock}
+max_delivery_count = {max_delivery}
+duplicate_detection_window_secs = 600
+
+[journal]
+kind = "sqlite"
+path = {journal}
+
+[saga]
+message_budget_ms = {budget}
+step_retry_budget_ms = {retry}
+retry_initial_delay_ms = {initial}
+continuation_base_delay_ms = {base}
+continuation_max_delay_ms = {max}
+step_attempt_limit = {attempts}
+compensation_attempt_limit = {comp_attempts}
+remembered_requests = {remembered}
+
+[worker]
+concurrency = {concurrency}
+shutdown_grace_ms = {grace}
+max_message_bytes = {max_bytes}
+receive_wait_ms = {wait}
+
+# Several workers run at once in these suites: no health server, so no port to share.
+[health]
+port = 0
+
+[targets.default]
+subscription_id = {sub}
+resource_group = {rg}
+location = {location}
+cluster_resource_group = {crg}
+cluster_name = {cluster}
+oidc_issuer = {issuer}
+storage_resource_group = {srg}
+storage_account = {account}
+identity_entra_tenant_id = {itenant}
+cluster_entra_tenant_id = {ctenant}
+arm_endpoint = {arm}
+
+[targets.default.credential]
+kind = "none"
+
+[targets.default.kubernetes]
+server = {kube}
+"#,
+        queue = toml_str(&dir.join("queue.db").to_string_lossy()),
+        journal = toml_str(&dir.join("journal.db").to_string_lossy()),
+        lock = settings.lock_duration_secs,
+        max_delivery = settings.max_delivery_count,
+        budget = s.message_budget_ms,
+        retry = s.step_retry_budget_ms,
+        initial = s.retry_initial_delay_ms,
+        base = s.continuation_base_delay_ms,
+        max = s.continuation_max_delay_ms,
+        attempts = s.step_attempt_limit,
+        comp_attempts = s.compensation_attempt_limit,
+        remembered = s.remembered_requests,
+        concurrency = settings.concurrency,
+        grace = settings.shutdown_grace_ms,
+        max_bytes = settings.max_message_bytes,
+        wait = settings.receive_wait_ms,
+        sub = toml_str(&t.subscription_id),
+        rg = toml_str(&t.resource_group),
+        location = toml_str(&t.location),
+        crg = toml_str(&t.cluster_resource_group),
+        cluster = toml_str(&t.cluster_name),
+        issuer = toml_str(&t.oidc_issuer),
+        srg = toml_str(&t.storage_resource_group),
+        account = toml_str(&t.storage_account),
+        itenant = toml_str(&t.identity_entra_tenant_id),
+        ctenant = toml_str(&t.cluster_entra_tenant_id),
+        arm = toml_str(arm_url),
+        kube = toml_str(kube_url),
+    )
+}
+
+/// Poll `check` until it yields a value, or panic after `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The ids of the distinct terminal events of one request.
+pub fn terminal_ids(events: &[CloudEvent], request_id: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e.request_id() == Some(request_id) && TERMINAL_TYPES.contains(&e.ty.as_str()))
+        .map(|e| e.id.clone())
+        .collect()
+}

@@ -21,8 +21,8 @@ use crate::contract::validate::{FieldError, RejectReason, Rejection, ValidationC
 use crate::error::Classify;
 use crate::metrics::SettledOutcome;
 use crate::saga::engine::{
-    CONTINUATION_PROPERTY, Engine, Incoming, TRACEPARENT_PROPERTY, WorkFlags, event_message,
-    rejected_event,
+    CONTINUATION_PROPERTY, Engine, EngineError, Incoming, TRACEPARENT_PROPERTY, WorkFlags,
+    event_message, longest_lease, rejected_event,
 };
 use crate::transport::{Delivery, LockToken};
 
@@ -321,6 +321,17 @@ impl Runner {
         let handled = match self.inner.engine.handle(incoming, deadline, &flags).await {
             Ok(h) => h,
             Err(e) => {
+                if let EngineError::Busy { until, .. } = &e {
+                    // Abandoning at once hands the message straight back while the lease is
+                    // still held: after a crash, that loop burns the whole delivery count in
+                    // milliseconds and dead-letters a saga that is fine. Hold the message (its
+                    // lock is being renewed) until the lease runs out, never longer than a
+                    // lease can last, then give it back.
+                    let left = (*until - cx.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                    cx.clock
+                        .sleep(left.min(longest_lease(&cx.config.saga)))
+                        .await;
+                }
                 return self
                     .abandon(delivery, format!("{e} ({} error)", e.class()))
                     .await;

@@ -81,6 +81,10 @@ pub struct Counters {
     pub faults: u64,
     /// Bodies refused by schema validation.
     pub rejected_bodies: u64,
+    /// Resources created (not updated), by the type names of `Inventory::resources`: a
+    /// retried or replayed creation that converges shows up as one.
+    #[serde(default)]
+    pub created: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +142,13 @@ struct ArmState {
     containers: BTreeMap<String, Value>,
     role_assignments: BTreeMap<String, RoleRec>,
     operations: HashMap<String, OpRec>,
+    created: BTreeMap<String, u64>,
+}
+
+impl ArmState {
+    fn count_created(&mut self, kind: &str) {
+        *self.created.entry(kind.to_string()).or_default() += 1;
+    }
 }
 
 impl ArmState {
@@ -341,6 +352,7 @@ impl ArmSim {
                 throttled: self.counters.throttled.load(Ordering::Relaxed),
                 faults: self.counters.faults.load(Ordering::Relaxed),
                 rejected_bodies: self.counters.rejected_bodies.load(Ordering::Relaxed),
+                created: state.created.clone(),
             },
             schema_validation: self.schemas.is_some(),
         }
@@ -1270,6 +1282,9 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
             subscription: sub.to_string(),
         },
     );
+    if kind == OpKind::Create {
+        st.count_created("agentPools");
+    }
     st.pools.insert(
         key,
         PoolRec {
@@ -1427,6 +1442,9 @@ fn put_identity(sim: &ArmSim, id: &str, name: &str, body: Value) -> Response {
             "isolationScope": body.pointer("/properties/isolationScope").cloned().unwrap_or_else(|| json!("None")),
         }
     });
+    if status == StatusCode::CREATED {
+        st.count_created("userAssignedIdentities");
+    }
     st.identities.insert(
         key,
         IdentityRec {
@@ -1510,6 +1528,9 @@ fn put_fic(sim: &ArmSim, parent: &str, id: &str, name: &str, body: Value) -> Res
             "audiences": props["audiences"],
         }
     });
+    if status == StatusCode::CREATED {
+        st.count_created("federatedIdentityCredentials");
+    }
     st.fics.insert(key, resource.clone());
     json_response(status, &resource)
 }
@@ -1563,6 +1584,9 @@ fn put_container(sim: &ArmSim, id: &str, name: &str, body: Value) -> Response {
             "remainingRetentionDays": 0,
         }
     });
+    if status == StatusCode::CREATED {
+        st.count_created("blobContainers");
+    }
     st.containers.insert(key, resource.clone());
     json_response(status, &resource)
 }
@@ -1702,6 +1726,9 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
         "type": "Microsoft.Authorization/roleAssignments",
         "properties": properties,
     });
+    if status == StatusCode::CREATED {
+        st.count_created("roleAssignments");
+    }
     st.role_assignments.insert(
         key,
         RoleRec {

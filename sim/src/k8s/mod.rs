@@ -13,7 +13,8 @@
 //! the server answers 504 `Timeout`, as the API server does when a request outlives its
 //! deadline) or a permanent 400. Tests can also script exact answers (`POST /_sim/script`).
 //!
-//! Test endpoints: `GET /_sim/inventory`, `GET /_sim/requests` (every API request received, in
+//! Test endpoints: `GET /_sim/inventory` (objects, call counters, injected faults and creations
+//! per kind), `GET /_sim/requests` (every API request received, in
 //! order, at most [`REQUEST_LOG_LIMIT`]), `POST /_sim/faults` (a `FaultPlan`), `POST /_sim/script`
 //! (a list of [`ScriptedFault`]), `POST /_sim/reset`.
 
@@ -91,6 +92,8 @@ struct State_ {
     counters: BTreeMap<String, u64>,
     /// Injected faults per operation name.
     faulted: BTreeMap<String, u64>,
+    /// Objects created (not updated) per kind: a retried creation that converges counts once.
+    created: BTreeMap<String, u64>,
     script: Vec<ScriptedFault>,
 }
 
@@ -132,6 +135,7 @@ impl KubeSim {
             "objects": objects,
             "counters": state.counters,
             "faults": state.faulted,
+            "created": state.created,
         })
     }
 
@@ -601,10 +605,17 @@ fn apply(
             ));
         }
     };
-    let result = sim
-        .lock()
+    let mut state = sim.lock();
+    let result = state
         .store
         .apply(resource, key, parsed, manager, force, dry_run);
+    if let Ok(applied) = &result
+        && applied.created
+        && !dry_run
+    {
+        *state.created.entry(resource.kind.to_string()).or_default() += 1;
+    }
+    drop(state);
     match result {
         Ok(applied) => {
             let code = if applied.created {

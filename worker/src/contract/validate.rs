@@ -166,6 +166,17 @@ pub fn parse_command(body: &[u8], cx: &ValidationContext) -> Result<Command, Rej
             )],
         )
     })?;
+    // serde_json keeps the last of duplicate keys; another parser upstream may keep the first,
+    // so such a body means different things to different readers: refuse it.
+    if let Err(e) = serde_json::from_slice::<NoDuplicateKeys>(body) {
+        return Err(Rejection::new(
+            RejectReason::MalformedJson,
+            vec![FieldError::new(
+                "",
+                format!("the body is not valid JSON for this worker: {e}"),
+            )],
+        ));
+    }
     let ids = |mut r: Rejection| {
         r.request_id = short_string(&value, "requestId");
         r.tenant_id = short_string(&value, "tenantId");
@@ -286,6 +297,59 @@ fn semantic_checks(command: &Command, cx: &ValidationContext) -> Result<(), Reje
     }
 }
 
+/// Deserializes any JSON and fails on an object with a repeated key (at any depth). Nesting is
+/// bounded by serde_json's recursion limit, as for `Value`.
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value without duplicate object keys")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut keys = BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {:?}",
+                    clip(&key, 40)
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(self)
+    }
+}
+
 /// A string field, if short enough to be an id worth echoing back.
 fn short_string(v: &Value, key: &str) -> Option<String> {
     v.get(key)
@@ -387,6 +451,37 @@ mod tests {
         ] {
             assert!(parse_command(bad, &cx()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_refused_as_malformed() {
+        let body = br#"{"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"evil-x","tenantId":"acme","nodePool":{"vmSize":"Standard_D4s_v5","count":1}}"#;
+        let r = parse_command(body, &cx()).expect_err("duplicate tenantId");
+        assert_eq!(r.reason, RejectReason::MalformedJson);
+        assert!(
+            r.description().contains("duplicate key \"tenantId\""),
+            "{}",
+            r.description()
+        );
+        let nested = br#"{"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"acme","nodePool":{"vmSize":"Standard_D4s_v5","count":1,"count":2}}"#;
+        assert_eq!(
+            parse_command(nested, &cx()).expect_err("nested").reason,
+            RejectReason::MalformedJson
+        );
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        let deep = [vec![b'['; 100_000], vec![b']'; 100_000]].concat();
+        let r = parse_command(
+            &deep,
+            &ValidationContext {
+                max_message_bytes: 0,
+                ..cx()
+            },
+        )
+        .expect_err("too deep");
+        assert_eq!(r.reason, RejectReason::MalformedJson);
     }
 
     #[test]

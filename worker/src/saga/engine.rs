@@ -103,6 +103,16 @@ impl Classify for EngineError {
     }
 }
 
+/// A lease outlasts its message's deadline by the step retry budget (a step launched just
+/// before the deadline may retry that long) plus this margin for the final journal writes.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The longest journal lease this engine writes: a message's budget, the step retry budget and
+/// the margin. A lease held by another worker never lasts longer than this from when it was taken.
+pub fn longest_lease(saga: &crate::config::SagaConfig) -> Duration {
+    ms(saga.message_budget_ms) + ms(saga.step_retry_budget_ms) + LEASE_MARGIN
+}
+
 /// Lets the runner see that a message's saga is compensating, which shutdown must not cut short.
 #[derive(Debug, Default, Clone)]
 pub struct WorkFlags {
@@ -351,7 +361,7 @@ impl Engine {
     /// Take the tenant's lease with a compare-and-swap: a second guard besides sessions.
     async fn take_lease(&self, doc: &mut Doc, deadline: DateTime<Utc>) -> Result<(), EngineError> {
         let saga = &self.cx.config.saga;
-        let until = deadline + ms(saga.step_retry_budget_ms) + Duration::from_secs(5);
+        let until = deadline + ms(saga.step_retry_budget_ms) + LEASE_MARGIN;
         for _ in 0..10 {
             let now = self.cx.clock.now();
             if let Some(lease) = &doc.rec.lease
