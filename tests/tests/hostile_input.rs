@@ -73,7 +73,11 @@ fn every_corpus_file_has_an_expectation_and_every_expectation_a_file() {
         .collect();
     files.sort();
     assert_eq!(listed, files);
-    assert!(entries.len() >= 40, "only {} hostile messages", entries.len());
+    assert!(
+        entries.len() >= 40,
+        "only {} hostile messages",
+        entries.len()
+    );
 }
 
 fn body_file(h: &Harness, e: &Entry) -> PathBuf {
@@ -109,7 +113,11 @@ async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_p
     let mut sent: Vec<(Entry, String)> = Vec::new();
     for e in &entries {
         let file = body_file(&h, e);
-        let mut args = vec!["send".to_string(), "--raw".into(), file.display().to_string()];
+        let mut args = vec![
+            "send".to_string(),
+            "--raw".into(),
+            file.display().to_string(),
+        ];
         if let Some(s) = &e.session {
             args.extend(["--tenant".into(), s.clone()]);
         }
@@ -133,7 +141,10 @@ async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_p
             .collect::<Vec<_>>()
             .join("; ");
         if r.reason != e.reason {
-            failures.push(format!("{}: reason {} (want {}): {description}", e.name, r.reason, e.reason));
+            failures.push(format!(
+                "{}: reason {} (want {}): {description}",
+                e.name, r.reason, e.reason
+            ));
             continue;
         }
         if let Some(p) = &e.path
@@ -144,7 +155,10 @@ async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_p
         if let Some(c) = &e.contains
             && !description.contains(c.as_str())
         {
-            failures.push(format!("{}: description lacks {c:?}: {description}", e.name));
+            failures.push(format!(
+                "{}: description lacks {c:?}: {description}",
+                e.name
+            ));
         }
         if r.errors.iter().any(|f| f.message.trim().is_empty()) {
             failures.push(format!("{}: an error without a message", e.name));
@@ -162,8 +176,15 @@ async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_p
         .collect();
     assert_eq!(dead.len(), sent.len(), "dead letters: {:?}", dead.keys());
     for (e, id) in &sent {
-        let m = dead.get(id).unwrap_or_else(|| panic!("{} not dead-lettered", e.name));
-        assert_eq!(m.dead_letter_reason.as_deref(), Some(e.reason.as_str()), "{}", e.name);
+        let m = dead
+            .get(id)
+            .unwrap_or_else(|| panic!("{} not dead-lettered", e.name));
+        assert_eq!(
+            m.dead_letter_reason.as_deref(),
+            Some(e.reason.as_str()),
+            "{}",
+            e.name
+        );
         let d = m.dead_letter_description.as_deref().unwrap_or_default();
         assert!(!d.is_empty() && d.len() <= 5_000, "{}: {d:?}", e.name);
         if let Some(c) = &e.contains {
@@ -192,11 +213,22 @@ async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_p
     assert!(h.dead_workers().is_empty(), "the worker died");
     let out = h
         .producer(
-            &["send", "--tenant", "after-the-storm", "--wait", "--timeout", "60"],
+            &[
+                "send",
+                "--tenant",
+                "after-the-storm",
+                "--wait",
+                "--timeout",
+                "60",
+            ],
             Duration::from_secs(90),
         )
         .await;
-    assert_eq!(out.code, Some(0), "a valid onboarding after the corpus failed: {out:?}");
+    assert_eq!(
+        out.code,
+        Some(0),
+        "a valid onboarding after the corpus failed: {out:?}"
+    );
     assert!(out.stdout.contains("tenant.onboarded"), "{}", out.stdout);
     assert_eq!(h.arm_inventory().total, 5, "{:?}", h.arm_resources());
 }
@@ -234,7 +266,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::String),
         Just(json!("1.0")),
         Just(json!("OnboardTenant")),
@@ -300,7 +333,8 @@ fn arb_command() -> impl Strategy<Value = Value> {
 
 fn dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -315,7 +349,9 @@ fn assert_names_within_limits(command: &Command) {
     assert!(
         (1..=12).contains(&n.node_pool.len())
             && n.node_pool.starts_with(|c: char| c.is_ascii_lowercase())
-            && n.node_pool.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            && n.node_pool
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
         "node pool {:?}",
         n.node_pool
     );
@@ -344,10 +380,17 @@ fn assert_names_within_limits(command: &Command) {
     let ra = role_assignment_name("/subscriptions/s/x", "p", "r");
     assert!(uuid::Uuid::parse_str(&ra).is_ok());
     // Continuation MessageIds are `<request-id>:<seq>`, within Service Bus's 128 characters.
-    assert!(command.request_id().len() + 1 + 10 <= 128, "{}", command.request_id());
+    assert!(
+        command.request_id().len() + 1 + 10 <= 128,
+        "{}",
+        command.request_id()
+    );
     assert!(!command.request_id().contains(':'));
     if let Some(t) = command.target() {
-        assert!(cx().targets.contains(t), "unconfigured target {t:?} accepted");
+        assert!(
+            cx().targets.contains(t),
+            "unconfigured target {t:?} accepted"
+        );
     }
 }
 
@@ -391,5 +434,8 @@ fn the_near_valid_strategy_produces_accepted_commands() {
             parse_command(&serde_json::to_vec(&v).unwrap(), &cx()).is_ok()
         })
         .count();
-    assert!(accepted >= 50, "only {accepted} of 500 generated commands were accepted");
+    assert!(
+        accepted >= 50,
+        "only {accepted} of 500 generated commands were accepted"
+    );
 }

@@ -149,7 +149,10 @@ async fn run_case(fail_ops: Vec<&'static str>, kill: Kill) -> Case {
                 if polls.is_multiple_of(200) && finished(&h).await && h.version(TENANT).await < *k {
                     break;
                 }
-                assert!(Instant::now() < give_up, "the journal never reached version {k}");
+                assert!(
+                    Instant::now() < give_up,
+                    "the journal never reached version {k}"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -184,7 +187,11 @@ async fn run_case(fail_ops: Vec<&'static str>, kill: Kill) -> Case {
         dead.is_empty(),
         "kill {kill:?} (landed {landed:?}) dead-lettered: {:?}",
         dead.iter()
-            .map(|m| (&m.message_id, &m.dead_letter_reason, &m.dead_letter_description))
+            .map(|m| (
+                &m.message_id,
+                &m.dead_letter_reason,
+                &m.dead_letter_description
+            ))
             .collect::<Vec<_>>()
     );
     assert!(h.dead_workers().is_empty(), "a worker exited on its own");
@@ -221,9 +228,7 @@ async fn run_case(fail_ops: Vec<&'static str>, kill: Kill) -> Case {
 /// ARM ids as comparable across harnesses: a role assignment's name is UUID v5 of its scope,
 /// principal and role, and every harness's identity gets its own principal id, so the name is
 /// replaced by `*` (the orphan check verifies it against this harness's principal).
-fn comparable_arm(
-    arm: BTreeMap<String, BTreeSet<String>>,
-) -> BTreeMap<String, BTreeSet<String>> {
+fn comparable_arm(arm: BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
     arm.into_iter()
         .map(|(kind, ids)| {
             let ids = if kind == "roleAssignments" {
@@ -271,7 +276,9 @@ async fn assert_nothing_orphaned(h: &Harness) {
         "the role assignment names another principal than the identity's"
     );
     let scope = out(StepName::BlobContainer, "id");
-    let role = assignment["properties"]["roleDefinitionId"].as_str().unwrap();
+    let role = assignment["properties"]["roleDefinitionId"]
+        .as_str()
+        .unwrap();
     assert_eq!(
         assignment["name"].as_str(),
         Some(role_assignment_name(&scope, principal, role).as_str()),
@@ -304,20 +311,23 @@ fn compare(clean: &EndState, case: &Case, exact_creations: bool) {
         "kill {:?} landed at {:?} ({:?})",
         case.kill, case.landed, case.end
     );
-    assert_eq!(case.end.outcome, clean.outcome, "outcome type differs: {ctx}");
+    assert_eq!(
+        case.end.outcome, clean.outcome,
+        "outcome type differs: {ctx}"
+    );
     assert_eq!(
         case.end.outcome_ids, clean.outcome_ids,
         "terminal event ids differ: {ctx}"
     );
     assert_eq!(case.end.outcome_ids.len(), 1, "{ctx}");
     assert_eq!(case.end.arm, clean.arm, "ARM inventory differs: {ctx}");
-    assert_eq!(case.end.kube, clean.kube, "Kubernetes inventory differs: {ctx}");
+    assert_eq!(
+        case.end.kube, clean.kube,
+        "Kubernetes inventory differs: {ctx}"
+    );
     assert_eq!(case.end.state, clean.state, "tenant state differs: {ctx}");
     for (k, n) in &case.end.creations {
-        assert!(
-            *n <= most_created(k),
-            "{k} created {n} times: {ctx}"
-        );
+        assert!(*n <= most_created(k), "{k} created {n} times: {ctx}");
     }
     if exact_creations {
         assert_eq!(
@@ -407,7 +417,11 @@ async fn a_worker_killed_at_every_journal_write_of_a_compensation_converges_to_t
     let (clean, cases) = sweep(vec!["role_assignments.put"], false).await;
     assert_eq!(clean.outcome, "tenant.onboarding_failed");
     assert_eq!(clean.state, TenantState::Failed);
-    assert!(clean.arm.values().all(BTreeSet::is_empty), "{:?}", clean.arm);
+    assert!(
+        clean.arm.values().all(BTreeSet::is_empty),
+        "{:?}",
+        clean.arm
+    );
     assert!(clean.kube.is_empty(), "{:?}", clean.kube);
     report("compensation", &clean, &cases);
     assert!(

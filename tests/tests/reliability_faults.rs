@@ -107,6 +107,11 @@ async fn every_onboarding_of_a_batch_succeeds_when_thirty_percent_of_calls_fail_
     }
     for i in 0..TENANTS {
         let (_, rec) = h.record(&format!("storm-{i}")).await.unwrap();
-        assert_eq!(rec.resources.len(), 9, "storm-{i}: {:?}", rec.resources.keys());
+        assert_eq!(
+            rec.resources.len(),
+            9,
+            "storm-{i}: {:?}",
+            rec.resources.keys()
+        );
     }
 }

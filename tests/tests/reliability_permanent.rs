@@ -68,7 +68,10 @@ async fn onboard_against(fail_ops: Vec<&'static str>, tenant: &str) -> Failed {
     let outcomes = h
         .wait_for_outcomes(std::slice::from_ref(&request), Duration::from_secs(60))
         .await;
-    eprintln!("{tenant}: outcome after {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{tenant}: outcome after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     h.wait_for_empty_queue(Duration::from_secs(30)).await;
     let terminal = &outcomes[&request];
     let EventData::Outcome(outcome) = terminal.data.clone() else {
@@ -127,7 +130,11 @@ async fn a_permanent_failure_at_any_step_compensates_every_completed_step_and_le
         let ctx = format!("{op} failing ({step}): {f:#?}");
         assert_eq!(f.outcome_type, "tenant.onboarding_failed", "{ctx}");
         assert_eq!(f.outcome.state, "Failed", "{ctx}");
-        let error = f.outcome.error.as_ref().expect("the outcome names the error");
+        let error = f
+            .outcome
+            .error
+            .as_ref()
+            .expect("the outcome names the error");
         assert_eq!(error.step.as_deref(), Some(step), "{ctx}");
         assert_eq!(error.class, "permanent", "{ctx}");
         assert!(f.outcome.remaining.is_empty(), "{ctx}");
@@ -205,13 +212,21 @@ async fn a_failing_compensation_ends_in_compensation_failed_listing_exactly_what
     ));
     for (f, want_steps) in [
         (arm_case.await.unwrap(), vec!["identity"]),
-        (mixed_case.await.unwrap(), vec!["namespace", "blob_container"]),
+        (
+            mixed_case.await.unwrap(),
+            vec!["namespace", "blob_container"],
+        ),
     ] {
         let ctx = format!("{f:#?}");
         assert_eq!(f.outcome_type, "tenant.compensation_failed", "{ctx}");
         assert_eq!(f.outcome.state, "CompensationFailed", "{ctx}");
         assert_eq!(f.journal_state, TenantState::CompensationFailed, "{ctx}");
-        let steps: BTreeSet<&str> = f.outcome.remaining.iter().map(|r| r.step.as_str()).collect();
+        let steps: BTreeSet<&str> = f
+            .outcome
+            .remaining
+            .iter()
+            .map(|r| r.step.as_str())
+            .collect();
         assert_eq!(
             steps,
             want_steps.into_iter().collect::<BTreeSet<_>>(),

@@ -314,7 +314,9 @@ impl Runner {
                     // lock is being renewed) until the lease runs out, never longer than a
                     // lease can last, then give it back.
                     let left = (*until - cx.clock.now()).to_std().unwrap_or(Duration::ZERO);
-                    cx.clock.sleep(left.min(longest_lease(&cx.config.saga))).await;
+                    cx.clock
+                        .sleep(left.min(longest_lease(&cx.config.saga)))
+                        .await;
                 }
                 return self
                     .abandon(delivery, format!("{e} ({} error)", e.class()))

@@ -458,7 +458,11 @@ mod tests {
         let body = br#"{"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"evil-x","tenantId":"acme","nodePool":{"vmSize":"Standard_D4s_v5","count":1}}"#;
         let r = parse_command(body, &cx()).expect_err("duplicate tenantId");
         assert_eq!(r.reason, RejectReason::MalformedJson);
-        assert!(r.description().contains("duplicate key \"tenantId\""), "{}", r.description());
+        assert!(
+            r.description().contains("duplicate key \"tenantId\""),
+            "{}",
+            r.description()
+        );
         let nested = br#"{"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"acme","nodePool":{"vmSize":"Standard_D4s_v5","count":1,"count":2}}"#;
         assert_eq!(
             parse_command(nested, &cx()).expect_err("nested").reason,
