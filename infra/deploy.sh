@@ -273,6 +273,13 @@ message_budget_ms = 20000
 [worker]
 concurrency = 16
 shutdown_grace_ms = 30000
+
+[telemetry]
+log_format = "json"
+service_name = "onboarding-worker"
+
+[health]
+port = 8080
 EOF
   local image_name=${ONBOARD_IMAGE%:*} image_tag=${ONBOARD_IMAGE##*:} config_sha base
   if [ "$image_name" = "$ONBOARD_IMAGE" ] || [[ "$image_tag" == */* ]]; then

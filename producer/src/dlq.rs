@@ -63,6 +63,7 @@ fn clip(s: &str, n: usize) -> String {
 
 pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(), Failure> {
     let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+        .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     match action {
         DlqAction::List { max } => {

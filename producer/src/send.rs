@@ -219,11 +219,12 @@ async fn submit(
     wait: &WaitArgs,
 ) -> Result<(), Failure> {
     let (queue, topic) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+        .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     // Subscribe before sending so no event can slip past.
     let subscription =
         if wait.wait {
-            let name = format!("producer-{}", uuid::Uuid::new_v4().simple());
+            let name = worker::bootstrap::events_subscription(config);
             Some(topic.subscribe(&name).await.map_err(|e| {
                 Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}"))
             })?)
@@ -280,6 +281,7 @@ async fn send_raw(
         .unwrap_or_else(|| "raw".into());
     let message_id = format!("raw-{}", uuid::Uuid::new_v4());
     let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+        .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     let size = body.len();
     queue

@@ -320,6 +320,7 @@ impl Harness {
             panic!("the harness wrote a configuration the worker refuses: {e}\n{text}")
         });
         let (queue, topic) = worker::bootstrap::open_transport(&config, Arc::new(SystemClock))
+            .await
             .expect("open the embedded transport");
         let journal = worker::bootstrap::open_journal(&config).expect("open the journal");
         // Subscribe before anything is sent, so no event is missed.
@@ -770,6 +771,11 @@ concurrency = {concurrency}
 shutdown_grace_ms = {grace}
 max_message_bytes = {max_bytes}
 receive_wait_ms = {wait}
+
+[health]
+# Off: several workers run side by side, and tests read the files, not /metrics.
+address = "127.0.0.1"
+port = 0
 
 [targets.default]
 subscription_id = {sub0}

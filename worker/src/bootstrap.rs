@@ -4,11 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::azure::credential_for;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, JournalConfig, TransportConfig};
+use crate::config::{Config, JournalConfig, TableCredentialConfig, TransportConfig};
 use crate::context::Context;
-use crate::journal::Journal;
+use crate::error::Classify;
+use crate::journal::azure_table::{AzureTableJournal, TableAuth};
 use crate::journal::sqlite::SqliteJournal;
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::transport::servicebus::{ServiceBusAuth, ServiceBusSettings, ServiceBusTransport};
 use crate::transport::sqlite::{SqliteTransport, SqliteTransportOptions};
 use crate::transport::{Queue, Topic};
 
@@ -21,8 +26,11 @@ pub enum BootstrapError {
 /// The command queue and the event topic of one transport.
 pub type Transport = (Arc<dyn Queue>, Arc<dyn Topic>);
 
-/// The queue and topic chosen by `transport.kind`.
-pub fn open_transport(config: &Config, clock: Arc<dyn Clock>) -> Result<Transport, BootstrapError> {
+/// The queue and topic chosen by `transport.kind`. Service Bus connects here (AMQP).
+pub async fn open_transport(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Transport, BootstrapError> {
     match &config.transport {
         TransportConfig::Embedded {
             path,
@@ -44,10 +52,51 @@ pub fn open_transport(config: &Config, clock: Arc<dyn Clock>) -> Result<Transpor
             })?);
             Ok((t.clone(), t))
         }
+        TransportConfig::ServiceBus {
+            namespace,
+            queue,
+            topic,
+            credential,
+            connection_string,
+            ..
+        } => {
+            let open = |message: String| BootstrapError::Open {
+                part: "Service Bus transport",
+                message,
+            };
+            let auth = match (connection_string, credential) {
+                (Some(cs), _) => ServiceBusAuth::ConnectionString(cs.expose().to_string()),
+                (None, Some(c)) => {
+                    ServiceBusAuth::Credential(credential_for(c).ok_or_else(|| {
+                        open("transport.credential kind none cannot sign in to Service Bus".into())
+                    })?)
+                }
+                (None, None) => return Err(open("transport.credential is missing".into())),
+            };
+            let settings = ServiceBusSettings::new(namespace, queue, topic, auth);
+            let t = Arc::new(
+                ServiceBusTransport::connect(settings)
+                    .await
+                    .map_err(|e| open(format!("{namespace}: {e}")))?,
+            );
+            Ok((t.clone(), t))
+        }
     }
 }
 
-/// The journal chosen by `journal.kind`.
+/// The events subscription a producer reads: the configured one on Service Bus (subscriptions
+/// are infrastructure there), a fresh one of its own on the embedded topic.
+pub fn events_subscription(config: &Config) -> String {
+    match &config.transport {
+        TransportConfig::ServiceBus { subscription, .. } if !subscription.is_empty() => {
+            subscription.clone()
+        }
+        _ => format!("producer-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// The journal chosen by `journal.kind`. Sends nothing over the network: readers (the producer)
+/// use it as is; the worker uses [`prepare_journal`], which also checks that it is usable.
 pub fn open_journal(config: &Config) -> Result<Arc<dyn Journal>, BootstrapError> {
     match &config.journal {
         JournalConfig::Sqlite { path } => {
@@ -57,18 +106,109 @@ pub fn open_journal(config: &Config) -> Result<Arc<dyn Journal>, BootstrapError>
             })?;
             Ok(Arc::new(j))
         }
+        JournalConfig::AzureTable { .. } => Ok(Arc::new(azure_table_journal(config)?)),
     }
 }
 
-/// Every client the worker needs.
+/// The Azure Table journal of `journal` (which must be of kind `azure_table`).
+fn azure_table_journal(config: &Config) -> Result<AzureTableJournal, BootstrapError> {
+    let open_err = |message: String| BootstrapError::Open {
+        part: "Azure Table journal",
+        message,
+    };
+    let JournalConfig::AzureTable {
+        endpoint,
+        table,
+        credential,
+        ..
+    } = &config.journal
+    else {
+        return Err(open_err("journal.kind is not azure_table".into()));
+    };
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| open_err(format!("journal.endpoint {endpoint:?} is not a URL: {e}")))?;
+    let auth = match credential {
+        None => return Err(open_err("journal.credential is missing".into())),
+        Some(TableCredentialConfig::SharedKey { account, key }) => TableAuth::SharedKey {
+            account: account.clone(),
+            key: key.expose().to_string(),
+        },
+        Some(other) => {
+            let token = other
+                .token_credential()
+                .and_then(|c| crate::azure::credential_for(&c))
+                .ok_or_else(|| open_err("journal.credential names no Entra credential".into()))?;
+            TableAuth::Bearer(token)
+        }
+    };
+    AzureTableJournal::new(url, table.clone(), auth).map_err(|e| open_err(e.to_string()))
+}
+
+/// The worker's journal: [`open_journal`], then the table created when configured
+/// (`journal.create_table`), then one reachability check. A refusal (missing permission or
+/// table, a wrong key) stops start-up with the storage's explanation; an outage only warns,
+/// since the readiness probe reports it and the saga engine retries.
+pub async fn prepare_journal(config: &Config) -> Result<Arc<dyn Journal>, BootstrapError> {
+    let journal: Arc<dyn Journal> = match &config.journal {
+        JournalConfig::AzureTable { create_table, .. } => {
+            let j = azure_table_journal(config)?;
+            if *create_table {
+                j.ensure_table().await.map_err(|e| BootstrapError::Open {
+                    part: "Azure Table journal",
+                    message: format!("creating table {}: {e}", j.table()),
+                })?;
+            }
+            Arc::new(j)
+        }
+        JournalConfig::Sqlite { .. } => open_journal(config)?,
+    };
+    match journal.ping().await {
+        Ok(()) => {}
+        Err(e @ JournalError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "the journal is not reachable yet; /readyz reports it until it is");
+        }
+        Err(e) if !e.is_transient() => {
+            let mut message = e.to_string();
+            if let JournalConfig::AzureTable {
+                create_table: false,
+                ..
+            } = &config.journal
+                && message.contains("TableNotFound")
+            {
+                message.push_str(
+                    "; deploy infra/main.bicep (which creates the table), or let the worker create it with journal.create_table = true (its identity then needs a role that may create tables)",
+                );
+            }
+            return Err(BootstrapError::Open {
+                part: "journal",
+                message,
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "journal check failed"),
+    }
+    Ok(journal)
+}
+
+/// Every client the worker needs, with a fresh metrics registry.
 pub async fn build_context(config: Arc<Config>) -> Result<Context, BootstrapError> {
+    build_context_with(config, Metrics::default()).await
+}
+
+/// [`build_context`] recording into `metrics` (shared with the health server and exporters).
+pub async fn build_context_with(
+    config: Arc<Config>,
+    metrics: Metrics,
+) -> Result<Context, BootstrapError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (queue, topic) = open_transport(&config, clock.clone())?;
-    let journal = open_journal(&config)?;
+    let (queue, topic) = open_transport(&config, clock.clone()).await?;
+    let journal = prepare_journal(&config).await?;
     let azure = Arc::new(
         crate::azure::ArmProvisioner::from_targets(
             &config.targets,
-            crate::azure::ArmClientOptions::default(),
+            crate::azure::ArmClientOptions {
+                metrics: metrics.clone(),
+                ..crate::azure::ArmClientOptions::default()
+            },
         )
         .map_err(|e| BootstrapError::Open {
             part: "Azure Resource Manager client",
@@ -92,5 +232,6 @@ pub async fn build_context(config: Arc<Config>) -> Result<Context, BootstrapErro
         kube,
         clock,
         worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+        metrics,
     })
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::journal::Journal;
+use crate::metrics::Metrics;
 use crate::providers::{AzureProvisioner, KubeProvisioner};
 use crate::transport::{Queue, Topic};
 
@@ -19,4 +20,6 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Identifies this process in journal leases.
     pub worker_id: String,
+    /// Where the runner and the engine count what they do (`Metrics::default()` in tests).
+    pub metrics: Metrics,
 }

@@ -6,7 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use worker::config::{Config, ConfigError};
+use worker::config::{Config, ConfigError, LogFormat};
+use worker::health::HealthState;
+use worker::metrics::Metrics;
+use worker::telemetry::{Telemetry, TelemetrySettings};
+
+/// The standard OpenTelemetry variable: traces and metrics go to this OTLP/HTTP endpoint.
+const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// The tenant onboarding worker.
 ///
@@ -14,16 +20,18 @@ use worker::config::{Config, ConfigError};
 /// pool, identity, federated credential, role assignment, blob container and Kubernetes objects
 /// as a saga with compensation, and publishes CloudEvents. With no configuration it runs on the
 /// embedded default: SQLite queue and journal under .local/, Azure and Kubernetes at the
-/// loopback simulators (`cargo run -p sim`).
+/// loopback simulators (`cargo run -p sim`). `worker run` serves /healthz, /readyz and /metrics
+/// on health.port (8080); with OTEL_EXPORTER_OTLP_ENDPOINT set it exports traces and metrics
+/// over OTLP/HTTP. RUST_LOG filters logs.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
     /// TOML configuration file (defaults, then this file, then ONBOARD__* environment variables).
     #[arg(long, global = true, env = "ONBOARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "ONBOARD_LOG_FORMAT")]
-    log_format: String,
+    /// Log format; overrides telemetry.log_format.
+    #[arg(long, global = true, value_parser = ["text", "json"], env = "ONBOARD_LOG_FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -41,8 +49,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigAction {
-    /// Print the effective configuration (secrets redacted); exit 2 listing every problem.
-    Check,
+    /// Print the effective configuration (secrets redacted) and exit 0, or list every problem
+    /// on stderr and exit 2.
+    Check {
+        /// TOML (the configuration file's format: the output can be read back with --config)
+        /// or JSON.
+        #[arg(long, default_value = "toml", value_parser = ["toml", "json"])]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,51 +78,59 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Config {
-            action: ConfigAction::Check,
-        } => match redacted_json(&config) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("worker: cannot print the configuration: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run => run(config, &cli.log_format),
-    }
-}
-
-fn redacted_json(config: &Config) -> Result<String, serde_json::Error> {
-    let mut value = serde_json::to_value(config)?;
-    redact(&mut value);
-    serde_json::to_string_pretty(&value)
-}
-
-/// Hide anything that looks like a secret.
-fn redact(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                let k = k.to_ascii_lowercase();
-                if ["key", "secret", "password", "connection_string", "token"]
-                    .iter()
-                    .any(|s| k.contains(s))
-                    && val.is_string()
-                {
-                    *val = serde_json::Value::String("<redacted>".into());
-                } else {
-                    redact(val);
+            action: ConfigAction::Check { format },
+        } => {
+            let text = if format == "json" {
+                config.redacted_json()
+            } else {
+                config.redacted_toml()
+            };
+            match text {
+                Ok(text) => {
+                    use std::io::Write as _;
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("worker: cannot print the configuration: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
+        Command::Run => run(config, cli.log_format.as_deref()),
     }
 }
 
-fn run(config: Config, log_format: &str) -> ExitCode {
-    init_tracing(log_format);
+fn run(config: Config, log_format: Option<&str>) -> ExitCode {
+    // Before anything builds a TLS client (the OTLP exporter does, in init).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let log_format = match log_format.map(str::parse::<LogFormat>) {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            eprintln!("worker: --log-format: {e}");
+            return ExitCode::from(2);
+        }
+        None => config.telemetry.log_format,
+    };
+    let settings = TelemetrySettings {
+        log_format,
+        service_name: config.telemetry.service_name.clone(),
+        otlp_endpoint: std::env::var(OTLP_ENDPOINT_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty()),
+        filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    };
+    let telemetry = match worker::telemetry::init(&settings) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        tracing::info!(otlp.endpoint = %endpoint, service.name = %settings.service_name, "exporting traces and metrics over OTLP/HTTP");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,27 +141,71 @@ fn run(config: Config, log_format: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let cx = match worker::bootstrap::build_context(Arc::new(config)).await {
-            Ok(cx) => cx,
-            Err(e) => {
-                tracing::error!(error = %e, "start-up failed");
-                eprintln!("worker: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: no new messages; finishing in-flight work");
-            let _ = stop_tx.send(true);
-        });
-        worker::runner::Runner::new(cx).run(stop_rx).await;
-        ExitCode::SUCCESS
-    })
+    let code = runtime.block_on(serve(config, &telemetry));
+    drop(runtime);
+    // Outside the runtime: the exporters' HTTP clients block.
+    telemetry.shutdown();
+    code
 }
 
+async fn serve(config: Config, telemetry: &Telemetry) -> ExitCode {
+    let metrics = Metrics::default();
+    if let Some(meter) = telemetry.meter() {
+        metrics.export_to(&meter);
+    }
+    // Bind first: a port in use is a start-up error, reported before any client is built.
+    let listener = match config.health.socket_addr() {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, %addr, "cannot listen for health checks");
+                eprintln!(
+                    "worker: cannot listen on {addr} for /healthz, /readyz and /metrics: {e}; set health.port (ONBOARD__HEALTH__PORT) to a free port, or 0 to turn the server off"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let cx = match worker::bootstrap::build_context_with(Arc::new(config), metrics.clone()).await {
+        Ok(cx) => cx,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            eprintln!("worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        let state = HealthState::new(cx.queue.clone(), cx.journal.clone(), metrics.clone())
+            .with_stopping(stop_rx.clone());
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+        }
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = server_stopped.await;
+            };
+            if let Err(e) = worker::health::serve(listener, state, stopped).await {
+                tracing::error!(error = %e, "the health server stopped");
+            }
+        })
+    });
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new messages; finishing in-flight work");
+        let _ = stop_tx.send(true);
+    });
+    // The health server keeps answering while in-flight work drains, so that the liveness
+    // probe does not kill a worker that is finishing a compensation.
+    worker::runner::Runner::new(cx).run(stop_rx).await;
+    let _ = server_stop.send(());
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    ExitCode::SUCCESS
+}
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -159,22 +225,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,worker=info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
-    } else {
-        builder.init();
     }
 }

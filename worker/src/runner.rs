@@ -19,6 +19,7 @@ use crate::context::Context;
 use crate::contract::parse_command;
 use crate::contract::validate::{FieldError, RejectReason, Rejection, ValidationContext};
 use crate::error::Classify;
+use crate::metrics::SettledOutcome;
 use crate::saga::engine::{
     CONTINUATION_PROPERTY, Engine, EngineError, Incoming, TRACEPARENT_PROPERTY, WorkFlags,
     event_message, longest_lease, rejected_event,
@@ -217,12 +218,20 @@ impl Runner {
             request.id = tracing::field::Empty,
             delivery.count = msg.delivery_count,
         );
+        // Every message of one request (the command, its continuations) joins the trace its
+        // `traceparent` names.
+        if let Some(tp) = msg.application_properties.get(TRACEPARENT_PROPERTY) {
+            crate::telemetry::set_remote_parent(&span, tp);
+        }
+        let metrics = &self.cx().metrics;
+        metrics.message_received();
         let renewal = self.keep_lock(&delivery);
         let settlement = self.settle(&delivery, flags).instrument(span.clone()).await;
         renewal.abort();
         match &settlement {
             Settlement::Completed(s) => {
                 stats.completed.fetch_add(1, Ordering::Relaxed);
+                metrics.message_settled(SettledOutcome::Completed);
                 tracing::info!(parent: &span, outcome = %s, "message completed");
             }
             Settlement::DeadLettered {
@@ -230,10 +239,12 @@ impl Runner {
                 description,
             } => {
                 stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                metrics.message_settled(SettledOutcome::DeadLettered);
                 tracing::warn!(parent: &span, reason, description, "message dead-lettered");
             }
             Settlement::Abandoned(why) => {
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                metrics.message_settled(SettledOutcome::Abandoned);
                 tracing::warn!(parent: &span, why, "message abandoned");
             }
         }
@@ -297,10 +308,13 @@ impl Runner {
             continuation: msg
                 .application_properties
                 .contains_key(CONTINUATION_PROPERTY),
+            // A command sent without trace context starts a trace here; the saga keeps it,
+            // so its continuations and events carry it.
             traceparent: msg
                 .application_properties
                 .get(TRACEPARENT_PROPERTY)
-                .cloned(),
+                .cloned()
+                .or_else(|| crate::telemetry::traceparent_of(&span)),
             command,
         };
         let deadline = cx.clock.now() + Duration::from_millis(cx.config.saga.message_budget_ms);
@@ -371,10 +385,13 @@ impl Runner {
             .dead_letter(&delivery.lock, &reason, &description)
             .await
         {
-            Ok(()) => Settlement::DeadLettered {
-                reason,
-                description,
-            },
+            Ok(()) => {
+                cx.metrics.dead_lettered(&reason);
+                Settlement::DeadLettered {
+                    reason,
+                    description,
+                }
+            }
             Err(e) => Settlement::Abandoned(format!("dead-lettering failed: {e}")),
         }
     }

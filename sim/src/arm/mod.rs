@@ -37,6 +37,8 @@ use schema::{BodyKind, SpecSchemas};
 pub const SIM_TENANT_ID: &str = "00000000-0000-0000-0000-0000000000e1";
 /// Region named in the operation URLs the simulator hands out.
 pub const SIM_LOCATION: &str = "westeurope";
+/// The object id the simulator records as the caller of every write.
+pub const SIM_CALLER_ID: &str = "00000000-0000-0000-0000-00000000a11c";
 
 pub const AKS_API_VERSION: &str = "2026-08-01";
 pub const MSI_API_VERSION: &str = "2024-11-30";
@@ -888,18 +890,18 @@ async fn dispatch(
             );
         }
     }
-    if let (Some(schemas), Some(body), Some(kind)) = (&sim.schemas, &body, body_kind(route)) {
-        if let Err(errors) = schemas.validate(kind, body) {
-            sim.counters.rejected_bodies.fetch_add(1, Ordering::Relaxed);
-            return arm_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContent",
-                &format!(
-                    "The request content does not match the {kind:?} schema of the official spec: {}",
-                    errors.join("; ")
-                ),
-            );
-        }
+    if let (Some(schemas), Some(body), Some(kind)) = (&sim.schemas, &body, body_kind(route))
+        && let Err(errors) = schemas.validate(kind, body)
+    {
+        sim.counters.rejected_bodies.fetch_add(1, Ordering::Relaxed);
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            &format!(
+                "The request content does not match the {kind:?} schema of the official spec: {}",
+                errors.join("; ")
+            ),
+        );
     }
     // Synchronous writes take their (scaled) time; agent pools take theirs as an operation.
     if (*method == Method::PUT || *method == Method::DELETE)
@@ -1708,9 +1710,8 @@ fn put_role_assignment(sim: &ArmSim, scope: &str, id: &str, name: &str, body: Va
         "scope": scope,
         "createdOn": created_on,
         "updatedOn": now_rfc3339(),
-        "createdBy": Value::Null,
-        "updatedBy": "00000000-0000-0000-0000-00000000a11c",
-        "delegatedManagedIdentityResourceId": Value::Null,
+        "createdBy": SIM_CALLER_ID,
+        "updatedBy": SIM_CALLER_ID,
     });
     if let Some(c) = condition {
         properties["condition"] = json!(c);

@@ -49,6 +49,8 @@ pub struct ArmClientOptions {
     /// How long to wait before polling an operation when ARM sends no `Retry-After`.
     pub default_poll_interval: Duration,
     pub user_agent: String,
+    /// Counts throttled (429) answers.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for ArmClientOptions {
@@ -59,6 +61,7 @@ impl Default for ArmClientOptions {
             token_scope: None,
             default_poll_interval: Duration::from_secs(10),
             user_agent: format!("tenant-onboarding-worker/{}", env!("CARGO_PKG_VERSION")),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -236,6 +239,9 @@ impl ArmClient {
             })
         })?;
         let status = response.status().as_u16();
+        if status == 429 {
+            self.options.metrics.arm_throttled();
+        }
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| {
             ProviderError::transient(
@@ -308,7 +314,7 @@ impl ArmClient {
         match resp.status {
             404 | 200 | 204 => Ok(Progress::Done(())),
             201 | 202 => Ok(Progress::Pending(
-                self.pending_from(&resp, Some(&url))
+                self.pending_from(&resp)
                     .unwrap_or_else(|| self.resource_pending(&url, resp.retry_after())),
             )),
             _ => Err(classify(&resp, op)),
@@ -317,11 +323,7 @@ impl ArmClient {
 
     /// The operation to poll that an answer announces: `Azure-AsyncOperation` first, then
     /// `Location`. `None` when it names neither.
-    pub fn pending_from(
-        &self,
-        resp: &ArmResponse,
-        _resource_url: Option<&Url>,
-    ) -> Option<PendingOperation> {
+    pub fn pending_from(&self, resp: &ArmResponse) -> Option<PendingOperation> {
         let retry = resp
             .retry_after()
             .unwrap_or(self.options.default_poll_interval)

@@ -528,7 +528,7 @@ impl AzureProvisioner for ArmProvisioner {
         };
         let body = to_json(&agent_pool_body(spec, existing.is_some()), op)?;
         let resp = client.put(&path, api::AGENT_POOLS, &body, op).await?;
-        if let Some(pending) = client.pending_from(&resp, Some(&resource_url)) {
+        if let Some(pending) = client.pending_from(&resp) {
             return Ok(Progress::Pending(pending));
         }
         let pool: AgentPool = parse(&resp, op)?;

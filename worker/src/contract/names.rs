@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::journal::NameClaim;
 
-/// The built-in "Storage Blob Data Contributor" role definition.
-pub const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
+pub use crate::azure::rbac::{
+    STORAGE_BLOB_DATA_CONTRIBUTOR, blob_container_condition, role_assignment_name,
+};
 /// Service account every tenant's workload runs as, inside the tenant's namespace.
 pub const SERVICE_ACCOUNT: &str = "tenant-workload";
 /// The token audience Entra expects for workload identity federation.
@@ -191,40 +192,6 @@ fn node_pool_name(tenant_id: &str) -> String {
     format!("t{prefix}{suffix}")
 }
 
-/// Role assignment name: UUID v5 of (scope, principal id, role definition id). ARM ids are
-/// case-insensitive, so the scope is lowercased first.
-pub fn role_assignment_name(scope: &str, principal_id: &str, role_definition_id: &str) -> String {
-    let key = format!(
-        "urn:tenant-onboarding:role-assignment:{}|{}|{}",
-        scope.to_ascii_lowercase(),
-        principal_id.to_ascii_lowercase(),
-        role_definition_id.to_ascii_lowercase()
-    );
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, key.as_bytes()).to_string()
-}
-
-/// The ABAC condition (version 2.0) that narrows Storage Blob Data Contributor to one container:
-/// blob actions are allowed only when the container name equals `container`. The name is
-/// re-validated here, so quotes, brackets or operators can never reach the condition string.
-pub fn blob_container_condition(container: &str) -> Result<String, NameError> {
-    validate_container(container)?;
-    const ACTIONS: [&str; 5] = [
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
-    ];
-    let not_actions = ACTIONS
-        .iter()
-        .map(|a| format!("!(ActionMatches{{'{a}'}})"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    Ok(format!(
-        "(({not_actions}) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringEquals '{container}'))"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +255,7 @@ mod tests {
         let a = role_assignment_name("/S/x", "p", "r");
         assert_eq!(a, role_assignment_name("/s/X", "P", "r"));
         assert_ne!(a, role_assignment_name("/s/x", "q", "r"));
-        let parsed = Uuid::parse_str(&a).expect("uuid");
+        let parsed = uuid::Uuid::parse_str(&a).expect("uuid");
         assert_eq!(parsed.get_version_num(), 5);
     }
 

@@ -124,6 +124,8 @@ struct StepResult {
     step: StepName,
     phase: Phase,
     result: Result<StepOutcome, ProviderError>,
+    /// Wall time of the call, retries included (for metrics).
+    elapsed: Duration,
 }
 
 struct Doc {
@@ -258,6 +260,7 @@ impl Engine {
                 };
                 if cancels {
                     if let Some(run) = doc.rec.active.as_mut() {
+                        self.cx.metrics.compensation_started("cancelled");
                         switch_to_compensation(
                             run,
                             EventError {
@@ -544,6 +547,7 @@ impl Engine {
             config: self.cx.config.clone(),
             azure: self.cx.azure.clone(),
             kube: self.cx.kube.clone(),
+            clock: self.cx.clock.clone(),
         })
     }
 
@@ -567,8 +571,9 @@ impl Engine {
             if running.is_empty()
                 && let Some(outcome) = self.terminal(run)
             {
+                // No save here: the next launch, or the final release, writes the outcome
+                // (outbox included) before anything else can happen.
                 self.finish(&mut doc.rec, outcome, events).await?;
-                self.save(doc).await?;
                 continue;
             }
             let may_launch = now + step_budget < deadline;
@@ -747,6 +752,23 @@ impl Engine {
             return Ok(None);
         };
         st.updated_at = Some(now);
+        self.cx.metrics.step_finished(
+            res.step.as_str(),
+            match res.phase {
+                Phase::Forward => "forward",
+                Phase::Compensating => "compensation",
+            },
+            match &res.result {
+                Ok(StepOutcome::Done(_)) => "succeeded",
+                Ok(StepOutcome::Pending(_)) => "pending",
+                Err(e) => match e.class() {
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Permanent => "permanent",
+                    ErrorClass::InvalidInput => "invalid_input",
+                },
+            },
+            res.elapsed,
+        );
         let mut switch_failure = None;
         let mut done_outputs = None;
         match (res.phase, res.result) {
@@ -823,6 +845,7 @@ impl Engine {
         if let Some(failure) = switch_failure
             && run.phase == Phase::Forward
         {
+            self.cx.metrics.compensation_started("step_failed");
             switch_to_compensation(run, failure);
         }
         if let Some(outputs) = done_outputs {
@@ -926,6 +949,12 @@ impl Engine {
             }),
         );
         tracing::info!(tenant.id = %rec.tenant_id, request.id = %run.request_id, state = state_name, "saga finished");
+        self.cx.metrics.saga_finished(match outcome {
+            Terminal::Succeeded => "succeeded",
+            Terminal::Failed => "failed",
+            Terminal::CompensationFailed => "compensation_failed",
+            Terminal::Offboarded => "offboarded",
+        });
         self.remember(rec, &run.request_id, event.clone());
         rec.state = state;
         rec.active = None;
@@ -1066,6 +1095,7 @@ async fn call_step(
     span: tracing::Span,
 ) -> StepResult {
     let name = step.name();
+    let started = std::time::Instant::now();
     let work = async move {
         let give_up_at = clock.now() + policy.budget;
         let mut delays = backon::ExponentialBuilder::default()
@@ -1096,10 +1126,12 @@ async fn call_step(
         }
     }
     .instrument(span);
+    let result = work.await;
     StepResult {
         step: name,
         phase,
-        result: work.await,
+        result,
+        elapsed: started.elapsed(),
     }
 }
 

@@ -6,6 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::Classify;
 
 use crate::config::{Config, Target};
 use crate::contract::{OnboardTenant, TenantNames};
@@ -34,7 +38,11 @@ pub struct StepInput {
     pub config: Arc<Config>,
     pub azure: Arc<dyn AzureProvisioner>,
     pub kube: Arc<dyn KubeProvisioner>,
+    pub clock: Arc<dyn Clock>,
 }
+
+/// Tries of one call inside a step made of several calls.
+const CALL_ATTEMPTS: u32 = 4;
 
 impl StepInput {
     pub fn output(&self, step: StepName) -> Option<&serde_json::Value> {
@@ -55,6 +63,29 @@ impl StepInput {
                     format!("the journal has no {field} from step {step}; it must run first"),
                 )
             })
+    }
+
+    /// Retry one call of a multi-call step a few times on transient errors (honouring
+    /// `Retry-After`, capped), so a throttled seventh call does not throw away the six that
+    /// succeeded: the engine's retry would restart the whole step.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < CALL_ATTEMPTS => {
+                    let wait = e.retry_after().unwrap_or(delay).min(Duration::from_secs(2));
+                    self.clock.sleep(wait).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn spec(&self) -> Result<&OnboardTenant, ProviderError> {
@@ -106,6 +137,16 @@ pub(crate) async fn poll_first(
         }
     }
     Ok(None)
+}
+
+/// A provider's progress as a step outcome: finished with these outputs, or still running.
+pub(crate) fn from_progress<T: serde::Serialize>(
+    progress: crate::providers::Progress<T>,
+) -> StepOutcome {
+    match progress {
+        crate::providers::Progress::Done(value) => StepOutcome::Done(to_json(&value)),
+        crate::providers::Progress::Pending(op) => StepOutcome::Pending(op),
+    }
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {

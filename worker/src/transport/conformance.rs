@@ -107,6 +107,20 @@ macro_rules! transport_conformance_tests {
             a_reopened_subscription_resumes_after_the_last_event_it_read,
         );
     };
+    // For implementations that need a live service: the factory returns `Option`, `None`
+    // meaning "skipped" (the factory prints what is missing), and the caller lists the
+    // properties the service can take part in.
+    (optional $factory:expr; $($property:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $property() {
+                let Some(env) = ($factory)().await else {
+                    return;
+                };
+                $crate::transport::conformance::$property(env).await;
+            }
+        )*
+    };
     (@each $factory:expr; $($property:ident),* $(,)?) => {
         $(
             #[tokio::test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Classify, ErrorClass};
 
 pub mod conformance;
+pub mod servicebus;
 pub mod sqlite;
 
 /// A message to put on the queue or the topic.

@@ -611,6 +611,7 @@ impl Harness {
             kube: self.cloud.clone(),
             clock: self.clock.clone(),
             worker_id: worker_id.into(),
+            metrics: Default::default(),
         })
     }
 

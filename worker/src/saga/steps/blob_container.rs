@@ -7,7 +7,7 @@ use crate::providers::{BlobContainerSpec, PendingOperation, ProviderError};
 use crate::saga::record::StepName;
 use crate::saga::step::{Step, StepInput, StepOutcome, to_json};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct BlobContainerStep;
@@ -21,7 +21,10 @@ impl Step for BlobContainerStep {
         &[]
     }
     fn resource(&self, input: &StepInput) -> String {
-        arm_ids::container(&input.target, &input.names.blob_container)
+        id_or_reason(crate::azure::blob_container_id(
+            &input.target,
+            &input.names.blob_container,
+        ))
     }
     async fn forward(
         &self,

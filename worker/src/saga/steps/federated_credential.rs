@@ -6,7 +6,7 @@ use crate::providers::{FederatedCredentialSpec, PendingOperation, ProviderError}
 use crate::saga::record::StepName;
 use crate::saga::step::{Step, StepInput, StepOutcome};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct FederatedCredentialStep;
@@ -20,11 +20,11 @@ impl Step for FederatedCredentialStep {
         &[StepName::Identity]
     }
     fn resource(&self, input: &StepInput) -> String {
-        format!(
-            "{}/federatedIdentityCredentials/{}",
-            arm_ids::identity(&input.target, &input.names.identity),
-            input.names.federated_credential
-        )
+        id_or_reason(crate::azure::federated_credential_id(
+            &input.target,
+            &input.names.identity,
+            &input.names.federated_credential,
+        ))
     }
     async fn forward(
         &self,

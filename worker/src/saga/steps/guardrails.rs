@@ -49,7 +49,7 @@ impl Step for GuardrailsStep {
     ) -> Result<StepOutcome, ProviderError> {
         let objects = objects(input);
         for obj in &objects {
-            input.kube.apply(&input.target, obj).await?;
+            input.call(|| input.kube.apply(&input.target, obj)).await?;
         }
         Ok(StepOutcome::Done(serde_json::json!({
             "objects": objects.iter().map(|o| o.reference().to_string()).collect::<Vec<_>>(),

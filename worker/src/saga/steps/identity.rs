@@ -7,7 +7,7 @@ use crate::providers::{IdentitySpec, PendingOperation, ProviderError};
 use crate::saga::record::StepName;
 use crate::saga::step::{Step, StepInput, StepOutcome, to_json};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct IdentityStep;
@@ -21,7 +21,10 @@ impl Step for IdentityStep {
         &[]
     }
     fn resource(&self, input: &StepInput) -> String {
-        arm_ids::identity(&input.target, &input.names.identity)
+        id_or_reason(crate::azure::identity_id(
+            &input.target,
+            &input.names.identity,
+        ))
     }
     async fn forward(
         &self,

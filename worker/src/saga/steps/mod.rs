@@ -12,8 +12,6 @@ mod workload;
 
 use std::sync::Arc;
 
-use crate::config::Target;
-
 use super::record::StepName;
 use super::step::Step;
 
@@ -41,34 +39,9 @@ pub fn dependents(steps: &[Arc<dyn Step>], step: StepName) -> Vec<StepName> {
         .collect()
 }
 
-/// ARM resource ids, for reports and for compensations that lack journalled outputs.
-pub(crate) mod arm_ids {
-    use super::Target;
-
-    pub fn identity(t: &Target, name: &str) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
-            t.subscription_id, t.resource_group
-        )
-    }
-    pub fn node_pool(t: &Target, name: &str) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}/agentPools/{name}",
-            t.subscription_id, t.cluster_resource_group, t.cluster_name
-        )
-    }
-    pub fn container(t: &Target, name: &str) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}/blobServices/default/containers/{name}",
-            t.subscription_id, t.storage_resource_group, t.storage_account
-        )
-    }
-    pub fn role_definition(t: &Target, role: &str) -> String {
-        format!(
-            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}",
-            t.subscription_id
-        )
-    }
+/// A resource id for reports; an invalid name says so instead of failing the report.
+pub(crate) fn id_or_reason(id: Result<String, crate::providers::ProviderError>) -> String {
+    id.unwrap_or_else(|e| format!("(no valid id: {e})"))
 }
 
 #[cfg(test)]

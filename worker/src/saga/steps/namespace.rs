@@ -30,7 +30,10 @@ impl Step for NamespaceStep {
     ) -> Result<StepOutcome, ProviderError> {
         let obj = object(input);
         // A namespace of that name belonging to someone else must never be adopted.
-        if let Some(live) = input.kube.get(&input.target, &obj.reference()).await?
+        let reference = obj.reference();
+        if let Some(live) = input
+            .call(|| input.kube.get(&input.target, &reference))
+            .await?
             && let Some(owner) = live
                 .pointer("/metadata/labels/tenant")
                 .and_then(|v| v.as_str())

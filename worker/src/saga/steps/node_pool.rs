@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, Progress, ProviderError};
+use crate::providers::{NodePoolScale, NodePoolSpec, PendingOperation, ProviderError};
 use crate::saga::record::StepName;
-use crate::saga::step::{Step, StepInput, StepOutcome, poll_first, to_json};
+use crate::saga::step::{Step, StepInput, StepOutcome, from_progress, poll_first};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct NodePoolStep;
@@ -43,7 +43,10 @@ impl Step for NodePoolStep {
         &[]
     }
     fn resource(&self, input: &StepInput) -> String {
-        arm_ids::node_pool(&input.target, &input.names.node_pool)
+        id_or_reason(crate::azure::node_pool_id(
+            &input.target,
+            &input.names.node_pool,
+        ))
     }
     async fn forward(
         &self,
@@ -53,14 +56,11 @@ impl Step for NodePoolStep {
         if let Some(waiting) = poll_first(input, op).await? {
             return Ok(waiting);
         }
-        match input
+        let progress = input
             .azure
             .ensure_node_pool(&input.target, &spec(input)?)
-            .await?
-        {
-            Progress::Done(info) => Ok(StepOutcome::Done(to_json(&info))),
-            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
-        }
+            .await?;
+        Ok(from_progress(progress))
     }
     async fn compensate(
         &self,
@@ -70,13 +70,10 @@ impl Step for NodePoolStep {
         if let Some(waiting) = poll_first(input, op).await? {
             return Ok(waiting);
         }
-        match input
+        let progress = input
             .azure
             .delete_node_pool(&input.target, &input.names.node_pool)
-            .await?
-        {
-            Progress::Done(()) => Ok(StepOutcome::Done(serde_json::Value::Null)),
-            Progress::Pending(op) => Ok(StepOutcome::Pending(op)),
-        }
+            .await?;
+        Ok(from_progress(progress))
     }
 }

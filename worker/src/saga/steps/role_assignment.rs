@@ -9,19 +9,20 @@ use crate::providers::{PendingOperation, ProviderError, RoleAssignmentSpec};
 use crate::saga::record::StepName;
 use crate::saga::step::{Step, StepInput, StepOutcome};
 
-use super::arm_ids;
+use super::id_or_reason;
 
 #[derive(Debug)]
 pub struct RoleAssignmentStep;
 
-fn scope(input: &StepInput) -> String {
-    input
-        .output_str(StepName::BlobContainer, "id")
-        .unwrap_or_else(|_| arm_ids::container(&input.target, &input.names.blob_container))
+fn scope(input: &StepInput) -> Result<String, ProviderError> {
+    match input.output_str(StepName::BlobContainer, "id") {
+        Ok(id) => Ok(id),
+        Err(_) => crate::azure::blob_container_id(&input.target, &input.names.blob_container),
+    }
 }
 
 fn role_definition(input: &StepInput) -> String {
-    arm_ids::role_definition(&input.target, STORAGE_BLOB_DATA_CONTRIBUTOR)
+    crate::azure::role_definition_id(&input.target.subscription_id, STORAGE_BLOB_DATA_CONTRIBUTOR)
 }
 
 #[async_trait::async_trait]
@@ -37,7 +38,7 @@ impl Step for RoleAssignmentStep {
             Ok(id) => id,
             Err(_) => format!(
                 "{}/providers/Microsoft.Authorization/roleAssignments/(for {})",
-                scope(input),
+                id_or_reason(scope(input)),
                 input.names.identity
             ),
         }
@@ -94,8 +95,11 @@ impl Step for RoleAssignmentStep {
                 let principal = match input.output_str(StepName::Identity, "principal_id") {
                     Ok(p) => p,
                     Err(_) => match input
-                        .azure
-                        .get_identity(&input.target, &input.names.identity)
+                        .call(|| {
+                            input
+                                .azure
+                                .get_identity(&input.target, &input.names.identity)
+                        })
                         .await?
                     {
                         Some(identity) => identity.principal_id,
@@ -103,7 +107,7 @@ impl Step for RoleAssignmentStep {
                         None => return Ok(StepOutcome::Done(serde_json::Value::Null)),
                     },
                 };
-                let scope = scope(input);
+                let scope = scope(input)?;
                 let name = role_assignment_name(&scope, &principal, &role_definition(input));
                 (scope, name)
             }

@@ -1,0 +1,194 @@
+//! `producer send --wait` against a running worker: the simulators and the worker's real ARM
+//! and Kubernetes clients run in this process, the producer as the operator runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use sim::SimOptions;
+use sim::faults::FaultPlan;
+use worker::config::Config;
+
+struct System {
+    _dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
+    _sims: sim::Running,
+}
+
+async fn start(faults: FaultPlan) -> System {
+    let sims = sim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions {
+            faults,
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("worker.toml");
+    let t = worker::config::Target::local("default");
+    let toml = format!(
+        r#"
+[transport]
+kind = "embedded"
+path = "{q}"
+
+[journal]
+kind = "sqlite"
+path = "{j}"
+
+[worker]
+receive_wait_ms = 100
+
+[saga]
+message_budget_ms = 5000
+step_retry_budget_ms = 1000
+continuation_base_delay_ms = 200
+
+[targets.default]
+subscription_id = "{sub}"
+resource_group = "{rg}"
+location = "{loc}"
+cluster_resource_group = "{crg}"
+cluster_name = "{cluster}"
+oidc_issuer = "{issuer}"
+storage_resource_group = "{srg}"
+storage_account = "{sa}"
+identity_entra_tenant_id = "{it}"
+cluster_entra_tenant_id = "{ct}"
+arm_endpoint = "{arm}"
+credential = {{ kind = "none" }}
+kubernetes = {{ server = "{kube}" }}
+"#,
+        q = dir.path().join("queue.db").display(),
+        j = dir.path().join("journal.db").display(),
+        sub = t.subscription_id,
+        rg = t.resource_group,
+        loc = t.location,
+        crg = t.cluster_resource_group,
+        cluster = t.cluster_name,
+        issuer = t.oidc_issuer,
+        srg = t.storage_resource_group,
+        sa = t.storage_account,
+        it = t.identity_entra_tenant_id,
+        ct = t.cluster_entra_tenant_id,
+        arm = sims.arm_url(),
+        kube = sims.kube_url(),
+    );
+    std::fs::write(&config_path, toml).unwrap();
+    let config = Config::load(Some(&config_path), Vec::new()).expect("config loads");
+    let cx = worker::bootstrap::build_context(Arc::new(config))
+        .await
+        .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let runner = worker::runner::Runner::new(cx);
+    let worker = tokio::spawn(async move { runner.run(rx).await });
+    System {
+        _dir: dir,
+        config_path,
+        stop,
+        worker,
+        _sims: sims,
+    }
+}
+
+impl System {
+    async fn producer(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_producer"));
+        cmd.arg("--config").arg(&self.config_path).args(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.worker.await.unwrap();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_prints_each_step_and_the_outcome_then_status_shows_the_resources() {
+    let sys = start(FaultPlan::default()).await;
+    let out = sys
+        .producer(&[
+            "send",
+            "--tenant",
+            "acme",
+            "--workload",
+            "1",
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for step in [
+        "namespace",
+        "node_pool",
+        "identity",
+        "blob_container",
+        "federated_credential",
+        "role_assignment",
+        "service_account",
+        "guardrails",
+        "workload",
+    ] {
+        assert!(t.contains(step), "no progress line for {step}: {t}");
+    }
+    assert!(
+        t.contains("Succeeded") && t.contains("tenant.onboarded"),
+        "{t}"
+    );
+
+    let status = sys.producer(&["status", "acme"]).await;
+    let s = text(&status);
+    assert!(status.status.success(), "{s}");
+    assert!(
+        s.contains("state Onboarded") && s.contains("tenant-acme"),
+        "{s}"
+    );
+
+    let off = sys
+        .producer(&["offboard", "--tenant", "acme", "--wait", "--timeout", "60"])
+        .await;
+    assert!(off.status.success(), "{}", text(&off));
+    assert!(
+        text(&off).contains("blob_container (kept)"),
+        "{}",
+        text(&off)
+    );
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_exits_1_and_names_the_cause_when_the_saga_compensates() {
+    let sys = start(FaultPlan {
+        fail_ops: vec!["role_assignments.put".into()],
+        ..FaultPlan::default()
+    })
+    .await;
+    let out = sys
+        .producer(&["send", "--tenant", "doomed", "--wait", "--timeout", "60"])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Failed") && t.contains("step role_assignment"),
+        "{t}"
+    );
+    assert!(t.contains("undone"), "compensations are shown: {t}");
+    sys.stop().await;
+}

@@ -1,0 +1,211 @@
+//! `ArmProvisioner` against a real Azure subscription, with the developer's Azure CLI login.
+//! Skipped (with the list of what it needs) unless the `ONBOARD_LIVE_*` variables are set.
+//! It creates and then deletes one throw-away tenant's identity, federated credential, blob
+//! container and role assignment; with `ONBOARD_LIVE_NODE_POOL=1` also a node pool (minutes, and
+//! VMs that cost money).
+#![allow(clippy::unwrap_used)] // tests may unwrap (developers' guide)
+
+mod azure_support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use azure_support::*;
+use worker::azure::{ArmClientOptions, ArmProvisioner};
+use worker::config::{CredentialConfig, KubernetesConfig, Target};
+use worker::error::ErrorClass;
+use worker::providers::{AzureProvisioner, NodePoolScale, ProviderError};
+
+const REQUIRED: [(&str, &str); 9] = [
+    (
+        "ONBOARD_LIVE_SUBSCRIPTION_ID",
+        "subscription to provision in",
+    ),
+    (
+        "ONBOARD_LIVE_RESOURCE_GROUP",
+        "resource group for the tenant identity",
+    ),
+    (
+        "ONBOARD_LIVE_LOCATION",
+        "region of that resource group, e.g. westeurope",
+    ),
+    (
+        "ONBOARD_LIVE_CLUSTER_RESOURCE_GROUP",
+        "resource group of the AKS cluster",
+    ),
+    ("ONBOARD_LIVE_CLUSTER", "AKS cluster name"),
+    ("ONBOARD_LIVE_OIDC_ISSUER", "the cluster's OIDC issuer URL"),
+    (
+        "ONBOARD_LIVE_STORAGE_RESOURCE_GROUP",
+        "resource group of the storage account",
+    ),
+    (
+        "ONBOARD_LIVE_STORAGE_ACCOUNT",
+        "storage account for the tenant container",
+    ),
+    (
+        "ONBOARD_LIVE_ENTRA_TENANT_ID",
+        "Entra tenant of the subscription (az login --tenant ...)",
+    ),
+];
+
+fn live_target() -> Option<Target> {
+    let values: BTreeMap<&str, String> = REQUIRED
+        .iter()
+        .filter_map(|(k, _)| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
+        .collect();
+    if values.len() < REQUIRED.len() {
+        eprintln!("skipped: live Azure test needs these environment variables (and `az login`):");
+        for (k, what) in REQUIRED {
+            eprintln!(
+                "  {k}{}  - {what}",
+                if values.contains_key(k) { " (set)" } else { "" }
+            );
+        }
+        eprintln!(
+            "  optional: ONBOARD_LIVE_NODE_POOL=1 to also create/delete a node pool, ONBOARD_LIVE_VM_SIZE (default Standard_D2s_v5)"
+        );
+        return None;
+    }
+    let v = |k: &str| values[k].clone();
+    let tenant = v("ONBOARD_LIVE_ENTRA_TENANT_ID");
+    Some(Target {
+        name: "live".into(),
+        subscription_id: v("ONBOARD_LIVE_SUBSCRIPTION_ID"),
+        resource_group: v("ONBOARD_LIVE_RESOURCE_GROUP"),
+        location: v("ONBOARD_LIVE_LOCATION"),
+        cluster_resource_group: v("ONBOARD_LIVE_CLUSTER_RESOURCE_GROUP"),
+        cluster_name: v("ONBOARD_LIVE_CLUSTER"),
+        oidc_issuer: v("ONBOARD_LIVE_OIDC_ISSUER"),
+        storage_resource_group: v("ONBOARD_LIVE_STORAGE_RESOURCE_GROUP"),
+        storage_account: v("ONBOARD_LIVE_STORAGE_ACCOUNT"),
+        identity_entra_tenant_id: tenant.clone(),
+        cluster_entra_tenant_id: tenant.clone(),
+        arm_endpoint: "https://management.azure.com".into(),
+        credential: CredentialConfig::AzureCli {
+            tenant_id: Some(tenant),
+        },
+        kubernetes: KubernetesConfig::default(),
+    })
+}
+
+/// Retries transient errors (role assignment propagation, throttling) for a few minutes.
+async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.class == ErrorClass::Transient && attempt < 30 => {
+                attempt += 1;
+                let wait = e.retry_after_secs.unwrap_or(5).clamp(1, 30);
+                eprintln!("{what}: transient ({e}); again in {wait}s");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() {
+    let Some(target) = live_target() else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let targets: BTreeMap<String, Target> = [("live".to_string(), target.clone())].into();
+    let arm = ArmProvisioner::from_targets(&targets, ArmClientOptions::default()).unwrap();
+    let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let tenant = format!("live{suffix}");
+
+    let (id_spec, fic_spec, c_spec) =
+        (identity(&tenant), fic(&target, &tenant), container(&tenant));
+    let outcome: Result<(), ProviderError> = async {
+        let id = retrying("identity", || arm.ensure_identity(&target, &id_spec)).await?;
+        assert_eq!(
+            id.entra_tenant_id.to_lowercase(),
+            target.identity_entra_tenant_id.to_lowercase()
+        );
+        let again = arm.ensure_identity(&target, &id_spec).await?;
+        assert_eq!(
+            again.principal_id, id.principal_id,
+            "identity PUT is idempotent"
+        );
+        retrying("federated credential", || {
+            arm.ensure_federated_credential(&target, &fic_spec)
+        })
+        .await?;
+        let c = retrying("container", || arm.ensure_blob_container(&target, &c_spec)).await?;
+        let spec = role_assignment(&target, &c.id, &id.principal_id, &c.name);
+        let ra = retrying("role assignment", || {
+            arm.ensure_role_assignment(&target, &spec)
+        })
+        .await?;
+        let ra2 = retrying("role assignment again", || {
+            arm.ensure_role_assignment(&target, &spec)
+        })
+        .await?;
+        assert_eq!(ra.name, ra2.name);
+        if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
+            let mut p = pool(&suffix);
+            p.scale = NodePoolScale::Fixed { count: 1 };
+            p.zones.clear();
+            p.vm_size =
+                std::env::var("ONBOARD_LIVE_VM_SIZE").unwrap_or_else(|_| "Standard_D2s_v5".into());
+            drive_pool(&arm, &target, &p, true).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    // Clean up whatever exists, whatever happened above.
+    let c = c_spec;
+    let scope = worker::azure::blob_container_id(&target, &c.name).unwrap();
+    let mut cleanup = Vec::new();
+    if let Ok(Some(id)) = arm.get_identity(&target, &id_spec.name).await {
+        let spec = role_assignment(&target, &scope, &id.principal_id, &c.name);
+        cleanup.push(
+            retrying("delete role assignment", || {
+                arm.delete_role_assignment(&target, &scope, &spec.name)
+            })
+            .await,
+        );
+    }
+    cleanup.push(
+        retrying("delete container", || {
+            arm.delete_blob_container(&target, &c.name)
+        })
+        .await,
+    );
+    cleanup.push(
+        retrying("delete federated credential", || {
+            arm.delete_federated_credential(&target, &id_spec.name, &fic_spec.name)
+        })
+        .await,
+    );
+    cleanup.push(
+        retrying("delete identity", || {
+            arm.delete_identity(&target, &id_spec.name)
+        })
+        .await,
+    );
+    if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
+        cleanup.push(drive_pool_delete(&arm, &target, &pool(&suffix).name, true).await);
+    }
+    outcome.unwrap();
+    for r in cleanup {
+        r.unwrap();
+    }
+    assert!(
+        arm.get_identity(&target, &id_spec.name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -1,0 +1,385 @@
+//! `ArmProvisioner` over real HTTP against the ARM simulator: full create and delete,
+//! idempotence, and the classification of every kind of failure.
+#![allow(clippy::unwrap_used)] // tests may unwrap (developers' guide)
+
+mod azure_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use azure_support::*;
+use sim::SimOptions;
+use sim::faults::{FaultPlan, LatencyProfile};
+use worker::azure::{self, ArmClientOptions};
+use worker::error::ErrorClass;
+use worker::providers::{AzureProvisioner, Progress};
+
+async fn inventory(env: &Env) -> serde_json::Value {
+    reqwest::get(format!("{}/_sim/inventory", env.running.arm_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn creating_all_five_resources_then_deleting_them_leaves_an_empty_inventory() {
+    let env = start(SimOptions::default()).await;
+    let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    let inv = inventory(&env).await;
+    assert_eq!(inv["total"], 5, "{inv}");
+    for kind in [
+        "agentPools",
+        "userAssignedIdentities",
+        "federatedIdentityCredentials",
+        "blobContainers",
+        "roleAssignments",
+    ] {
+        assert_eq!(
+            inv["resources"][kind].as_array().unwrap().len(),
+            1,
+            "{kind}: {inv}"
+        );
+    }
+    assert_eq!(
+        inv["resources"]["roleAssignments"][0],
+        created.role_assignment_id
+    );
+    // The identity is readable, and the assignment carries the ABAC condition.
+    let got = env
+        .arm
+        .get_identity(&env.target, "id-acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.principal_id, created.identity_principal);
+    assert_eq!(got.entra_tenant_id, sim::arm::SIM_TENANT_ID);
+    let put = env
+        .running
+        .arm
+        .recorded_requests()
+        .into_iter()
+        .find(|r| r.operation == "arm.role_assignments.put")
+        .unwrap();
+    assert_eq!(
+        put.body.unwrap()["properties"]["condition"],
+        azure::blob_container_condition("tenant-acme").unwrap()
+    );
+
+    delete_all(&env.arm, &env.target, "acme", &created)
+        .await
+        .unwrap();
+    let inv = inventory(&env).await;
+    assert_eq!(inv["total"], 0, "{inv}");
+    assert_eq!(inv["operationsInProgress"], 0, "{inv}");
+    // Deleting again is success: everything is already gone.
+    delete_all(&env.arm, &env.target, "acme", &created)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn creating_again_changes_nothing() {
+    let env = start(SimOptions::default()).await;
+    let first = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    let before = inventory(&env).await["resources"].clone();
+    let requests_before = env.running.arm.recorded_requests().len();
+    let second = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(inventory(&env).await["resources"], before);
+    // The pool already matched its spec: the second run only read it.
+    let again = &env.running.arm.recorded_requests()[requests_before..];
+    assert!(
+        again.iter().all(|r| r.operation != "arm.agent_pools.put"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_with_retry_after_is_transient_and_carries_the_delay() {
+    let env = start(SimOptions {
+        arm_write_bucket: Some((1, 0.01)),
+        ..SimOptions::default()
+    })
+    .await;
+    env.arm
+        .ensure_identity(&env.target, &identity("a"))
+        .await
+        .unwrap();
+    let err = env
+        .arm
+        .ensure_identity(&env.target, &identity("b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert_eq!(err.code.as_deref(), Some("SubscriptionRequestsThrottled"));
+    assert!(err.retry_after_secs.unwrap() >= 1, "{err:?}");
+}
+
+#[tokio::test]
+async fn server_errors_and_stalls_are_transient() {
+    let env = start_with(
+        SimOptions {
+            faults: FaultPlan {
+                transient_rate: 1.0,
+                transient_ops: vec!["arm.identities.put".into()],
+                retry_after_secs: 2,
+                stall_ms: 5_000,
+                seed: Some(11),
+                ..FaultPlan::default()
+            },
+            ..SimOptions::default()
+        },
+        ArmClientOptions {
+            request_timeout: Duration::from_millis(300),
+            ..ArmClientOptions::default()
+        },
+    )
+    .await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        let err = env
+            .arm
+            .ensure_identity(&env.target, &identity("a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient, "{err}");
+        if err.code.as_deref() == Some("TooManyRequests") {
+            assert_eq!(err.retry_after_secs, Some(2));
+        }
+        seen.insert(err.code.clone().unwrap_or_default());
+        if seen.len() == 4 {
+            break;
+        }
+    }
+    let want: BTreeSet<String> = [
+        "TooManyRequests",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "Timeout",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_permanent_and_names_the_resource() {
+    let env = start(SimOptions {
+        faults: FaultPlan {
+            fail_ops: vec!["arm.blob_containers.put".into()],
+            ..FaultPlan::default()
+        },
+        ..SimOptions::default()
+    })
+    .await;
+    let err = env
+        .arm
+        .ensure_blob_container(&env.target, &container("acme"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert_eq!(err.code.as_deref(), Some("InjectedPermanentFailure"));
+    assert!(err.resource.ends_with("/containers/tenant-acme"), "{err:?}");
+    assert!(err.to_string().contains("create blob container"), "{err}");
+}
+
+#[tokio::test]
+async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
+    let env = start(SimOptions {
+        latency: LatencyProfile {
+            scale: 1.0,
+            operations: vec![("arm.agent_pools".into(), 600_000)],
+        },
+        ..SimOptions::default()
+    })
+    .await;
+    let Progress::Pending(op) = env
+        .arm
+        .ensure_node_pool(&env.target, &pool("a"))
+        .await
+        .unwrap()
+    else {
+        panic!("a pool takes minutes to create");
+    };
+    assert!(op.retry_after_secs >= 1);
+    assert!(matches!(
+        env.arm.poll_operation(&env.target, &op).await.unwrap(),
+        Progress::Pending(_)
+    ));
+    // Asking again while it is being created only looks at it.
+    let Progress::Pending(again) = env
+        .arm
+        .ensure_node_pool(&env.target, &pool("a"))
+        .await
+        .unwrap()
+    else {
+        panic!("still creating");
+    };
+    assert_eq!(
+        again.kind,
+        worker::providers::OperationKind::ProvisioningState
+    );
+    assert!(matches!(
+        env.arm.poll_operation(&env.target, &again).await.unwrap(),
+        Progress::Pending(_)
+    ));
+    let err = env
+        .arm
+        .ensure_node_pool(&env.target, &pool("b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert_eq!(err.code.as_deref(), Some("OperationNotAllowed"));
+}
+
+#[tokio::test]
+async fn a_pool_of_the_same_name_owned_by_another_tenant_is_a_permanent_error() {
+    let env = start(SimOptions::default()).await;
+    drive_pool(&env.arm, &env.target, &pool("acme"), false)
+        .await
+        .unwrap();
+    let mut intruder = pool("other");
+    intruder.name = pool("acme").name;
+    let err = env
+        .arm
+        .ensure_node_pool(&env.target, &intruder)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert_eq!(err.code.as_deref(), Some("ResourceOwnedByAnotherTenant"));
+}
+
+#[tokio::test]
+async fn an_existing_assignment_of_the_same_principal_and_condition_is_success() {
+    let env = start(SimOptions::default()).await;
+    let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    let mut spec = role_assignment(
+        &env.target,
+        &created.container_id,
+        &created.identity_principal,
+        "tenant-acme",
+    );
+    spec.name = "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11".into();
+    let info = env
+        .arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap();
+    assert_eq!(info.name, created.role_assignment_name);
+    assert_eq!(info.id, created.role_assignment_id);
+    // The same principal and role with another condition is not ours to take over.
+    spec.condition = azure::blob_container_condition("tenant-other").unwrap();
+    let err = env
+        .arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert_eq!(err.code.as_deref(), Some("RoleAssignmentConflict"));
+}
+
+#[tokio::test]
+async fn a_principal_that_has_not_replicated_yet_is_transient() {
+    let env = start(SimOptions::default()).await;
+    env.running
+        .arm
+        .set_principal_propagation(Duration::from_secs(600));
+    let id = env
+        .arm
+        .ensure_identity(&env.target, &identity("acme"))
+        .await
+        .unwrap();
+    let c = env
+        .arm
+        .ensure_blob_container(&env.target, &container("acme"))
+        .await
+        .unwrap();
+    let spec = role_assignment(&env.target, &c.id, &id.principal_id, &c.name);
+    let err = env
+        .arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert_eq!(err.code.as_deref(), Some("PrincipalNotFound"));
+    env.running.arm.set_principal_propagation(Duration::ZERO);
+    env.arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hostile_container_names_produce_no_condition_and_no_request() {
+    let env = start(SimOptions::default()).await;
+    let long = "a".repeat(64);
+    for name in ["x' OR 1==1", "a]", "Tenant-Acme", long.as_str(), "a/../b"] {
+        assert!(azure::blob_container_condition(name).is_err(), "{name:?}");
+        let mut spec = container("acme");
+        spec.name = name.to_string();
+        let err = env
+            .arm
+            .ensure_blob_container(&env.target, &spec)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::InvalidInput, "{name:?}: {err}");
+        assert!(
+            env.arm
+                .delete_blob_container(&env.target, name)
+                .await
+                .is_err()
+        );
+    }
+    assert!(env.running.arm.recorded_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_role_assignment_outside_the_targets_storage_account_is_refused_before_any_request() {
+    let env = start(SimOptions::default()).await;
+    let scope = format!("/subscriptions/{}", env.target.subscription_id);
+    let spec = role_assignment(
+        &env.target,
+        &scope,
+        "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
+        "tenant-acme",
+    );
+    let err = env
+        .arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::InvalidInput, "{err}");
+    assert!(env.running.arm.recorded_requests().is_empty());
+}
+
+#[tokio::test]
+async fn deleting_what_does_not_exist_is_success() {
+    let env = start(SimOptions::default()).await;
+    let scope = worker::azure::blob_container_id(&env.target, "tenant-none").unwrap();
+    env.arm
+        .delete_role_assignment(&env.target, &scope, "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11")
+        .await
+        .unwrap();
+    env.arm
+        .delete_blob_container(&env.target, "tenant-none")
+        .await
+        .unwrap();
+    env.arm
+        .delete_federated_credential(&env.target, "id-none", "fic-none")
+        .await
+        .unwrap();
+    env.arm
+        .delete_identity(&env.target, "id-none")
+        .await
+        .unwrap();
+    assert_eq!(
+        env.arm
+            .delete_node_pool(&env.target, "tnone")
+            .await
+            .unwrap(),
+        Progress::Done(())
+    );
+}

@@ -1,0 +1,205 @@
+//! Shared set-up of the Azure integration tests: a simulator on loopback, a target pointing at
+//! it, an `ArmProvisioner`, the tenant's five resource specs, and a driver for long-running
+//! operations.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sim::SimOptions;
+use worker::azure::{self, ArmClientOptions, ArmProvisioner};
+use worker::config::Target;
+use worker::providers::{
+    AzureProvisioner, BlobContainerSpec, FederatedCredentialSpec, IdentitySpec, NodePoolInfo,
+    NodePoolScale, NodePoolSpec, Progress, ProviderError, RoleAssignmentSpec,
+};
+
+pub struct Env {
+    pub running: sim::Running,
+    pub target: Target,
+    pub arm: ArmProvisioner,
+}
+
+pub async fn start(options: SimOptions) -> Env {
+    start_with(options, ArmClientOptions::default()).await
+}
+
+pub async fn start_with(options: SimOptions, client: ArmClientOptions) -> Env {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let running = sim::start(any, any, options).await.unwrap();
+    let mut target = Target::local("default");
+    target.arm_endpoint = running.arm_url();
+    let targets: BTreeMap<String, Target> = [("default".to_string(), target.clone())].into();
+    let arm = ArmProvisioner::from_targets(&targets, client).unwrap();
+    Env {
+        running,
+        target,
+        arm,
+    }
+}
+
+pub fn pool(tenant: &str) -> NodePoolSpec {
+    NodePoolSpec {
+        name: format!("t{tenant}"),
+        tenant_id: tenant.into(),
+        vm_size: "Standard_D4s_v5".into(),
+        scale: NodePoolScale::Autoscale { min: 1, max: 3 },
+        zones: vec!["1".into(), "2".into()],
+        taints: vec![format!("tenant={tenant}:NoSchedule")],
+        labels: [("tenant".to_string(), tenant.to_string())].into(),
+        tags: [("tenant".to_string(), tenant.to_string())].into(),
+    }
+}
+
+pub fn identity(tenant: &str) -> IdentitySpec {
+    IdentitySpec {
+        name: format!("id-{tenant}"),
+        tenant_id: tenant.into(),
+        tags: BTreeMap::new(),
+    }
+}
+
+pub fn fic(target: &Target, tenant: &str) -> FederatedCredentialSpec {
+    FederatedCredentialSpec {
+        identity_name: format!("id-{tenant}"),
+        name: format!("fic-{tenant}"),
+        issuer: target.oidc_issuer.clone(),
+        subject: format!("system:serviceaccount:tenant-{tenant}:workload"),
+        audiences: vec!["api://AzureADTokenExchange".into()],
+    }
+}
+
+pub fn container(tenant: &str) -> BlobContainerSpec {
+    BlobContainerSpec {
+        name: format!("tenant-{tenant}"),
+        tenant_id: tenant.into(),
+        metadata: [("tenant".to_string(), tenant.to_string())].into(),
+    }
+}
+
+pub fn role_assignment(
+    target: &Target,
+    scope: &str,
+    principal_id: &str,
+    container: &str,
+) -> RoleAssignmentSpec {
+    let role = azure::role_definition_id(
+        &target.subscription_id,
+        azure::STORAGE_BLOB_DATA_CONTRIBUTOR,
+    );
+    RoleAssignmentSpec {
+        scope: scope.to_string(),
+        name: azure::role_assignment_name(scope, principal_id, &role),
+        role_definition_id: role,
+        principal_id: principal_id.to_string(),
+        principal_type: "ServicePrincipal".into(),
+        condition: azure::blob_container_condition(container).unwrap(),
+        condition_version: azure::CONDITION_VERSION.into(),
+    }
+}
+
+/// Calls `ensure_node_pool`, polls whatever it returns until done, and calls it again, as the
+/// saga does. `wait` sleeps between polls (zero for the instant simulator).
+pub async fn drive_pool(
+    arm: &ArmProvisioner,
+    target: &Target,
+    spec: &NodePoolSpec,
+    wait: bool,
+) -> Result<NodePoolInfo, ProviderError> {
+    for _ in 0..500 {
+        match arm.ensure_node_pool(target, spec).await? {
+            Progress::Done(info) => return Ok(info),
+            Progress::Pending(mut op) => loop {
+                if wait {
+                    tokio::time::sleep(Duration::from_secs(op.retry_after_secs.clamp(1, 30))).await;
+                }
+                match arm.poll_operation(target, &op).await? {
+                    Progress::Done(()) => break,
+                    Progress::Pending(next) => op = next,
+                }
+            },
+        }
+    }
+    panic!("the node pool never finished");
+}
+
+pub async fn drive_pool_delete(
+    arm: &ArmProvisioner,
+    target: &Target,
+    name: &str,
+    wait: bool,
+) -> Result<(), ProviderError> {
+    for _ in 0..500 {
+        match arm.delete_node_pool(target, name).await? {
+            Progress::Done(()) => return Ok(()),
+            Progress::Pending(mut op) => loop {
+                if wait {
+                    tokio::time::sleep(Duration::from_secs(op.retry_after_secs.clamp(1, 30))).await;
+                }
+                match arm.poll_operation(target, &op).await? {
+                    Progress::Done(()) => break,
+                    Progress::Pending(next) => op = next,
+                }
+            },
+        }
+    }
+    panic!("the node pool delete never finished");
+}
+
+/// What the tests create for one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub pool_id: String,
+    pub identity_principal: String,
+    pub identity_client: String,
+    pub container_id: String,
+    pub role_assignment_id: String,
+    pub role_assignment_name: String,
+}
+
+/// Creates all five resources of a tenant, in the saga's dependency order.
+pub async fn create_all(
+    arm: &ArmProvisioner,
+    target: &Target,
+    tenant: &str,
+) -> Result<Created, ProviderError> {
+    let pool = drive_pool(arm, target, &pool(tenant), false).await?;
+    let id = arm.ensure_identity(target, &identity(tenant)).await?;
+    arm.ensure_federated_credential(target, &fic(target, tenant))
+        .await?;
+    let c = arm
+        .ensure_blob_container(target, &container(tenant))
+        .await?;
+    let ra = arm
+        .ensure_role_assignment(
+            target,
+            &role_assignment(target, &c.id, &id.principal_id, &c.name),
+        )
+        .await?;
+    Ok(Created {
+        pool_id: pool.id,
+        identity_principal: id.principal_id,
+        identity_client: id.client_id,
+        container_id: c.id,
+        role_assignment_id: ra.id,
+        role_assignment_name: ra.name,
+    })
+}
+
+/// Deletes all five, in reverse order.
+pub async fn delete_all(
+    arm: &ArmProvisioner,
+    target: &Target,
+    tenant: &str,
+    created: &Created,
+) -> Result<(), ProviderError> {
+    arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name)
+        .await?;
+    arm.delete_blob_container(target, &container(tenant).name)
+        .await?;
+    arm.delete_federated_credential(target, &identity(tenant).name, &fic(target, tenant).name)
+        .await?;
+    arm.delete_identity(target, &identity(tenant).name).await?;
+    drive_pool_delete(arm, target, &pool(tenant).name, false).await
+}
