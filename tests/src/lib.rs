@@ -158,6 +158,9 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// `RUST_LOG` of the worker processes.
     pub log_filter: String,
+    /// Provisioning targets: `default`, then `t1`, `t2`... each its own subscription (the
+    /// worker's ARM write budget is per subscription, as ARM's is) on the same simulators.
+    pub targets: usize,
 }
 
 impl Default for Settings {
@@ -184,6 +187,7 @@ impl Default for Settings {
             shutdown_grace_ms: 2_000,
             max_message_bytes: 64 * 1024,
             log_filter: "info".into(),
+            targets: 1,
         }
     }
 }
@@ -433,7 +437,14 @@ impl Harness {
 
     /// Every event published since the harness started, in order (drains the subscription).
     pub async fn events(&self) -> Vec<CloudEvent> {
+        self.pull_events().await;
+        lock(&self.seen).clone()
+    }
+
+    /// Read what the topic has for this harness into its list; how many events that was.
+    pub async fn pull_events(&self) -> usize {
         let mut sub = self.events_sub.lock().await;
+        let mut n = 0;
         loop {
             let next = sub
                 .next(Duration::from_millis(20))
@@ -447,8 +458,14 @@ impl Harness {
                 )
             });
             lock(&self.seen).push(event);
+            n += 1;
         }
-        lock(&self.seen).clone()
+        n
+    }
+
+    /// How many events have been read so far.
+    pub fn events_seen(&self) -> usize {
+        lock(&self.seen).len()
     }
 
     /// Events of one request.
@@ -469,10 +486,13 @@ impl Harness {
     ) -> BTreeMap<String, CloudEvent> {
         let wanted: BTreeSet<&str> = request_ids.iter().map(String::as_str).collect();
         let started = Instant::now();
+        let mut found = BTreeMap::new();
+        let mut looked_at = 0;
         loop {
-            let events = self.events().await;
-            let mut found = BTreeMap::new();
-            for e in &events {
+            self.pull_events().await;
+            let fresh: Vec<CloudEvent> = lock(&self.seen)[looked_at..].to_vec();
+            looked_at += fresh.len();
+            for e in &fresh {
                 let ends = TERMINAL_TYPES.contains(&e.ty.as_str()) || e.ty == REQUEST_REJECTED;
                 if let Some(r) = e.request_id()
                     && ends
@@ -484,6 +504,9 @@ impl Harness {
             }
             if found.len() == wanted.len() {
                 return found;
+            }
+            if !fresh.is_empty() {
+                continue;
             }
             if started.elapsed() > timeout {
                 let missing: Vec<_> = wanted
@@ -719,7 +742,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn config_toml(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &str) -> String {
     let s = &settings.saga;
     let t = worker::config::Target::local("default");
-    format!(
+    let mut text = format!(
         r#"default_target = "default"
 
 [transport]
@@ -749,12 +772,13 @@ shutdown_grace_ms = {grace}
 max_message_bytes = {max_bytes}
 receive_wait_ms = {wait}
 
-# Several workers run at once in these suites: no health server, so no port to share.
 [health]
+# Off: several workers run side by side, and tests read the files, not /metrics.
+address = "127.0.0.1"
 port = 0
 
 [targets.default]
-subscription_id = {sub}
+subscription_id = {sub0}
 resource_group = {rg}
 location = {location}
 cluster_resource_group = {crg}
@@ -788,7 +812,7 @@ server = {kube}
         grace = settings.shutdown_grace_ms,
         max_bytes = settings.max_message_bytes,
         wait = settings.receive_wait_ms,
-        sub = toml_str(&t.subscription_id),
+        sub0 = toml_str(&t.subscription_id),
         rg = toml_str(&t.resource_group),
         location = toml_str(&t.location),
         crg = toml_str(&t.cluster_resource_group),
@@ -800,7 +824,53 @@ server = {kube}
         ctenant = toml_str(&t.cluster_entra_tenant_id),
         arm = toml_str(arm_url),
         kube = toml_str(kube_url),
-    )
+    );
+    for i in 1..settings.targets.max(1) {
+        let name = target_name(i);
+        text.push_str(&format!(
+            r#"
+[targets.{name}]
+subscription_id = "00000000-0000-0000-0001-{i:012x}"
+resource_group = {rg}
+location = {location}
+cluster_resource_group = {crg}
+cluster_name = {cluster}
+oidc_issuer = {issuer}
+storage_resource_group = {srg}
+storage_account = {account}
+identity_entra_tenant_id = {itenant}
+cluster_entra_tenant_id = {ctenant}
+arm_endpoint = {arm}
+
+[targets.{name}.credential]
+kind = "none"
+
+[targets.{name}.kubernetes]
+server = {kube}
+"#,
+            rg = toml_str(&t.resource_group),
+            location = toml_str(&t.location),
+            crg = toml_str(&t.cluster_resource_group),
+            cluster = toml_str(&t.cluster_name),
+            issuer = toml_str(&t.oidc_issuer),
+            srg = toml_str(&t.storage_resource_group),
+            account = toml_str(&t.storage_account),
+            itenant = toml_str(&t.identity_entra_tenant_id),
+            ctenant = toml_str(&t.cluster_entra_tenant_id),
+            arm = toml_str(arm_url),
+            kube = toml_str(kube_url),
+        ));
+    }
+    text
+}
+
+/// The name of the `i`-th target (0: `default`).
+pub fn target_name(i: usize) -> String {
+    if i == 0 {
+        "default".into()
+    } else {
+        format!("t{i}")
+    }
 }
 
 /// Poll `check` until it yields a value, or panic after `timeout` naming `what`.
