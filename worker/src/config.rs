@@ -904,39 +904,11 @@ mod tests {
             targets: BTreeMap::from([("prod".to_string(), prod)]),
             ..Config::default()
         };
-        let text = toml_text(&file);
+        let text = toml::to_string(&file).expect("the configuration serialises to TOML");
         std::fs::write(&path, text).expect("write");
         let cfg = Config::load(Some(&path), Vec::new()).expect("loads");
         assert_eq!(cfg.targets.keys().collect::<Vec<_>>(), vec!["prod"]);
         assert_eq!(cfg.targets["prod"].kubernetes.server, None);
-    }
-
-    fn toml_text(c: &Config) -> String {
-        // The config crate reads TOML; serde_json -> toml via the config crate's own value.
-        let v = serde_json::to_value(c).expect("json");
-        json_to_toml(&v, "")
-    }
-
-    fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
-        let mut scalars = String::new();
-        let mut tables = String::new();
-        if let serde_json::Value::Object(map) = v {
-            for (k, val) in map {
-                match val {
-                    serde_json::Value::Object(_) => {
-                        let name = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        tables.push_str(&format!("[{name}]\n{}", json_to_toml(val, &name)));
-                    }
-                    serde_json::Value::Null => {}
-                    other => scalars.push_str(&format!("{k} = {other}\n")),
-                }
-            }
-        }
-        format!("{scalars}{tables}")
     }
 
     #[test]

@@ -94,31 +94,7 @@ pub fn bench_config(dir: &Path, sims: &sim::Running) -> Result<Config> {
 
 /// The configuration as a TOML file the `worker` binary reads with `--config`.
 pub fn to_toml(config: &Config) -> Result<String> {
-    let v = serde_json::to_value(config).context("serialise the configuration")?;
-    Ok(json_to_toml(&v, ""))
-}
-
-fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
-    let mut scalars = String::new();
-    let mut tables = String::new();
-    if let serde_json::Value::Object(map) = v {
-        for (k, val) in map {
-            match val {
-                serde_json::Value::Object(_) => {
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    tables.push_str(&format!("\n[{name}]\n{}", json_to_toml(val, &name)));
-                }
-                serde_json::Value::Null => {}
-                // JSON strings, numbers, booleans and arrays of them are valid TOML values.
-                other => scalars.push_str(&format!("{k} = {other}\n")),
-            }
-        }
-    }
-    format!("{scalars}{tables}")
+    toml::to_string(config).context("serialise the configuration as TOML")
 }
 
 /// The queue and topic of a configuration, opened by this process (to queue a backlog or watch
