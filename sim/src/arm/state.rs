@@ -1,0 +1,156 @@
+//! What the ARM simulator holds in memory: the resources by type, the agent-pool operations in
+//! flight, and the inventory and counters it reports on `GET /_sim/inventory`.
+//!
+//! Keys are lower-cased resource ids (ARM ids are case-insensitive). [`ArmState::settle`] moves
+//! time forward: it finishes the agent-pool operations whose time has come.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A request as the simulator received it, for contract tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// The fault-injection name, e.g. `arm.agent_pools.put`.
+    pub operation: String,
+    pub body: Option<Value>,
+}
+
+/// What exists, plus counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    /// Resource ids by type: `agentPools`, `userAssignedIdentities`,
+    /// `federatedIdentityCredentials`, `blobContainers`, `roleAssignments`.
+    pub resources: BTreeMap<String, Vec<String>>,
+    pub total: usize,
+    pub operations_in_progress: usize,
+    pub counters: Counters,
+    /// Whether request bodies are checked against the official schemas.
+    pub schema_validation: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub requests: u64,
+    /// 429s, from the write bucket or injected.
+    pub throttled: u64,
+    /// Injected faults of any kind.
+    pub faults: u64,
+    /// Bodies refused by schema validation.
+    pub rejected_bodies: u64,
+    /// Resources created (not updated), by the type names of `Inventory::resources`: a
+    /// retried or replayed creation that converges shows up as one.
+    #[serde(default)]
+    pub created: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct AtomicCounters {
+    pub(super) requests: AtomicU64,
+    pub(super) throttled: AtomicU64,
+    pub(super) faults: AtomicU64,
+    pub(super) rejected_bodies: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpKind {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct OpRec {
+    pub(super) pool_key: String,
+    pub(super) kind: OpKind,
+    pub(super) started: chrono::DateTime<chrono::Utc>,
+    pub(super) done_at: Instant,
+    pub(super) done: bool,
+    pub(super) subscription: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PoolRec {
+    pub(super) cluster_key: String,
+    pub(super) body: Value,
+    pub(super) op: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct IdentityRec {
+    pub(super) body: Value,
+    pub(super) principal_id: String,
+    pub(super) created: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct RoleRec {
+    pub(super) body: Value,
+    pub(super) scope_key: String,
+    pub(super) principal_key: String,
+    pub(super) role_key: String,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ArmState {
+    pub(super) pools: BTreeMap<String, PoolRec>,
+    pub(super) identities: BTreeMap<String, IdentityRec>,
+    pub(super) fics: BTreeMap<String, Value>,
+    pub(super) containers: BTreeMap<String, Value>,
+    pub(super) role_assignments: BTreeMap<String, RoleRec>,
+    pub(super) operations: HashMap<String, OpRec>,
+    pub(super) created: BTreeMap<String, u64>,
+}
+
+impl ArmState {
+    pub(super) fn count_created(&mut self, kind: &str) {
+        *self.created.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Finishes the operations whose time has come.
+    pub(super) fn settle(&mut self, now: Instant) {
+        for rec in self.operations.values_mut() {
+            if rec.done || rec.done_at > now {
+                continue;
+            }
+            rec.done = true;
+            match rec.kind {
+                OpKind::Delete => {
+                    self.pools.remove(&rec.pool_key);
+                }
+                OpKind::Create | OpKind::Update => {
+                    if let Some(pool) = self.pools.get_mut(&rec.pool_key) {
+                        pool.op = None;
+                        pool.body["properties"]["provisioningState"] = json!("Succeeded");
+                    }
+                }
+            }
+        }
+        for pool in self.pools.values_mut() {
+            if pool
+                .op
+                .as_ref()
+                .is_some_and(|id| self.operations.get(id).is_none_or(|o| o.done))
+            {
+                pool.op = None;
+            }
+        }
+    }
+
+    pub(super) fn busy_op_in_cluster(&self, cluster_key: &str) -> Option<(&str, OpKind)> {
+        self.pools.iter().find_map(|(key, p)| {
+            if p.cluster_key != cluster_key {
+                return None;
+            }
+            let op = self.operations.get(p.op.as_ref()?)?;
+            (!op.done).then_some((key.as_str(), op.kind))
+        })
+    }
+}
