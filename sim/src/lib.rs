@@ -23,6 +23,9 @@ pub struct SimOptions {
     /// The official Azure REST specs the ARM simulator validates request bodies against
     /// (`None`: `shared/azure-rest-specs` beside the workspace).
     pub specs_dir: Option<std::path::PathBuf>,
+    /// The platform limits the ARM simulator enforces (default: all on, realistic values; see
+    /// [`arm::ArmBehaviour`]).
+    pub arm_behaviour: arm::ArmBehaviour,
 }
 
 /// Both simulators running on loopback; dropped or `shutdown`, they stop.

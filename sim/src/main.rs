@@ -5,12 +5,23 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Parser;
 use sim::SimOptions;
+use sim::arm::{ArmBehaviour, VmSize};
 use sim::faults::{FaultPlan, LatencyProfile};
 
 /// Simulated Azure Resource Manager and Kubernetes API servers, for tests and the local run.
 ///
 /// Both listen on loopback only. `GET /_sim/inventory` lists what exists; `POST /_sim/faults`
 /// (JSON FaultPlan) changes fault injection while running.
+///
+/// The ARM simulator enforces the platform's limits by default: one agent-pool operation per
+/// cluster at a time (409 OperationNotAllowed), blob containers that stay "being deleted" after a
+/// DELETE (409 on re-creation), a list of VM sizes (400 BadRequest for others) and a regional
+/// vCPU quota per subscription (400 ErrCode_InsufficientVCPUQuota). A cluster-level operation
+/// (an upgrade, say) that blocks pool operations for a while is started with
+/// `POST /_sim/cluster-operation` on the ARM address, body
+/// `{"clusterId": "/subscriptions/…/managedClusters/aks", "seconds": 60, "operation": "Upgrading"}`
+/// (or `"subscription"`, `"resourceGroup"`, `"cluster"` instead of `"clusterId"`; seconds are
+/// wall-clock, not scaled).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -41,6 +52,48 @@ struct Args {
     /// Seed for reproducible fault injection.
     #[arg(long)]
     seed: Option<u64>,
+    /// Let agent-pool operations on one cluster overlap (AKS runs one at a time and answers 409
+    /// OperationNotAllowed to the others; so does the simulator unless this is given).
+    #[arg(long)]
+    concurrent_pool_operations: bool,
+    /// Real-world seconds a deleted blob container stays "being deleted" (a PUT of its name gets
+    /// 409 meanwhile), multiplied by --latency-scale under `--latency realistic`; with
+    /// `--latency zero` containers go at once. 0 turns it off.
+    #[arg(long, default_value_t = sim::arm::DEFAULT_CONTAINER_DELETION_SECS)]
+    container_deletion_secs: f64,
+    /// Regional vCPU quota per subscription: agent pools (VM size's vCPUs × count, × maxCount
+    /// when autoscaling) beyond it are refused with 400 ErrCode_InsufficientVCPUQuota.
+    #[arg(long, default_value_t = sim::arm::DEFAULT_VCPU_QUOTA)]
+    vcpu_quota: u32,
+    /// No vCPU quota at all.
+    #[arg(long, conflicts_with = "vcpu_quota")]
+    unlimited_vcpu_quota: bool,
+    /// Accept any VM size. By default agent pools must use one of a list of common sizes
+    /// (Standard_B2s, B2ms, B4ms, DS2_v2-DS4_v2, D2s_v3-D8s_v3, D2s_v5-D32s_v5, D2ds_v5,
+    /// D4ds_v5, D2as_v5-D8as_v5, E2s_v5-E16s_v5, F2s_v2-F16s_v2; names are case-insensitive)
+    /// and get 400 BadRequest otherwise; sizes under 2 vCPUs (DS1_v2) are refused as AKS does.
+    #[arg(long, conflicts_with = "vm_sizes")]
+    any_vm_size: bool,
+    /// Add a VM size to the list: NAME:VCPUS:MEMORY_GIB, e.g. Standard_D4s_v6:4:16. Repeatable.
+    #[arg(long = "vm-size", value_parser = parse_vm_size)]
+    vm_sizes: Vec<VmSize>,
+}
+
+fn parse_vm_size(s: &str) -> Result<VmSize, String> {
+    let mut parts = s.split(':');
+    let (Some(name), Some(vcpus), Some(memory), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("'{s}' is not NAME:VCPUS:MEMORY_GIB"));
+    };
+    let vcpus: u32 = vcpus.parse().map_err(|e| format!("vCPUs '{vcpus}': {e}"))?;
+    let gib: f64 = memory
+        .parse()
+        .map_err(|e| format!("memory '{memory}' GiB: {e}"))?;
+    if name.is_empty() || vcpus == 0 || !gib.is_finite() || gib <= 0.0 {
+        return Err(format!("'{s}': a name, at least 1 vCPU and some memory"));
+    }
+    Ok(VmSize::new(name, vcpus, (gib * 1024.0).round() as u64))
 }
 
 #[tokio::main]
@@ -72,6 +125,16 @@ async fn main() -> anyhow::Result<()> {
             ..FaultPlan::default()
         },
         arm_write_bucket: args.arm_write_bucket.map(|b| (b, args.arm_write_refill)),
+        arm_behaviour: ArmBehaviour {
+            one_pool_operation_per_cluster: !args.concurrent_pool_operations,
+            container_deletion_secs: args.container_deletion_secs.max(0.0),
+            vm_sizes: (!args.any_vm_size).then(|| {
+                let mut sizes = VmSize::common();
+                sizes.extend(args.vm_sizes);
+                sizes
+            }),
+            vcpu_quota: (!args.unlimited_vcpu_quota).then_some(args.vcpu_quota),
+        },
         ..SimOptions::default()
     };
     let running = sim::start(args.arm_addr, args.kube_addr, options)

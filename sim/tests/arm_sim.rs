@@ -2,110 +2,14 @@
 //! for the operations the worker uses.
 #![allow(clippy::unwrap_used)] // tests may unwrap (developers' guide)
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::*;
 use serde_json::{Value, json};
 use sim::SimOptions;
 use sim::faults::{FaultPlan, LatencyProfile};
-
-const SUB: &str = "/subscriptions/00000000-0000-0000-0000-000000000001";
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn start(options: SimOptions) -> sim::Running {
-    sim::start(loopback(), loopback(), options).await.unwrap()
-}
-
-struct Arm {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Arm {
-    fn new(running: &sim::Running) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: running.arm_url(),
-        }
-    }
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        api: &str,
-        body: Option<Value>,
-    ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}{sep}api-version={api}", self.base)
-        };
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
-    }
-    async fn put(
-        &self,
-        path: &str,
-        api: &str,
-        body: Value,
-    ) -> (u16, reqwest::header::HeaderMap, Value) {
-        self.call(reqwest::Method::PUT, path, api, Some(body)).await
-    }
-    async fn get(&self, path: &str, api: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-        self.call(reqwest::Method::GET, path, api, None).await
-    }
-    async fn delete(&self, path: &str, api: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-        self.call(reqwest::Method::DELETE, path, api, None).await
-    }
-    async fn inventory(&self) -> Value {
-        self.http
-            .get(format!("{}/_sim/inventory", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-fn pool_path(name: &str) -> String {
-    format!(
-        "{SUB}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks/agentPools/{name}"
-    )
-}
-fn identity_path(name: &str) -> String {
-    format!(
-        "{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
-    )
-}
-fn container_path(name: &str) -> String {
-    format!(
-        "{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/st/blobServices/default/containers/{name}"
-    )
-}
-fn pool_body() -> Value {
-    json!({"properties": {"count": 1, "vmSize": "Standard_D2s_v5", "mode": "User", "osType": "Linux", "tags": {"tenant": "a"}}})
-}
-const AKS: &str = "2026-08-01";
-const MSI: &str = "2024-11-30";
-const STORAGE: &str = "2025-08-01";
-const AUTHZ: &str = "2022-04-01";
 
 #[tokio::test]
 async fn identity_put_is_idempotent_201_then_200_with_the_same_ids() {

@@ -3,8 +3,11 @@
 //!
 //! A PUT or DELETE starts an operation that takes the (scaled) latency of
 //! `arm.agent_pools.create`/`.delete`; while it runs, every other pool operation on the same
-//! cluster is refused with 409 `OperationNotAllowed`, like AKS does. `Azure-AsyncOperation`
-//! answers the operation's status document, `Location` 202 until done, then the result.
+//! cluster is refused with 409 `OperationNotAllowed`, like AKS does, and so is every pool
+//! operation while a cluster-level operation (`POST /_sim/cluster-operation`) runs.
+//! `Azure-AsyncOperation` answers the operation's status document, `Location` 202 until done,
+//! then the result. A PUT is also checked against the VM size list and the subscription's
+//! regional vCPU quota ([`super::platform`]).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::platform;
 use super::responses::{arm_error, json_response, not_found, now_rfc3339};
-use super::state::{OpKind, OpRec, PoolRec};
+use super::state::{ArmState, OpKind, OpRec, PoolRec};
 use super::{AKS_API_VERSION, ArmSim, Ctx, SIM_LOCATION, lock};
 
 /// PUT, GET or DELETE of one agent pool.
@@ -82,22 +86,69 @@ fn lro_headers(ctx: &Ctx, sub: &str, op_id: &str, after: Duration, mut resp: Res
     resp
 }
 
+/// AKS's 409 while another operation runs on the cluster: the wording of
+/// cilium/cilium#25944 ("Another agentpool operation (nodepool1 - Creating) is in progress"),
+/// Azure/azure-workload-identity#417 ("Another operation (nodepool1 - Updating)") and
+/// Azure/terraform-azurerm-avm-ptn-aks-production#25 ("Another operation (Updating)", a
+/// cluster-level one).
 fn busy(what: &str) -> Response {
     arm_error(
         StatusCode::CONFLICT,
         "OperationNotAllowed",
         &format!(
-            "Operation is not allowed because there's an in progress {what} operation. Please wait for it to finish before starting a new operation."
+            "Operation is not allowed: {what} is in progress, please wait for it to finish before starting a new operation. See https://aka.ms/aks-pending-operation for more details"
         ),
     )
 }
 
-fn op_word(kind: OpKind) -> &'static str {
+fn state_word(kind: OpKind) -> &'static str {
     match kind {
-        OpKind::Create => "create agent pool",
-        OpKind::Update => "update agent pool",
-        OpKind::Delete => "delete agent pool",
+        OpKind::Create => "Creating",
+        OpKind::Update => "Updating",
+        OpKind::Delete => "Deleting",
     }
+}
+
+/// The 409 for a pool operation on a cluster that is busy: with a cluster-level operation, or
+/// (if the behaviour is on) with another pool operation.
+fn refuse_if_busy(sim: &ArmSim, st: &ArmState, cluster_key: &str, key: &str) -> Option<Response> {
+    if let Some(op) = st.cluster_op(cluster_key) {
+        return Some(busy(&format!("Another operation ({})", op.operation)));
+    }
+    if !sim.behaviour.one_pool_operation_per_cluster {
+        return None;
+    }
+    let (busy_key, kind) = st.busy_op_in_cluster(cluster_key)?;
+    let pool = busy_key.rsplit('/').next().unwrap_or_default();
+    let what = if busy_key == key {
+        format!("Another operation ({pool} - {})", state_word(kind))
+    } else {
+        format!(
+            "Another agentpool operation ({pool} - {})",
+            state_word(kind)
+        )
+    };
+    Some(busy(&what))
+}
+
+/// The 400 when the pool would take its subscription over the regional vCPU quota.
+fn refuse_over_quota(
+    sim: &ArmSim,
+    st: &ArmState,
+    sub: &str,
+    key: &str,
+    properties: &Value,
+) -> Option<Response> {
+    let limit = u64::from(sim.behaviour.vcpu_quota?);
+    let prefix = format!("/subscriptions/{}/", sub.to_ascii_lowercase());
+    let usage: u64 = st
+        .pools
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix) && k.as_str() != key)
+        .map(|(_, p)| sim.behaviour.pool_vcpus(&p.body["properties"]))
+        .sum();
+    let required = sim.behaviour.pool_vcpus(properties);
+    (usage + required > limit).then(|| platform::quota_exceeded(limit, usage, required))
 }
 
 fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response {
@@ -127,6 +178,10 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
             "InvalidParameter",
             "The value of parameter agentPoolProfile.vmSize is invalid: it is required.",
         );
+    }
+    let size = props["vmSize"].as_str().unwrap_or_default();
+    if let Some(refused) = platform::check_vm_size(&sim.behaviour, name, size) {
+        return refused;
     }
     let autoscale = props.get("enableAutoScaling").and_then(Value::as_bool) == Some(true);
     if autoscale {
@@ -166,13 +221,8 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
     let now = Instant::now();
     let mut st = lock(&sim.state);
     st.settle(now);
-    if let Some((busy_key, kind)) = st.busy_op_in_cluster(&cluster_key) {
-        let whose = if busy_key == key {
-            "this agent pool's"
-        } else {
-            "another agent pool's"
-        };
-        return busy(&format!("{} ({whose})", op_word(kind)));
+    if let Some(refused) = refuse_if_busy(sim, &st, &cluster_key, &key) {
+        return refused;
     }
     let existing = st.pools.get(&key).cloned();
     let (kind, status) = match &existing {
@@ -222,6 +272,9 @@ fn put_pool(ctx: &Ctx, sub: &str, id: &str, name: &str, body: Value) -> Response
     }
     if autoscale && properties.get("count").is_none() {
         properties["count"] = props["minCount"].clone();
+    }
+    if let Some(refused) = refuse_over_quota(sim, &st, sub, &key, &properties) {
+        return refused;
     }
     properties["provisioningState"] = json!(if kind == OpKind::Create {
         "Creating"
@@ -284,13 +337,8 @@ fn delete_pool(ctx: &Ctx, sub: &str, id: &str, _name: &str) -> Response {
     let Some(pool) = st.pools.get(&key).cloned() else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    if let Some((busy_key, kind)) = st.busy_op_in_cluster(&pool.cluster_key) {
-        let whose = if busy_key == key {
-            "this agent pool's"
-        } else {
-            "another agent pool's"
-        };
-        return busy(&format!("{} ({whose})", op_word(kind)));
+    if let Some(refused) = refuse_if_busy(sim, &st, &pool.cluster_key, &key) {
+        return refused;
     }
     let duration = sim.latency.latency("arm.agent_pools.delete");
     let op_id = Uuid::new_v4().to_string();

@@ -15,12 +15,14 @@
 //! `federated_credentials`, `blob_containers`, `role_assignments`); `state` holds what exists,
 //! `bucket` the write budget, `responses` ARM's error envelope and shared helpers.
 
+mod admin;
 mod agent_pools;
 mod blob_containers;
 mod bucket;
 mod federated_credentials;
 mod handler;
 mod identities;
+mod platform;
 mod responses;
 mod role_assignments;
 mod route;
@@ -34,19 +36,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 
 use crate::SimOptions;
 use crate::faults::{FaultPlan, Faults, LatencyProfile};
 use bucket::Bucket;
-use responses::arm_error;
+pub use platform::{ArmBehaviour, DEFAULT_CONTAINER_DELETION_SECS, DEFAULT_VCPU_QUOTA, VmSize};
 use schema::SpecSchemas;
-use state::{ArmState, AtomicCounters};
+use state::{ArmState, AtomicCounters, ClusterOp};
 pub use state::{Counters, Inventory, RecordedRequest};
 
 /// The Entra tenant every simulated identity lives in (the local target's
@@ -72,6 +70,7 @@ pub struct ArmSim {
     latency: LatencyProfile,
     schemas: Option<SpecSchemas>,
     bucket: Option<Mutex<Bucket>>,
+    behaviour: ArmBehaviour,
     principal_propagation: Mutex<Duration>,
     state: Mutex<ArmState>,
     counters: AtomicCounters,
@@ -108,6 +107,7 @@ impl ArmSim {
                     tokens: HashMap::new(),
                 })
             }),
+            behaviour: options.arm_behaviour.clone(),
             principal_propagation: Mutex::new(Duration::ZERO),
             state: Mutex::new(ArmState::default()),
             counters: AtomicCounters::default(),
@@ -149,6 +149,54 @@ impl ArmSim {
         }
     }
 
+    /// The platform limits in force.
+    pub fn behaviour(&self) -> &ArmBehaviour {
+        &self.behaviour
+    }
+
+    /// Marks a managed cluster busy with a cluster-level operation (`operation`, e.g.
+    /// `Upgrading`) for `duration` of wall-clock time: agent-pool PUTs and DELETEs on it get 409
+    /// `OperationNotAllowed` meanwhile. `cluster_id` is the cluster's ARM id; the answer is the
+    /// id as the simulator keys it, or why it is not a cluster id.
+    pub fn start_cluster_operation(
+        &self,
+        cluster_id: &str,
+        operation: &str,
+        duration: Duration,
+    ) -> Result<String, String> {
+        let Some((sub, rg, cluster)) = route::parse_cluster_id(cluster_id) else {
+            return Err(format!(
+                "'{cluster_id}' is not a managed cluster id (/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.ContainerService/managedClusters/{{name}})"
+            ));
+        };
+        let id = format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{cluster}"
+        );
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        st.settle(now);
+        st.cluster_ops.insert(
+            id.to_ascii_lowercase(),
+            ClusterOp {
+                id: id.clone(),
+                operation: operation.to_string(),
+                until: now + duration,
+            },
+        );
+        Ok(id)
+    }
+
+    /// How long a deleted container stays "being deleted": the behaviour's real-world seconds
+    /// times the latency profile's scale.
+    fn container_deletion_window(&self) -> Duration {
+        let secs = self.behaviour.container_deletion_secs * self.latency.scale;
+        if secs.is_finite() && secs > 0.0 {
+            Duration::from_secs_f64(secs)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Every request received since start or reset (the last 10 000).
     pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
         lock(&self.recorded).clone()
@@ -185,6 +233,16 @@ impl ArmSim {
             ids(state.role_assignments.values().map(|r| &r.body).collect()),
         );
         let total = resources.values().map(Vec::len).sum();
+        let mut vcpus_in_use = BTreeMap::<String, u64>::new();
+        for pool in state.pools.values() {
+            let sub = pool.body["id"]
+                .as_str()
+                .and_then(|id| id.split('/').nth(2))
+                .unwrap_or_default()
+                .to_string();
+            *vcpus_in_use.entry(sub).or_default() +=
+                self.behaviour.pool_vcpus(&pool.body["properties"]);
+        }
         Inventory {
             resources,
             total,
@@ -197,6 +255,17 @@ impl ArmSim {
                 created: state.created.clone(),
             },
             schema_validation: self.schemas.is_some(),
+            cluster_operations: state
+                .cluster_ops
+                .values()
+                .map(|op| (op.id.clone(), op.operation.clone()))
+                .collect(),
+            containers_being_deleted: state
+                .deleting_containers
+                .values()
+                .map(|c| c.id.clone())
+                .collect(),
+            vcpus_in_use,
         }
     }
 }
@@ -208,9 +277,10 @@ pub fn router(sim: Arc<ArmSim>, addr: SocketAddr) -> axum::Router {
         base: format!("http://{addr}"),
     });
     axum::Router::new()
-        .route("/_sim/inventory", get(inventory))
-        .route("/_sim/faults", post(set_faults))
-        .route("/_sim/reset", post(reset))
+        .route("/_sim/inventory", get(admin::inventory))
+        .route("/_sim/faults", post(admin::set_faults))
+        .route("/_sim/reset", post(admin::reset))
+        .route("/_sim/cluster-operation", post(admin::cluster_operation))
         .fallback(handler::handle)
         .with_state(ctx)
 }
@@ -219,27 +289,4 @@ pub fn router(sim: Arc<ArmSim>, addr: SocketAddr) -> axum::Router {
 struct Ctx {
     sim: Arc<ArmSim>,
     base: String,
-}
-
-async fn inventory(State(ctx): State<Arc<Ctx>>) -> Response {
-    axum::Json(ctx.sim.inventory()).into_response()
-}
-
-async fn set_faults(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<FaultPlan>(&body) {
-        Ok(plan) => {
-            ctx.sim.set_faults(plan);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidFaultPlan",
-            &format!("the body is not a FaultPlan: {e}"),
-        ),
-    }
-}
-
-async fn reset(State(ctx): State<Arc<Ctx>>) -> Response {
-    ctx.sim.reset();
-    StatusCode::NO_CONTENT.into_response()
 }

@@ -182,6 +182,30 @@ pub(super) fn parse_route(path: &str) -> Option<Route> {
     None
 }
 
+/// A managed cluster's id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/
+/// Microsoft.ContainerService/managedClusters/{name}`, as (sub, rg, name). Clusters are not a
+/// route: they exist implicitly; this serves `POST /_sim/cluster-operation`.
+pub(super) fn parse_cluster_id(id: &str) -> Option<(String, String, String)> {
+    let segs: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let pattern = [
+        "subscriptions",
+        "*",
+        "resourceGroups",
+        "*",
+        "providers",
+        "Microsoft.ContainerService",
+        "managedClusters",
+        "*",
+    ];
+    (!segs.iter().any(|s| s.is_empty()) && matches(&segs, &pattern)).then(|| {
+        (
+            segs[1].to_string(),
+            segs[3].to_string(),
+            segs[7].to_string(),
+        )
+    })
+}
+
 impl Route {
     /// Fault-injection family, e.g. `arm.agent_pools`.
     pub(super) fn family(&self) -> &'static str {

@@ -33,6 +33,16 @@ pub struct Inventory {
     pub counters: Counters,
     /// Whether request bodies are checked against the official schemas.
     pub schema_validation: bool,
+    /// Clusters busy with a cluster-level operation (`POST /_sim/cluster-operation`): cluster id
+    /// → operation (e.g. `Upgrading`).
+    #[serde(default)]
+    pub cluster_operations: BTreeMap<String, String>,
+    /// Blob containers deleted but still being deleted: their names cannot be used yet.
+    #[serde(default)]
+    pub containers_being_deleted: Vec<String>,
+    /// vCPUs the agent pools of each subscription hold against its regional quota.
+    #[serde(default)]
+    pub vcpus_in_use: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +108,21 @@ pub(super) struct RoleRec {
     pub(super) role_key: String,
 }
 
+/// A cluster-level operation (an upgrade, say) that keeps agent-pool operations out.
+#[derive(Debug, Clone)]
+pub(super) struct ClusterOp {
+    pub(super) id: String,
+    pub(super) operation: String,
+    pub(super) until: Instant,
+}
+
+/// A deleted blob container whose name Storage does not release yet.
+#[derive(Debug, Clone)]
+pub(super) struct DeletingContainer {
+    pub(super) id: String,
+    pub(super) until: Instant,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct ArmState {
     pub(super) pools: BTreeMap<String, PoolRec>,
@@ -107,6 +132,10 @@ pub(super) struct ArmState {
     pub(super) role_assignments: BTreeMap<String, RoleRec>,
     pub(super) operations: HashMap<String, OpRec>,
     pub(super) created: BTreeMap<String, u64>,
+    /// By lower-cased cluster id.
+    pub(super) cluster_ops: BTreeMap<String, ClusterOp>,
+    /// By lower-cased container id.
+    pub(super) deleting_containers: BTreeMap<String, DeletingContainer>,
 }
 
 impl ArmState {
@@ -114,8 +143,11 @@ impl ArmState {
         *self.created.entry(kind.to_string()).or_default() += 1;
     }
 
-    /// Finishes the operations whose time has come.
+    /// Finishes the operations whose time has come, ends cluster operations and container
+    /// deletions that are over.
     pub(super) fn settle(&mut self, now: Instant) {
+        self.cluster_ops.retain(|_, op| op.until > now);
+        self.deleting_containers.retain(|_, c| c.until > now);
         for rec in self.operations.values_mut() {
             if rec.done || rec.done_at > now {
                 continue;
@@ -142,6 +174,11 @@ impl ArmState {
                 pool.op = None;
             }
         }
+    }
+
+    /// The cluster-level operation running on a cluster (after `settle`).
+    pub(super) fn cluster_op(&self, cluster_key: &str) -> Option<&ClusterOp> {
+        self.cluster_ops.get(cluster_key)
     }
 
     pub(super) fn busy_op_in_cluster(&self, cluster_key: &str) -> Option<(&str, OpKind)> {
