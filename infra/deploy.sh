@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the tenant onboarding worker to Azure: the Bicep templates (infra/main.bicep, and
 # infra/servicebus-tenant.bicep when Service Bus lives in another Entra tenant), then the worker's
-# Kubernetes objects (infra/k8s/base plus a generated overlay carrying the deployment's ids).
+# Kubernetes objects (k8s/base plus a generated overlay carrying the deployment's ids).
 # docs/deploy.md walks through it. Nothing here handles a key or a connection string.
 set -euo pipefail
 # Failures inside $(...) abort too.
@@ -180,7 +180,7 @@ deploy_azure() {
   fi
 }
 
-# Writes $state/k8s: an overlay of infra/k8s/base with this deployment's ids and config. It uses
+# Writes $state/k8s: an overlay of k8s/base with this deployment's ids and config. It uses
 # only what scripts/render-k8s.sh also renders (resources, images, JSON 6902 patches).
 generate_overlay() {
   local out=$state/k8s
@@ -286,8 +286,8 @@ EOF
     die "ONBOARD_IMAGE must be REPOSITORY:TAG (got '$ONBOARD_IMAGE')"
   fi
   config_sha=$({ sha256sum "$out/config.toml" 2>/dev/null || shasum -a 256 "$out/config.toml"; } | cut -d' ' -f1)
-  base=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/infra/k8s/base" "$out" 2>/dev/null) ||
-    base=$root/infra/k8s/base
+  base=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/k8s/base" "$out" 2>/dev/null) ||
+    base=$root/k8s/base
   {
     echo "- op: replace"
     echo "  path: /data/config.toml"
@@ -354,8 +354,8 @@ deploy_k8s() {
   local overlay
   if [ -z "$(deployment_output "$subscription" "$rg" "$main_deployment" workerClientId)" ]; then
     if $what_if; then
-      echo "(what-if) $main_deployment has no outputs yet: after 'infra/deploy.sh azure' this step applies infra/k8s/base with its ids" >&2
-      run kubectl kustomize "$root/infra/k8s/base" >/dev/null
+      echo "(what-if) $main_deployment has no outputs yet: after 'infra/deploy.sh azure' this step applies k8s/base with its ids" >&2
+      run kubectl kustomize "$root/k8s/base" >/dev/null
       return 0
     fi
     die "no outputs of $main_deployment in $rg: run 'infra/deploy.sh azure' first"

@@ -30,10 +30,10 @@ param oidcIssuerUrl string
 @description('Existing resource group in which the worker creates the tenants\' managed identities.')
 param tenantsResourceGroup string
 
-@description('Kubernetes namespace of the worker (infra/k8s/base/namespace.yaml).')
+@description('Kubernetes namespace of the worker (k8s/base/namespace.yaml).')
 param workerNamespace string = 'tenant-onboarding'
 
-@description('Kubernetes service account of the worker (infra/k8s/base/serviceaccount.yaml).')
+@description('Kubernetes service account of the worker (k8s/base/serviceaccount.yaml).')
 param workerServiceAccount string = 'onboarding-worker'
 
 @description('Service account of the KEDA operator: kube-system:keda-operator for the AKS KEDA add-on, keda:keda-operator for the Helm chart.')

@@ -45,7 +45,7 @@ fi
 echo "== Bicep"
 "$py" "$root/infra/checks/bicep_check.py" "$root/infra" "$specs" || failed=1
 
-for kustomization in "$root"/infra/k8s/base "$root"/infra/k8s/overlays/*/; do
+for kustomization in "$root"/k8s/base "$root"/k8s/overlays/*/; do
   kustomization=${kustomization%/}
   name=$(basename "$kustomization")
   echo "== Kubernetes: ${kustomization#"$root"/}"

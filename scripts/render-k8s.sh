@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders a kustomization of infra/k8s to stdout: with `kubectl kustomize` when kubectl is
+# Renders a kustomization of k8s to stdout: with `kubectl kustomize` when kubectl is
 # installed, otherwise with infra/checks/render_k8s.py (the subset of kustomize used here) in the
 # project's Python venv. `--python` or `--kubectl` forces one.
 set -euo pipefail
@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
   echo "usage: scripts/render-k8s.sh [--python|--kubectl] KUSTOMIZATION_DIR" >&2
-  echo "  e.g. scripts/render-k8s.sh infra/k8s/overlays/cross-tenant" >&2
+  echo "  e.g. scripts/render-k8s.sh k8s/overlays/cross-tenant" >&2
   exit 2
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
+use onboarding_config::Config;
+use onboarding_core::SystemClock;
+use onboarding_transport::{OutgoingMessage, Queue, ReceivedMessage};
 use serde_json::json;
-use worker::clock::SystemClock;
-use worker::config::Config;
-use worker::transport::{OutgoingMessage, Queue, ReceivedMessage};
 
 use crate::output::Output;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
@@ -62,7 +62,7 @@ fn clip(s: &str, n: usize) -> String {
 }
 
 pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(), Failure> {
-    let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+    let (queue, _) = onboarding_bootstrap::open_transport(config, Arc::new(SystemClock))
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     match action {
@@ -235,7 +235,7 @@ async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, F
     Ok(json!({"from": m.message_id, "sequenceNumber": sequence, "as": new_id}))
 }
 
-async fn release(queue: &dyn Queue, deliveries: &[worker::transport::Delivery]) {
+async fn release(queue: &dyn Queue, deliveries: &[onboarding_transport::Delivery]) {
     for d in deliveries {
         let _ = queue.abandon(&d.lock).await;
     }

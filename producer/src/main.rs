@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use worker::config::Config;
+use onboarding_config::Config;
 
 /// Send tenant onboarding requests and operate the onboarding worker's queue.
 ///

@@ -2,21 +2,20 @@
 //! worker will, put it on the queue (MessageId = request id, SessionId = tenant id), and with
 //! `--wait` follow its events to the outcome. `send --raw` puts bytes on the queue as they are.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use onboarding_config::Config;
+use onboarding_contract::commands::{NodePoolRequest, QuotaRequest, WorkloadRequest};
+use onboarding_contract::events::{self, CloudEvent, EventData};
+use onboarding_contract::validate::ValidationContext;
+use onboarding_contract::{Command, OffboardTenant, OnboardTenant, parse_command};
+use onboarding_core::SystemClock;
+use onboarding_transport::envelope;
+use onboarding_transport::{OutgoingMessage, SendOutcome, Subscription};
 use serde_json::json;
-use worker::clock::SystemClock;
-use worker::config::Config;
-use worker::contract::commands::{NodePoolRequest, QuotaRequest, WorkloadRequest};
-use worker::contract::events::{self, CloudEvent, EventData};
-use worker::contract::validate::ValidationContext;
-use worker::contract::{Command, OffboardTenant, OnboardTenant, parse_command};
-use worker::saga::engine::{DIAGNOSTIC_ID_PROPERTY, TRACEPARENT_PROPERTY};
-use worker::transport::{OutgoingMessage, SendOutcome, Subscription};
 
 use crate::output::Output;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, Failure};
@@ -107,27 +106,8 @@ fn new_request_id() -> String {
 }
 
 /// A fresh W3C trace context, so the worker's spans join this request's trace.
-fn traceparent() -> String {
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{span}-01")
-}
-
 fn message_for(command: &Command, body: Vec<u8>) -> OutgoingMessage {
-    let tp = traceparent();
-    OutgoingMessage {
-        message_id: command.request_id().to_string(),
-        session_id: Some(command.tenant_id().to_string()),
-        content_type: Some("application/json".into()),
-        subject: Some(command.kind().into()),
-        correlation_id: Some(command.request_id().to_string()),
-        body,
-        application_properties: BTreeMap::from([
-            (TRACEPARENT_PROPERTY.to_string(), tp.clone()),
-            (DIAGNOSTIC_ID_PROPERTY.to_string(), tp),
-        ]),
-        scheduled_enqueue_time: None,
-    }
+    envelope::command_message_with_body(command, body, Some(&envelope::new_traceparent()))
 }
 
 pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), Failure> {
@@ -218,13 +198,13 @@ async fn submit(
     body: Vec<u8>,
     wait: &WaitArgs,
 ) -> Result<(), Failure> {
-    let (queue, topic) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+    let (queue, topic) = onboarding_bootstrap::open_transport(config, Arc::new(SystemClock))
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     // Subscribe before sending so no event can slip past.
     let subscription =
         if wait.wait {
-            let name = worker::bootstrap::events_subscription(config);
+            let name = onboarding_bootstrap::events_subscription(config);
             Some(topic.subscribe(&name).await.map_err(|e| {
                 Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}"))
             })?)
@@ -280,7 +260,7 @@ async fn send_raw(
         .or(body_tenant)
         .unwrap_or_else(|| "raw".into());
     let message_id = format!("raw-{}", uuid::Uuid::new_v4());
-    let (queue, _) = worker::bootstrap::open_transport(config, Arc::new(SystemClock))
+    let (queue, _) = onboarding_bootstrap::open_transport(config, Arc::new(SystemClock))
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     let size = body.len();

@@ -1,16 +1,15 @@
 //! `status <tenant>`: the tenant's saga as the journal has it.
 
-use worker::config::Config;
-use worker::saga::TenantRecord;
-use worker::saga::record::Status;
+use onboarding_config::Config;
+use onboarding_record::{Status, TenantRecord};
 
 use crate::output::Output;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
 
 pub async fn status(config: &Config, out: &Output, tenant: &str) -> Result<(), Failure> {
-    worker::contract::names::validate_tenant_id(tenant)
+    onboarding_contract::names::validate_tenant_id(tenant)
         .map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
-    let journal = worker::bootstrap::open_journal(config)
+    let journal = onboarding_bootstrap::open_journal(config)
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     let stored = journal
         .load(tenant)

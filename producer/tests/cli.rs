@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker::clock::SystemClock;
+use onboarding_core::SystemClock;
+use onboarding_transport::{OutgoingMessage, Queue};
 use worker::config::Config;
-use worker::transport::{OutgoingMessage, Queue};
 
 struct Env {
     dir: tempfile::TempDir,

@@ -30,15 +30,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use onboarding_contract::CloudEvent;
+use onboarding_contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
+use onboarding_core::SystemClock;
+use onboarding_journal::Journal;
+use onboarding_saga::record::TenantRecord;
+use onboarding_transport::{Queue, ReceivedMessage, Subscription, Topic};
 use serde_json::Value;
 use sim::faults::{FaultPlan, LatencyProfile};
-use worker::clock::SystemClock;
 use worker::config::{Config, SagaConfig};
-use worker::contract::CloudEvent;
-use worker::contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
-use worker::journal::Journal;
-use worker::saga::record::TenantRecord;
-use worker::transport::{Queue, ReceivedMessage, Subscription, Topic};
 
 /// The `worker` and `producer` executables the suites run.
 #[derive(Debug, Clone)]
@@ -542,7 +542,7 @@ impl Harness {
         wait_until(timeout, &format!("request.rejected for {message_id}"), || async {
             self.events().await.into_iter().find(|e| {
                 e.ty == REQUEST_REJECTED
-                    && matches!(&e.data, worker::contract::events::EventData::Rejected(r) if r.message_id == message_id)
+                    && matches!(&e.data, onboarding_contract::events::EventData::Rejected(r) if r.message_id == message_id)
             })
         })
         .await

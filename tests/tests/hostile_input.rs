@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use e2e::{Harness, Settings};
+use onboarding_contract::events::EventData;
+use onboarding_contract::names::TenantNames;
+use onboarding_contract::{Command, ValidationContext, parse_command};
+use onboarding_providers::rbac::{blob_container_condition, role_assignment_name};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use worker::contract::events::EventData;
-use worker::contract::names::{TenantNames, blob_container_condition, role_assignment_name};
-use worker::contract::{Command, ValidationContext, parse_command};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")

@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{Harness, Settings, slow_latency, terminal_ids};
+use onboarding_providers::rbac::role_assignment_name;
+use onboarding_saga::record::{Lease, Status, StepName, TenantRecord, TenantState};
 use rand::{Rng, SeedableRng};
 use sim::faults::FaultPlan;
 use worker::config::SagaConfig;
-use worker::contract::names::role_assignment_name;
-use worker::saga::record::{Lease, Status, StepName, TenantRecord, TenantState};
 
 const TENANT: &str = "crashco";
 const REQUEST: &str = "req-crash-1";

@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e::{Harness, Settings, slow_latency, terminal_ids};
-use worker::contract::commands::WorkloadRequest;
-use worker::contract::{Command, OnboardTenant};
+use onboarding_contract::commands::WorkloadRequest;
+use onboarding_contract::{Command, OnboardTenant};
 
 const TENANTS: usize = 6;
 const WORKERS: usize = 3;

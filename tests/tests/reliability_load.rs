@@ -25,9 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use e2e::{Harness, Settings, target_name};
-use worker::contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
-use worker::contract::{Command, OnboardTenant};
-use worker::transport::{OutgoingMessage, SendOutcome};
+use onboarding_contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
+use onboarding_contract::{Command, OnboardTenant};
+use onboarding_transport::{OutgoingMessage, SendOutcome};
 
 /// Every this-many-th request is invalid (a tenant id that is not a DNS label).
 const INVALID_EVERY: usize = 50;

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use e2e::{Harness, Settings};
+use onboarding_contract::events::{EventData, OutcomeData, STEP_COMPLETED};
+use onboarding_saga::record::TenantState;
 use sim::faults::FaultPlan;
-use worker::contract::events::{EventData, OutcomeData, STEP_COMPLETED};
-use worker::saga::record::TenantState;
 
 /// Every forward step, and an operation whose permanent failure fails it.
 const STEP_FAILURES: [(&str, &str); 9] = [
@@ -245,7 +245,7 @@ async fn a_failing_compensation_ends_in_compensation_failed_listing_exactly_what
 #[test]
 fn every_step_of_the_saga_has_a_permanent_failure_case() {
     let covered: BTreeSet<&str> = STEP_FAILURES.iter().map(|(s, _)| *s).collect();
-    let all: BTreeSet<&str> = worker::saga::record::StepName::ALL
+    let all: BTreeSet<&str> = onboarding_saga::record::StepName::ALL
         .iter()
         .map(|s| s.as_str())
         .collect();

@@ -15,9 +15,9 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::transport::Queue;
+use onboarding_journal::Journal;
+use onboarding_transport::Queue;
 
 /// What the probes look at.
 #[derive(Debug, Clone)]

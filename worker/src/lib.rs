@@ -1,27 +1,17 @@
-//! Tenant onboarding worker: consumes onboarding commands, provisions each tenant as a saga
-//! advanced by messages, and publishes what happened as CloudEvents.
+//! The tenant onboarding worker's process: configuration, the clients it builds
+//! ([`bootstrap`]), the message loop ([`runner`]), and its operations surface ([`health`],
+//! [`metrics`], [`telemetry`]). The parts it assembles live in their own crates under
+//! `worker/crates/` (contract, saga, providers, azure, kube, transport, journal), so that each
+//! rule of the architecture is a dependency that does not exist; see `docs/architecture.md`.
 //!
-//! Layout: [`contract`] (commands, events, validation, names), [`saga`] (engine, journal record,
-//! one file per step), [`providers`] (the Azure and Kubernetes traits), [`azure`] and [`k8s`]
-//! (their production implementations), [`transport`] and [`journal`] (pluggable parts with an
-//! embedded SQLite default), [`runner`] (the message loop) and [`context`] (the one struct that
-//! carries every client, so tests can swap them). Operations: [`metrics`], [`health`] (the
-//! `/healthz`, `/readyz`, `/metrics` server) and [`telemetry`] (logs, traces, OTLP export).
+//! May touch everything the configuration names; reads the environment only when the binary
+//! hands it over (`onboarding_config::Config::load`).
 
-pub mod auth;
-pub mod azure;
 pub mod bootstrap;
-pub mod clock;
-pub mod config;
 pub mod context;
-pub mod contract;
-pub mod error;
 pub mod health;
-pub mod journal;
-pub mod k8s;
 pub mod metrics;
-pub mod providers;
 pub mod runner;
-pub mod saga;
 pub mod telemetry;
-pub mod transport;
+
+pub use onboarding_config as config;

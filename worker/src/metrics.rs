@@ -248,32 +248,8 @@ impl Metrics {
         self.add(MESSAGES_SETTLED, &[outcome.as_str()]);
     }
 
-    /// One step call finished. `phase`: forward or compensation; `outcome`: succeeded,
-    /// pending, or the error class.
-    pub fn step_finished(&self, step: &str, phase: &str, outcome: &str, duration: Duration) {
-        self.observe(
-            STEP_DURATION,
-            &[step, phase, outcome],
-            duration.as_secs_f64(),
-        );
-    }
-
-    /// `state`: succeeded, failed, compensation_failed, offboarded.
-    pub fn saga_finished(&self, state: &str) {
-        self.add(SAGAS_FINISHED, &[state]);
-    }
-
-    /// `trigger`: step_failed or cancelled.
-    pub fn compensation_started(&self, trigger: &str) {
-        self.add(COMPENSATIONS, &[trigger]);
-    }
-
     pub fn dead_lettered(&self, reason: &str) {
         self.add(DEAD_LETTERS, &[reason]);
-    }
-
-    pub fn arm_throttled(&self) {
-        self.add(ARM_THROTTLED, &[]);
     }
 
     /// The value of a counter series (0 if never recorded). `labels` in the family's order.
@@ -421,9 +397,29 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+impl onboarding_core::Recorder for Metrics {
+    fn step_finished(&self, step: &str, phase: &str, outcome: &str, duration: Duration) {
+        self.observe(
+            STEP_DURATION,
+            &[step, phase, outcome],
+            duration.as_secs_f64(),
+        );
+    }
+    fn saga_finished(&self, state: &str) {
+        self.add(SAGAS_FINISHED, &[state]);
+    }
+    fn compensation_started(&self, trigger: &str) {
+        self.add(COMPENSATIONS, &[trigger]);
+    }
+    fn arm_throttled(&self) {
+        self.add(ARM_THROTTLED, &[]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use onboarding_core::Recorder as _;
 
     #[test]
     fn counters_render_with_help_type_and_labels() {

@@ -15,16 +15,16 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use onboarding_contract::events::rejected_event;
+use onboarding_contract::parse_command;
+use onboarding_contract::validate::{FieldError, RejectReason, Rejection, ValidationContext};
+use onboarding_core::Classify;
+use onboarding_saga::engine::{Engine, EngineError, Incoming, WorkFlags, longest_lease};
+use onboarding_transport::envelope::{self, event_message};
+use onboarding_transport::{Delivery, LockToken};
+
 use crate::context::Context;
-use crate::contract::parse_command;
-use crate::contract::validate::{FieldError, RejectReason, Rejection, ValidationContext};
-use crate::error::Classify;
 use crate::metrics::SettledOutcome;
-use crate::saga::engine::{
-    CONTINUATION_PROPERTY, Engine, EngineError, Incoming, TRACEPARENT_PROPERTY, WorkFlags,
-    event_message, longest_lease, rejected_event,
-};
-use crate::transport::{Delivery, LockToken};
 
 /// Messages being worked on: how to abort each task, its lock, and whether it compensates.
 type InFlight =
@@ -65,6 +65,7 @@ pub struct Runner {
 
 #[derive(Debug)]
 struct Inner {
+    cx: Context,
     engine: Engine,
     validation: ValidationContext,
     stats: RunStats,
@@ -79,7 +80,8 @@ impl Runner {
         };
         Self {
             inner: Arc::new(Inner {
-                engine: Engine::new(cx),
+                engine: Engine::new(cx.saga_context()),
+                cx,
                 validation,
                 stats: RunStats::default(),
             }),
@@ -91,7 +93,7 @@ impl Runner {
     }
 
     fn cx(&self) -> &Context {
-        self.inner.engine.context()
+        &self.inner.cx
     }
 
     /// Receive and process messages until `shutdown` turns true (or, with
@@ -220,7 +222,7 @@ impl Runner {
         );
         // Every message of one request (the command, its continuations) joins the trace its
         // `traceparent` names.
-        if let Some(tp) = msg.application_properties.get(TRACEPARENT_PROPERTY) {
+        if let Some(tp) = envelope::traceparent(msg) {
             crate::telemetry::set_remote_parent(&span, tp);
         }
         let metrics = &self.cx().metrics;
@@ -305,15 +307,11 @@ impl Runner {
 
         let incoming = Incoming {
             message_id: msg.message_id.clone(),
-            continuation: msg
-                .application_properties
-                .contains_key(CONTINUATION_PROPERTY),
+            continuation: envelope::is_continuation(msg),
             // A command sent without trace context starts a trace here; the saga keeps it,
             // so its continuations and events carry it.
-            traceparent: msg
-                .application_properties
-                .get(TRACEPARENT_PROPERTY)
-                .cloned()
+            traceparent: envelope::traceparent(msg)
+                .map(str::to_string)
                 .or_else(|| crate::telemetry::traceparent_of(&span)),
             command,
         };
@@ -357,8 +355,17 @@ impl Runner {
                     .await;
             }
         }
-        if let Some(continuation) = handled.continuation
-            && let Err(e) = cx.queue.send(continuation).await
+        if let Some(c) = handled.continuation
+            && let Err(e) = cx
+                .queue
+                .send(envelope::continuation_message(
+                    &c.command,
+                    &c.message_id,
+                    c.seq,
+                    c.wake_at,
+                    c.traceparent.as_deref(),
+                ))
+                .await
         {
             return self
                 .abandon(delivery, format!("sending the continuation failed: {e}"))

@@ -7,16 +7,15 @@ mod azure_support;
 
 use std::path::PathBuf;
 
+use onboarding_azure::models::{
+    AgentPool, BlobContainer, FederatedIdentityCredential, Identity, RoleAssignment,
+};
+use onboarding_providers::NodePoolScale;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sim::SimOptions;
 use sim::arm::schema::{BodyKind, SpecSchemas};
-use worker::azure::models::{
-    AgentPool, BlobContainer, FederatedIdentityCredential, Identity, RoleAssignment,
-};
-use worker::azure::{self};
-use worker::providers::NodePoolScale;
 
 use azure_support::*;
 
@@ -147,35 +146,40 @@ fn the_body_builders_produce_bodies_the_official_schemas_accept() {
     let mut fixed = pool("acme");
     fixed.scale = NodePoolScale::Fixed { count: 2 };
     fixed.zones.clear();
-    let scope = azure::blob_container_id(&target, "tenant-acme").unwrap();
+    let scope = onboarding_providers::arm_ids::blob_container_id(&target, "tenant-acme").unwrap();
     let bodies = [
         (
             BodyKind::AgentPool,
-            serde_json::to_value(azure::agent_pool_body(&pool("acme"), false)).unwrap(),
+            serde_json::to_value(onboarding_azure::agent_pool_body(&pool("acme"), false)).unwrap(),
         ),
         (
             BodyKind::AgentPool,
-            serde_json::to_value(azure::agent_pool_body(&pool("acme"), true)).unwrap(),
+            serde_json::to_value(onboarding_azure::agent_pool_body(&pool("acme"), true)).unwrap(),
         ),
         (
             BodyKind::AgentPool,
-            serde_json::to_value(azure::agent_pool_body(&fixed, false)).unwrap(),
+            serde_json::to_value(onboarding_azure::agent_pool_body(&fixed, false)).unwrap(),
         ),
         (
             BodyKind::Identity,
-            serde_json::to_value(azure::identity_body(&target, &identity("acme"))).unwrap(),
+            serde_json::to_value(onboarding_azure::identity_body(&target, &identity("acme")))
+                .unwrap(),
         ),
         (
             BodyKind::FederatedIdentityCredential,
-            serde_json::to_value(azure::federated_credential_body(&fic(&target, "acme"))).unwrap(),
+            serde_json::to_value(onboarding_azure::federated_credential_body(&fic(
+                &target, "acme",
+            )))
+            .unwrap(),
         ),
         (
             BodyKind::BlobContainer,
-            serde_json::to_value(azure::blob_container_body(&container("acme"))).unwrap(),
+            serde_json::to_value(onboarding_azure::blob_container_body(&container("acme")))
+                .unwrap(),
         ),
         (
             BodyKind::RoleAssignmentCreate,
-            serde_json::to_value(azure::role_assignment_body(&role_assignment(
+            serde_json::to_value(onboarding_azure::role_assignment_body(&role_assignment(
                 &target,
                 &scope,
                 "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
@@ -239,12 +243,17 @@ async fn the_simulators_answers_have_the_shape_of_the_official_schemas_and_parse
         (BodyKind::AgentPool, created.pool_id.clone(), "2026-08-01"),
         (
             BodyKind::Identity,
-            azure::identity_id(&env.target, "id-acme").unwrap(),
+            onboarding_providers::arm_ids::identity_id(&env.target, "id-acme").unwrap(),
             "2024-11-30",
         ),
         (
             BodyKind::FederatedIdentityCredential,
-            azure::federated_credential_id(&env.target, "id-acme", "fic-acme").unwrap(),
+            onboarding_providers::arm_ids::federated_credential_id(
+                &env.target,
+                "id-acme",
+                "fic-acme",
+            )
+            .unwrap(),
             "2024-11-30",
         ),
         (

@@ -12,10 +12,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use azure_support::*;
-use worker::azure::{ArmClientOptions, ArmProvisioner};
+use onboarding_azure::{ArmClientOptions, ArmProvisioner};
+use onboarding_core::ErrorClass;
+use onboarding_providers::{AzureProvisioner, NodePoolScale, ProviderError};
 use worker::config::{CredentialConfig, KubernetesConfig, Target};
-use worker::error::ErrorClass;
-use worker::providers::{AzureProvisioner, NodePoolScale, ProviderError};
 
 const REQUIRED: [(&str, &str); 9] = [
     (
@@ -166,7 +166,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
 
     // Clean up whatever exists, whatever happened above.
     let c = c_spec;
-    let scope = worker::azure::blob_container_id(&target, &c.name).unwrap();
+    let scope = onboarding_providers::arm_ids::blob_container_id(&target, &c.name).unwrap();
     let mut cleanup = Vec::new();
     if let Ok(Some(id)) = arm.get_identity(&target, &id_spec.name).await {
         let spec = role_assignment(&target, &scope, &id.principal_id, &c.name);

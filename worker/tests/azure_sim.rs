@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use azure_support::*;
+use onboarding_azure::ArmClientOptions;
+use onboarding_core::ErrorClass;
+use onboarding_providers::{AzureProvisioner, Progress};
 use sim::SimOptions;
 use sim::faults::{FaultPlan, LatencyProfile};
-use worker::azure::{self, ArmClientOptions};
-use worker::error::ErrorClass;
-use worker::providers::{AzureProvisioner, Progress};
 
 async fn inventory(env: &Env) -> serde_json::Value {
     reqwest::get(format!("{}/_sim/inventory", env.running.arm_url()))
@@ -64,7 +64,7 @@ async fn creating_all_five_resources_then_deleting_them_leaves_an_empty_inventor
         .unwrap();
     assert_eq!(
         put.body.unwrap()["properties"]["condition"],
-        azure::blob_container_condition("tenant-acme").unwrap()
+        onboarding_providers::rbac::blob_container_condition("tenant-acme").unwrap()
     );
 
     delete_all(&env.arm, &env.target, "acme", &created)
@@ -220,7 +220,7 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
     };
     assert_eq!(
         again.kind,
-        worker::providers::OperationKind::ProvisioningState
+        onboarding_providers::OperationKind::ProvisioningState
     );
     assert!(matches!(
         env.arm.poll_operation(&env.target, &again).await.unwrap(),
@@ -271,7 +271,7 @@ async fn an_existing_assignment_of_the_same_principal_and_condition_is_success()
     assert_eq!(info.name, created.role_assignment_name);
     assert_eq!(info.id, created.role_assignment_id);
     // The same principal and role with another condition is not ours to take over.
-    spec.condition = azure::blob_container_condition("tenant-other").unwrap();
+    spec.condition = onboarding_providers::rbac::blob_container_condition("tenant-other").unwrap();
     let err = env
         .arm
         .ensure_role_assignment(&env.target, &spec)
@@ -317,7 +317,10 @@ async fn hostile_container_names_produce_no_condition_and_no_request() {
     let env = start(SimOptions::default()).await;
     let long = "a".repeat(64);
     for name in ["x' OR 1==1", "a]", "Tenant-Acme", long.as_str(), "a/../b"] {
-        assert!(azure::blob_container_condition(name).is_err(), "{name:?}");
+        assert!(
+            onboarding_providers::rbac::blob_container_condition(name).is_err(),
+            "{name:?}"
+        );
         let mut spec = container("acme");
         spec.name = name.to_string();
         let err = env
@@ -358,7 +361,8 @@ async fn a_role_assignment_outside_the_targets_storage_account_is_refused_before
 #[tokio::test]
 async fn deleting_what_does_not_exist_is_success() {
     let env = start(SimOptions::default()).await;
-    let scope = worker::azure::blob_container_id(&env.target, "tenant-none").unwrap();
+    let scope =
+        onboarding_providers::arm_ids::blob_container_id(&env.target, "tenant-none").unwrap();
     env.arm
         .delete_role_assignment(&env.target, &scope, "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11")
         .await

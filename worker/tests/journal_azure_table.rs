@@ -8,13 +8,13 @@
 use std::process::Command;
 use std::sync::Arc;
 
+use onboarding_core::ErrorClass;
+use onboarding_core::{AccessToken, AuthError, TokenCredential};
+use onboarding_journal::azure_table::{AzureTableJournal, TableAuth};
+use onboarding_journal::{Journal, JournalError};
 use serde_json::json;
 use tokio::sync::Mutex;
 use url::Url;
-use worker::auth::{AccessToken, AuthError, TokenCredential};
-use worker::error::ErrorClass;
-use worker::journal::azure_table::{AzureTableJournal, TableAuth};
-use worker::journal::{Journal, JournalError};
 
 /// Azurite's well-known development account (public constants, not secrets).
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -56,7 +56,7 @@ async fn azurite_journal() -> Option<(Arc<dyn Journal>, ())> {
 }
 
 mod azurite {
-    worker::journal_conformance_tests!(super::azurite_journal);
+    onboarding_testkit::journal_conformance_tests!(super::azurite_journal);
 }
 
 /// A token from the Azure CLI for the live tests (the worker's own credentials live elsewhere).
@@ -139,7 +139,7 @@ async fn live_journal() -> Option<(Arc<dyn Journal>, ())> {
 }
 
 mod live {
-    worker::journal_conformance_tests!(super::live_journal);
+    onboarding_testkit::journal_conformance_tests!(super::live_journal);
 }
 
 #[tokio::test]
@@ -241,7 +241,7 @@ async fn an_unreachable_endpoint_is_transient() {
     );
     match journal.ping().await {
         Err(e @ JournalError::Unavailable(_)) => {
-            use worker::error::Classify;
+            use onboarding_core::Classify;
             assert!(e.is_transient());
         }
         other => panic!("expected Unavailable, got {other:?}"),
@@ -344,7 +344,7 @@ async fn a_bearer_journal_sends_its_token_and_a_403_names_the_role_it_needs() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_transient() {
-    use worker::error::Classify;
+    use onboarding_core::Classify;
     for status in [
         "429 Too Many Requests",
         "503 Server Busy",

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use onboarding_journal::sqlite::SqliteJournal;
+use onboarding_journal::{Journal, JournalError};
 use serde_json::json;
-use worker::journal::sqlite::SqliteJournal;
-use worker::journal::{Journal, JournalError};
 
 async fn sqlite_journal() -> Option<(Arc<dyn Journal>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
@@ -16,7 +16,7 @@ async fn sqlite_journal() -> Option<(Arc<dyn Journal>, tempfile::TempDir)> {
     Some((Arc::new(journal), dir))
 }
 
-worker::journal_conformance_tests!(sqlite_journal);
+onboarding_testkit::journal_conformance_tests!(sqlite_journal);
 
 /// Two instances on one file, as two processes would have: separate connections, so only
 /// SQLite's locking (not an in-process mutex) decides who wins.
@@ -80,7 +80,7 @@ async fn name_claims_made_through_one_journal_bind_another_on_the_same_file() {
     let path = dir.path().join("journal.db");
     let a = SqliteJournal::open(&path).unwrap();
     let b = SqliteJournal::open(&path).unwrap();
-    let claim = worker::journal::NameClaim {
+    let claim = onboarding_journal::NameClaim {
         kind: "node_pool".into(),
         name: "npacme".into(),
     };

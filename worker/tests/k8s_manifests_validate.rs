@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use onboarding_providers::KubeObject;
+use onboarding_providers::manifests;
+use onboarding_providers::manifests::GuardrailSpec;
 use worker::config::{GuardrailDefaults, WorkloadTemplate};
-use worker::k8s::GuardrailSpec;
-use worker::k8s::manifests;
-use worker::providers::KubeObject;
 
 const KUBERNETES_VERSION: &str = "1.34.0";
 

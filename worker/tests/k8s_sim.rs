@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use onboarding_core::{Classify, ErrorClass};
+use onboarding_kube::{KubeApplier, KubeClientOptions, KubeSetupError};
+use onboarding_providers::manifests::GuardrailSpec;
+use onboarding_providers::manifests::{self, FIELD_MANAGER};
+use onboarding_providers::{KubeObject, KubeProvisioner, ObjectRef};
 use serde_json::{Value, json};
 use worker::config::{GuardrailDefaults, KubernetesConfig, Target, WorkloadTemplate};
-use worker::error::{Classify, ErrorClass};
-use worker::k8s::manifests::{self, FIELD_MANAGER};
-use worker::k8s::{GuardrailSpec, KubeApplier, KubeClientOptions, KubeSetupError};
-use worker::providers::{KubeObject, KubeProvisioner, ObjectRef};
 
 const NS: &str = "tenant-acme";
 const TENANT: &str = "acme";

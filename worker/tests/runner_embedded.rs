@@ -10,16 +10,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use onboarding_contract::CloudEvent;
+use onboarding_contract::events;
+use onboarding_core::SystemClock;
+use onboarding_journal::Journal;
+use onboarding_journal::sqlite::SqliteJournal;
+use onboarding_transport::sqlite::{SqliteTransport, SqliteTransportOptions};
+use onboarding_transport::{OutgoingMessage, Queue, Subscription, Topic};
 use support::*;
-use worker::clock::SystemClock;
 use worker::context::Context;
-use worker::contract::CloudEvent;
-use worker::contract::events;
-use worker::journal::Journal;
-use worker::journal::sqlite::SqliteJournal;
 use worker::runner::Runner;
-use worker::transport::sqlite::{SqliteTransport, SqliteTransportOptions};
-use worker::transport::{OutgoingMessage, Queue, Subscription, Topic};
 
 /// 6 cloud resources + namespace, service account, workload and 7 guard-rail objects.
 const OBJECTS_PER_TENANT: usize = 15;
@@ -76,7 +76,7 @@ impl Files {
     }
 }
 
-fn command_message(cmd: &worker::contract::Command) -> OutgoingMessage {
+fn command_message(cmd: &onboarding_contract::Command) -> OutgoingMessage {
     OutgoingMessage {
         message_id: cmd.request_id().into(),
         session_id: Some(cmd.tenant_id().into()),
@@ -281,7 +281,7 @@ async fn one_request_sent_five_times_to_two_workers_provisions_once() {
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| **o == worker::transport::SendOutcome::Duplicate)
+            .filter(|o| **o == onboarding_transport::SendOutcome::Duplicate)
             .count(),
         2
     );

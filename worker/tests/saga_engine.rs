@@ -7,11 +7,11 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use onboarding_contract::events;
+use onboarding_contract::events::EventData;
+use onboarding_saga::StepName;
+use onboarding_saga::record::TenantState;
 use support::*;
-use worker::contract::events;
-use worker::contract::events::EventData;
-use worker::saga::StepName;
-use worker::saga::record::TenantState;
 
 const EVERYTHING: [&str; 12] = [
     "Namespace/tenant-acme",
@@ -41,7 +41,7 @@ fn has_everything(inventory: &[String]) -> bool {
         .all(|want| inventory.iter().any(|have| have.starts_with(want)))
 }
 
-fn outcome_state(e: &worker::contract::CloudEvent) -> String {
+fn outcome_state(e: &onboarding_contract::CloudEvent) -> String {
     match &e.data {
         EventData::Outcome(o) => o.state.clone(),
         other => panic!("not an outcome: {other:?}"),
@@ -96,7 +96,7 @@ async fn independent_steps_run_in_the_same_message_while_the_node_pool_is_polled
     let done: Vec<_> = run
         .steps
         .iter()
-        .filter(|(_, s)| s.forward == worker::saga::record::Status::Done)
+        .filter(|(_, s)| s.forward == onboarding_saga::record::Status::Done)
         .map(|(n, _)| *n)
         .collect();
     assert!(
@@ -109,8 +109,8 @@ async fn independent_steps_run_in_the_same_message_while_the_node_pool_is_polled
     );
     let c = handled.continuation.unwrap();
     assert_eq!(c.message_id, "req-1:1");
-    assert_eq!(c.session_id.as_deref(), Some("acme"));
-    assert!(c.scheduled_enqueue_time.is_some());
+    assert_eq!(c.command.tenant_id(), "acme");
+    assert!(c.wake_at > h.clock.now() - chrono::Duration::seconds(1));
 }
 
 #[tokio::test]
@@ -137,7 +137,7 @@ async fn a_replayed_request_changes_nothing_and_republishes_the_same_event_id() 
 
 /// Runs `cmd` with the journal failing after `k` stores (the worker dies), then a new worker
 /// picks the same message up after its lock expired. Returns false when `k` is past the end.
-async fn crash_then_recover(h: &Harness, cmd: &worker::contract::Command, k: u64) -> bool {
+async fn crash_then_recover(h: &Harness, cmd: &onboarding_contract::Command, k: u64) -> bool {
     let dying = h.engine("dying");
     h.journal.crash_after(Some(k));
     let mut next = Some(Harness::first_message(cmd));
@@ -534,10 +534,13 @@ async fn two_tenants_whose_names_collide_are_refused_not_shared() {
     let h = Harness::new();
     let engine = h.engine("w");
     // Claim the second tenant's node pool name for the first, as a hash collision would.
-    let names = worker::contract::TenantNames::derive("beta").unwrap();
-    use worker::journal::Journal as _;
+    let names = onboarding_contract::TenantNames::derive("beta").unwrap();
+    use onboarding_journal::Journal as _;
     h.journal
-        .claim_names("alpha", &names.claims("default")[..1])
+        .claim_names(
+            "alpha",
+            &onboarding_saga::name_claims(&names, "default")[..1],
+        )
         .await
         .unwrap();
     let deadline = h.clock.now() + std::time::Duration::from_secs(20);

@@ -18,10 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use onboarding_core::SystemClock;
+use onboarding_transport::sqlite::{SqliteTransport, SqliteTransportOptions};
+use onboarding_transport::{OutgoingMessage, Queue, QueueStats, SendOutcome};
 use rand::Rng;
-use worker::clock::SystemClock;
-use worker::transport::sqlite::{SqliteTransport, SqliteTransportOptions};
-use worker::transport::{OutgoingMessage, Queue, QueueStats, SendOutcome};
 
 const CHILD_TEST: &str = "crash_child_works_the_queue_until_killed";
 const DB_ENV: &str = "TRANSPORT_CRASH_DB";

@@ -18,12 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use worker::auth::{AccessToken, AuthError, TokenCredential};
-use worker::error::{Classify, ErrorClass};
-use worker::transport::servicebus::{
+use onboarding_core::{AccessToken, AuthError, TokenCredential};
+use onboarding_core::{Classify, ErrorClass};
+use onboarding_transport::servicebus::{
     DIAGNOSTIC_ID, ServiceBusAuth, ServiceBusSettings, ServiceBusTransport, TRACEPARENT,
 };
-use worker::transport::{Delivery, OutgoingMessage, Queue, ReceivedMessage, Topic, TransportError};
+use onboarding_transport::{
+    Delivery, OutgoingMessage, Queue, ReceivedMessage, Topic, TransportError,
+};
 
 const SUITE: &str = "transport_servicebus";
 /// How long one receive waits; the loops below retry it a bounded number of times.
@@ -550,7 +552,7 @@ async fn settings_without_a_queue_are_refused_before_connecting() {
 /// (defaults 60 and 10, as `infra/` creates it); run with `--test-threads=1`.
 mod conformance {
     use super::*;
-    use worker::transport::conformance::ConformanceEnv;
+    use onboarding_testkit::transport_conformance::ConformanceEnv;
 
     async fn env() -> Option<ConformanceEnv> {
         let live = live("transport conformance")?;
@@ -565,7 +567,7 @@ mod conformance {
         Some(ConformanceEnv::new(transport.clone(), transport, lock, max))
     }
 
-    worker::transport_conformance_tests!(optional env;
+    onboarding_testkit::transport_conformance_tests!(optional env;
         a_received_message_keeps_its_body_properties_subject_and_session,
         a_completed_message_is_not_delivered_again,
         an_abandoned_message_is_redelivered_with_its_delivery_count_incremented,

@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use worker::clock::{Clock, SystemClock};
-use worker::transport::conformance::ConformanceEnv;
-use worker::transport::sqlite::{SqliteTransport, SqliteTransportOptions};
-use worker::transport::{OutgoingMessage, Queue, QueueStats, SendOutcome, Topic, TransportError};
+use onboarding_core::{Clock, SystemClock};
+use onboarding_testkit::transport_conformance::ConformanceEnv;
+use onboarding_transport::sqlite::{SqliteTransport, SqliteTransportOptions};
+use onboarding_transport::{
+    OutgoingMessage, Queue, QueueStats, SendOutcome, Topic, TransportError,
+};
 
 const LOCK: Duration = Duration::from_secs(1);
 const MAX_DELIVERIES: u32 = 3;
@@ -33,7 +35,7 @@ async fn sqlite_env() -> ConformanceEnv {
     ConformanceEnv::new(transport.clone(), transport, LOCK, MAX_DELIVERIES).keeping(dir)
 }
 
-worker::transport_conformance_tests!(sqlite_env);
+onboarding_testkit::transport_conformance_tests!(sqlite_env);
 
 // ---------------------------------------------------------------------------------------------
 // A clock the test moves by hand.

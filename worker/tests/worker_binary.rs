@@ -338,15 +338,15 @@ async fn run_exports_traces_and_metrics_over_otlp_when_the_endpoint_is_set() {
     wait_until_serving(&base, &mut child).await;
 
     // One message gives the worker a span to export: a malformed one, dead-lettered at once.
-    let queue = worker::transport::sqlite::SqliteTransport::open(
+    let queue = onboarding_transport::sqlite::SqliteTransport::open(
         &dir.path().join("queue.db"),
         Default::default(),
-        Arc::new(worker::clock::SystemClock),
+        Arc::new(onboarding_core::SystemClock),
     )
     .unwrap();
-    use worker::transport::Queue as _;
+    use onboarding_transport::Queue as _;
     queue
-        .send(worker::transport::OutgoingMessage {
+        .send(onboarding_transport::OutgoingMessage {
             message_id: "bad-1".into(),
             session_id: Some("acme".into()),
             body: b"{not json".to_vec(),

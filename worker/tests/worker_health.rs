@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::{Harness, command, has_event, onboard_body, run_until};
+use onboarding_journal::{Journal, JournalError, NameClaim, Versioned};
 use serde_json::Value;
 use worker::health::{HealthState, PROMETHEUS_CONTENT_TYPE};
-use worker::journal::{Journal, JournalError, NameClaim, Versioned};
 use worker::metrics::Metrics;
 use worker::runner::Runner;
 
@@ -241,12 +241,12 @@ fn down() -> JournalError {
     JournalError::Unavailable("connection refused by journal.example:443".into())
 }
 
-fn embedded_queue(dir: &tempfile::TempDir) -> Arc<dyn worker::transport::Queue> {
+fn embedded_queue(dir: &tempfile::TempDir) -> Arc<dyn onboarding_transport::Queue> {
     Arc::new(
-        worker::transport::sqlite::SqliteTransport::open(
+        onboarding_transport::sqlite::SqliteTransport::open(
             &dir.path().join("queue.db"),
             Default::default(),
-            Arc::new(worker::clock::SystemClock),
+            Arc::new(onboarding_core::SystemClock),
         )
         .unwrap(),
     )
@@ -282,7 +282,7 @@ async fn readyz_is_503_naming_the_journal_when_the_journal_is_unreachable() {
 async fn readyz_is_200_when_both_answer_and_503_once_shutting_down() {
     let dir = tempfile::tempdir().unwrap();
     let journal =
-        worker::journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db")).unwrap();
+        onboarding_journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db")).unwrap();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = HealthState::new(embedded_queue(&dir), Arc::new(journal), Metrics::default())
         .with_stopping(stopping);
@@ -326,16 +326,16 @@ async fn throttled_arm_answers_are_counted() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let metrics = Metrics::default();
-    let client = worker::azure::ArmClient::new(
+    let client = onboarding_azure::ArmClient::new(
         endpoint,
         None,
-        worker::azure::ArmClientOptions {
-            metrics: metrics.clone(),
+        onboarding_azure::ArmClientOptions {
+            recorder: std::sync::Arc::new(metrics.clone()),
             ..Default::default()
         },
     )
     .unwrap();
-    let op = worker::azure::client::Op {
+    let op = onboarding_azure::client::Op {
         operation: "read identity",
         resource: "/subscriptions/s/resourceGroups/rg",
     };

@@ -2,7 +2,7 @@
 //!
 //! The ARM simulator enforces a per-subscription write token bucket (429 +
 //! `SubscriptionRequestsThrottled` when empty) and the worker's client-side write budget
-//! (`worker::azure::budget`) is set to the same bucket, so the worker should queue its writes
+//! (`onboarding_azure::budget`) is set to the same bucket, so the worker should queue its writes
 //! politely: close to the bucket's refill rate and (almost) never throttled. The bucket is small
 //! so the run is short. The budget is not a `Config` setting, so the ARM provisioner is built
 //! here with `ArmProvisioner::from_targets(targets, ArmClientOptions { write_budget, .. })`.
@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use worker::azure::{ArmClientOptions, WriteBudgetConfig};
+use onboarding_azure::{ArmClientOptions, WriteBudgetConfig};
 
 use super::harness::{self, Runtimes};
 use super::report::{Block, Figure, Goal};

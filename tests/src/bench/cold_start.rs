@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
+use onboarding_transport::{OutgoingMessage, Queue};
 use worker::config::Config;
-use worker::transport::{OutgoingMessage, Queue};
 
 use super::harness::{self, Runtimes};
 use super::report::{Block, Figure, Goal};
@@ -128,7 +128,7 @@ fn log_time(line: &str) -> Option<std::time::SystemTime> {
 }
 
 async fn finished_as(
-    cx_journal: &dyn worker::journal::Journal,
+    cx_journal: &dyn onboarding_journal::Journal,
     tenant: &str,
     request: &str,
 ) -> Result<String> {
@@ -162,7 +162,8 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     rts.work.block_on(async {
         let mut c = config.clone();
         c.worker.receive_wait_ms = 50;
-        let built = harness::build_context(c, worker::azure::ArmClientOptions::default()).await?;
+        let built =
+            harness::build_context(c, onboarding_azure::ArmClientOptions::default()).await?;
         let running = harness::RunningWorker::start(built.cx.clone());
         built
             .cx
@@ -182,7 +183,7 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     })?;
 
     let (queue, _topic) = rts.work.block_on(harness::open_transport(&config))?;
-    let journal = worker::journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db"))?;
+    let journal = onboarding_journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db"))?;
     let mut update = Vec::new();
     let mut started = Vec::new();
     let mut invalid = Vec::new();

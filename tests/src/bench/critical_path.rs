@@ -4,15 +4,15 @@
 //! onboarding is attributed to its step (by resource type), weighted with the latency the
 //! simulators' profile gives it (an agent pool PUT weighs the whole long-running operation; ARM
 //! reads are instant in the simulator), and the longest chain through the worker's own step graph
-//! (`worker::saga::steps::all()` and each step's `needs()`) is the critical path. The seeds'
+//! (`onboarding_saga::steps::all()` and each step's `needs()`) is the critical path. The seeds'
 //! manual notebook does the same operations one after another: the sum of all weights.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
+use onboarding_saga::StepName;
 use sim::faults::LatencyProfile;
-use worker::saga::StepName;
 
 use super::harness::{self, Runtimes};
 use super::report::{Block, Figure, Goal};
@@ -123,7 +123,7 @@ pub fn weights(
 
 /// The longest chain of dependent steps and its length.
 pub fn critical_path(w: &StepWeights) -> (Duration, Vec<StepName>) {
-    let steps = worker::saga::steps::all();
+    let steps = onboarding_saga::steps::all();
     let needs: BTreeMap<StepName, Vec<StepName>> = steps
         .iter()
         .map(|s| (s.name(), s.needs().to_vec()))
@@ -186,7 +186,7 @@ fn measure(rts: &Runtimes, scale: f64, runs: usize) -> Result<Vec<Measured>> {
     let config = harness::bench_config(dir.path(), &sims)?;
     rts.work.block_on(async {
         let built =
-            harness::build_context(config, worker::azure::ArmClientOptions::default()).await?;
+            harness::build_context(config, onboarding_azure::ArmClientOptions::default()).await?;
         let cx = built.cx.clone();
         let mut events = cx.topic.subscribe("bench-critical-path").await?;
         let running = harness::RunningWorker::start(cx.clone());

@@ -11,20 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
+use onboarding_azure::{ArmClientOptions, ArmProvisioner};
+use onboarding_contract::commands::WorkloadRequest;
+use onboarding_contract::{Command, OnboardTenant};
+use onboarding_core::{Clock, SystemClock};
+use onboarding_journal::Journal;
+use onboarding_journal::sqlite::SqliteJournal;
+use onboarding_kube::KubeApplier;
+use onboarding_transport::envelope;
+use onboarding_transport::{OutgoingMessage, Queue, QueueStats};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
-use worker::azure::{ArmClientOptions, ArmProvisioner};
-use worker::clock::{Clock, SystemClock};
 use worker::config::{Config, JournalConfig, TransportConfig};
 use worker::context::Context;
-use worker::contract::commands::WorkloadRequest;
-use worker::contract::{Command, OnboardTenant};
-use worker::journal::Journal;
-use worker::journal::sqlite::SqliteJournal;
-use worker::k8s::KubeApplier;
 use worker::runner::Runner;
-use worker::saga::engine::{DIAGNOSTIC_ID_PROPERTY, TRACEPARENT_PROPERTY};
-use worker::transport::{OutgoingMessage, Queue, QueueStats};
 
 /// Thread-name prefixes of the two runtimes (names are cut to 15 bytes by the kernel).
 pub const WORKER_THREADS: &str = "bench-worker";
@@ -185,20 +185,6 @@ pub fn request_id(prefix: &str) -> String {
     )
 }
 
-/// A W3C traceparent that is unique enough for a benchmark (never all zeros).
-fn traceparent() -> String {
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(1);
-    format!(
-        "00-{:032x}-{:016x}-01",
-        nanos ^ u128::from(n) | 1,
-        u64::from(std::process::id()) << 32 | n
-    )
-}
-
 /// The command the seeds' notebook does by hand, with its workload, as `producer send` shapes
 /// the message (MessageId = request id, SessionId = tenant id, trace context properties).
 pub fn onboard_message(tenant: &str, request_id: &str) -> OutgoingMessage {
@@ -208,20 +194,7 @@ pub fn onboard_message(tenant: &str, request_id: &str) -> OutgoingMessage {
 }
 
 pub fn command_message(command: &Command) -> OutgoingMessage {
-    let tp = traceparent();
-    OutgoingMessage {
-        message_id: command.request_id().to_string(),
-        session_id: Some(command.tenant_id().to_string()),
-        content_type: Some("application/json".into()),
-        subject: Some(command.kind().into()),
-        correlation_id: Some(command.request_id().to_string()),
-        body: command.to_json(),
-        application_properties: BTreeMap::from([
-            (TRACEPARENT_PROPERTY.to_string(), tp.clone()),
-            (DIAGNOSTIC_ID_PROPERTY.to_string(), tp),
-        ]),
-        scheduled_enqueue_time: None,
-    }
+    envelope::command_message(command, Some(&envelope::new_traceparent()))
 }
 
 /// Waits until the queue holds nothing (active, scheduled or locked), looking every `every`.
@@ -339,7 +312,7 @@ mod tests {
         let m = onboard_message("acme", "r-1");
         assert_eq!(m.message_id, "r-1");
         assert_eq!(m.session_id.as_deref(), Some("acme"));
-        assert!(m.application_properties[TRACEPARENT_PROPERTY].starts_with("00-"));
+        assert!(m.application_properties[envelope::TRACEPARENT_PROPERTY].starts_with("00-"));
         let v: serde_json::Value = serde_json::from_slice(&m.body).expect("json");
         assert_eq!(v["kind"], "OnboardTenant");
         assert_eq!(v["workload"]["replicas"], 1);

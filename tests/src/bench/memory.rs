@@ -179,7 +179,7 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     let _ = child.wait();
 
     // What the journal says about the parked sagas (read after the worker is gone).
-    let journal = worker::journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db"))?;
+    let journal = onboarding_journal::sqlite::SqliteJournal::open(&dir.path().join("journal.db"))?;
     let (waiting, other) = rts.work.block_on(pool_waits(&journal, &names))?;
     let db_bytes: u64 = ["journal.db", "journal.db-wal", "queue.db", "queue.db-wal"]
         .iter()
@@ -279,10 +279,10 @@ struct Sample {
 
 /// Sagas parked as expected (node pool waiting, every step but the workload done), and the rest.
 async fn pool_waits(
-    journal: &worker::journal::sqlite::SqliteJournal,
+    journal: &onboarding_journal::sqlite::SqliteJournal,
     names: &[String],
 ) -> Result<(usize, usize)> {
-    use worker::journal::Journal;
+    use onboarding_journal::Journal;
     let mut parked = 0;
     let mut other = 0;
     for t in names {

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sim::SimOptions;
-use worker::azure::{self, ArmClientOptions, ArmProvisioner};
-use worker::config::Target;
-use worker::providers::{
+use onboarding_azure::{ArmClientOptions, ArmProvisioner};
+use onboarding_providers::{
     AzureProvisioner, BlobContainerSpec, FederatedCredentialSpec, IdentitySpec, NodePoolInfo,
     NodePoolScale, NodePoolSpec, Progress, ProviderError, RoleAssignmentSpec,
 };
+use sim::SimOptions;
+use worker::config::Target;
 
 pub struct Env {
     pub running: sim::Running,
@@ -84,18 +84,18 @@ pub fn role_assignment(
     principal_id: &str,
     container: &str,
 ) -> RoleAssignmentSpec {
-    let role = azure::role_definition_id(
+    let role = onboarding_providers::rbac::role_definition_id(
         &target.subscription_id,
-        azure::STORAGE_BLOB_DATA_CONTRIBUTOR,
+        onboarding_providers::rbac::STORAGE_BLOB_DATA_CONTRIBUTOR,
     );
     RoleAssignmentSpec {
         scope: scope.to_string(),
-        name: azure::role_assignment_name(scope, principal_id, &role),
+        name: onboarding_providers::rbac::role_assignment_name(scope, principal_id, &role),
         role_definition_id: role,
         principal_id: principal_id.to_string(),
         principal_type: "ServicePrincipal".into(),
-        condition: azure::blob_container_condition(container).unwrap(),
-        condition_version: azure::CONDITION_VERSION.into(),
+        condition: onboarding_providers::rbac::blob_container_condition(container).unwrap(),
+        condition_version: onboarding_providers::rbac::CONDITION_VERSION.into(),
     }
 }
 

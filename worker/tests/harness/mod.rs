@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use onboarding_transport::envelope::TRACEPARENT_PROPERTY;
+use onboarding_transport::{OutgoingMessage, Subscription};
 use serde_json::{Value, json};
 use worker::config::{Config, JournalConfig, Target, TransportConfig};
 use worker::context::Context;
 use worker::metrics::Metrics;
 use worker::runner::Runner;
-use worker::saga::engine::TRACEPARENT_PROPERTY;
-use worker::transport::{OutgoingMessage, Subscription};
 
 /// Generous upper bound for one onboarding against instant simulators (it takes about two
 /// seconds); only reached when something is broken.

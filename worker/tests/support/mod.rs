@@ -9,20 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use onboarding_contract::{CloudEvent, Command};
+use onboarding_core::Clock;
+use onboarding_core::ErrorClass;
+use onboarding_journal::{Journal, JournalError, NameClaim, Versioned};
+use onboarding_providers::*;
+use onboarding_saga::engine::{Engine, Incoming, WorkFlags};
+use onboarding_transport::{OutgoingMessage, Subscription, Topic, TransportError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use worker::clock::Clock;
 use worker::config::{Config, Target};
-use worker::context::Context;
-use worker::contract::{CloudEvent, Command};
-use worker::error::ErrorClass;
-use worker::journal::{Journal, JournalError, NameClaim, Versioned};
-use worker::providers::*;
-use worker::saga::engine::{Engine, Incoming, WorkFlags};
-use worker::transport::{
-    Delivery, LockToken, OutgoingMessage, Queue, QueueStats, ReceivedMessage, SendOutcome,
-    Subscription, Topic, TransportError,
-};
 
 // ------------------------------------------------------------------ clock
 
@@ -195,45 +191,6 @@ impl Topic for MemTopic {
         Err(TransportError::Rejected(
             "the test topic has no subscriptions".into(),
         ))
-    }
-}
-
-/// The engine never touches the queue; the runner does, with the real transports.
-#[derive(Debug, Default)]
-pub struct NoQueue;
-
-#[async_trait::async_trait]
-impl Queue for NoQueue {
-    async fn send(&self, _m: OutgoingMessage) -> Result<SendOutcome, TransportError> {
-        Ok(SendOutcome::Accepted)
-    }
-    async fn receive(&self, _w: Duration) -> Result<Option<Delivery>, TransportError> {
-        Ok(None)
-    }
-    async fn renew_lock(&self, _l: &LockToken) -> Result<DateTime<Utc>, TransportError> {
-        Ok(Utc::now())
-    }
-    async fn complete(&self, _l: &LockToken) -> Result<(), TransportError> {
-        Ok(())
-    }
-    async fn abandon(&self, _l: &LockToken) -> Result<(), TransportError> {
-        Ok(())
-    }
-    async fn dead_letter(&self, _l: &LockToken, _r: &str, _d: &str) -> Result<(), TransportError> {
-        Ok(())
-    }
-    async fn peek_dead_letters(
-        &self,
-        _f: i64,
-        _m: usize,
-    ) -> Result<Vec<ReceivedMessage>, TransportError> {
-        Ok(vec![])
-    }
-    async fn receive_dead_letter(&self, _w: Duration) -> Result<Option<Delivery>, TransportError> {
-        Ok(None)
-    }
-    async fn stats(&self) -> Result<QueueStats, TransportError> {
-        Ok(QueueStats::default())
     }
 }
 
@@ -595,23 +552,23 @@ impl Harness {
     /// Real time, for tests where several engines race.
     pub fn with_system_clock() -> Self {
         Self {
-            clock: Arc::new(worker::clock::SystemClock),
+            clock: Arc::new(onboarding_core::SystemClock),
             manual: None,
             ..Self::new()
         }
     }
 
     pub fn engine(&self, worker_id: &str) -> Engine {
-        Engine::new(Context {
-            config: self.config.clone(),
-            queue: Arc::new(NoQueue),
-            topic: self.topic.clone(),
+        Engine::new(onboarding_saga::SagaContext {
+            settings: Arc::new(self.config.saga.clone()),
+            provisioning: Arc::new(self.config.provisioning()),
             journal: self.journal.clone(),
             azure: self.cloud.clone(),
             kube: self.cloud.clone(),
             clock: self.clock.clone(),
             worker_id: worker_id.into(),
-            metrics: Default::default(),
+            recorder: Arc::new(onboarding_core::NoRecorder),
+            progress: Arc::new(worker::context::TopicProgress(self.topic.clone())),
         })
     }
 
@@ -630,7 +587,7 @@ impl Harness {
         &self,
         engine: &Engine,
         incoming: Incoming,
-    ) -> Result<Option<Incoming>, worker::saga::engine::EngineError> {
+    ) -> Result<Option<Incoming>, onboarding_saga::engine::EngineError> {
         let deadline = self.clock.now() + Duration::from_millis(self.config.saga.message_budget_ms);
         let handled = engine
             .handle(incoming.clone(), deadline, &WorkFlags::default())
@@ -642,7 +599,7 @@ impl Harness {
         );
         for e in &handled.events {
             self.topic
-                .publish(worker::saga::engine::event_message(e))
+                .publish(onboarding_transport::envelope::event_message(e))
                 .await
                 .unwrap();
         }
@@ -653,14 +610,14 @@ impl Harness {
                 .await?;
         }
         Ok(handled.continuation.map(|c| {
-            if let (Some(m), Some(at)) = (&self.manual, c.scheduled_enqueue_time) {
-                m.advance_to(at);
+            if let Some(m) = &self.manual {
+                m.advance_to(c.wake_at);
             }
             Incoming {
-                command: serde_json::from_slice(&c.body).unwrap(),
+                command: c.command,
                 message_id: c.message_id,
                 continuation: true,
-                traceparent: c.application_properties.get("traceparent").cloned(),
+                traceparent: c.traceparent,
             }
         }))
     }
@@ -684,20 +641,20 @@ impl Harness {
             .collect()
     }
 
-    pub fn record(&self, tenant: &str) -> worker::saga::TenantRecord {
+    pub fn record(&self, tenant: &str) -> onboarding_saga::TenantRecord {
         serde_json::from_value(self.journal.record(tenant).expect("record")).expect("record parses")
     }
 }
 
 pub fn onboard(request_id: &str, tenant: &str) -> Command {
-    let mut c = worker::contract::OnboardTenant::new(request_id, tenant);
-    c.workload = Some(worker::contract::commands::WorkloadRequest { replicas: 1 });
+    let mut c = onboarding_contract::OnboardTenant::new(request_id, tenant);
+    c.workload = Some(onboarding_contract::commands::WorkloadRequest { replicas: 1 });
     c.admin_group_id = Some("11111111-2222-3333-4444-555555555555".into());
     Command::Onboard(c)
 }
 
 pub fn offboard(request_id: &str, tenant: &str, purge: bool) -> Command {
-    let mut c = worker::contract::OffboardTenant::new(request_id, tenant);
+    let mut c = onboarding_contract::OffboardTenant::new(request_id, tenant);
     c.purge_data = purge;
     Command::Offboard(c)
 }

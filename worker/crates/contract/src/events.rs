@@ -1,0 +1,243 @@
+//! The CloudEvents 1.0 (JSON, structured mode) the worker publishes on the events topic.
+//!
+//! Event ids are UUID v5 of the request id and the event type (and the step, for progress), so a
+//! re-published outcome carries the same id and consumers can deduplicate.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const SOURCE: &str = "urn:tenant-onboarding-worker";
+pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
+
+pub const ONBOARDED: &str = "tenant.onboarded";
+pub const ONBOARDING_FAILED: &str = "tenant.onboarding_failed";
+pub const COMPENSATION_FAILED: &str = "tenant.compensation_failed";
+pub const OFFBOARDED: &str = "tenant.offboarded";
+pub const REQUEST_REJECTED: &str = "request.rejected";
+pub const STEP_COMPLETED: &str = "tenant.step_completed";
+
+/// Terminal event types: exactly one of these ends every accepted request.
+pub const TERMINAL_TYPES: [&str; 4] = [
+    ONBOARDED,
+    ONBOARDING_FAILED,
+    COMPENSATION_FAILED,
+    OFFBOARDED,
+];
+
+/// A CloudEvents 1.0 event in JSON structured mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CloudEvent {
+    /// Always "1.0".
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The tenant id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub time: DateTime<Utc>,
+    pub datacontenttype: String,
+    /// W3C trace context of the request (Distributed Tracing extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub data: EventData,
+}
+
+/// The payload, by event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    Outcome(OutcomeData),
+    Step(StepData),
+    Rejected(RejectedData),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeData {
+    pub request_id: String,
+    pub tenant_id: String,
+    pub target: String,
+    /// `Succeeded`, `Failed`, `CompensationFailed` or `Offboarded`.
+    pub state: String,
+    /// Outputs of the provisioned steps (ids, client id, namespace...).
+    #[serde(default)]
+    pub resources: serde_json::Map<String, serde_json::Value>,
+    /// Why it failed, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<EventError>,
+    /// Resources left behind (CompensationFailed), or kept by design (offboarding keeps data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining: Vec<RemainingResource>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventError {
+    pub step: Option<String>,
+    pub class: String,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemainingResource {
+    pub step: String,
+    pub resource: String,
+    /// `kept` (by design) or `failed` (compensation gave up).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepData {
+    pub request_id: String,
+    pub tenant_id: String,
+    pub step: String,
+    /// `forward` or `compensation`.
+    pub phase: String,
+    #[serde(default)]
+    pub outputs: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    pub message_id: String,
+    /// Reason code, as on the dead-lettered message.
+    pub reason: String,
+    pub errors: Vec<crate::validate::FieldError>,
+}
+
+/// Deterministic event id: UUID v5 of the request id, the type and (for progress) a detail.
+pub fn event_id(request_id: &str, ty: &str, detail: &str) -> String {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:tenant-onboarding:event:{request_id}|{ty}|{detail}").as_bytes(),
+    )
+    .to_string()
+}
+
+impl CloudEvent {
+    pub fn new(
+        ty: &str,
+        id: String,
+        subject: Option<String>,
+        time: DateTime<Utc>,
+        traceparent: Option<String>,
+        data: EventData,
+    ) -> Self {
+        Self {
+            specversion: "1.0".into(),
+            id,
+            source: SOURCE.into(),
+            ty: ty.into(),
+            subject,
+            time,
+            datacontenttype: "application/json".into(),
+            traceparent,
+            data,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL_TYPES.contains(&self.ty.as_str())
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match &self.data {
+            EventData::Outcome(d) => Some(&d.request_id),
+            EventData::Step(d) => Some(&d.request_id),
+            EventData::Rejected(d) => d.request_id.as_deref(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The `request.rejected` event for a refused message or request. Its id derives from the
+/// request id when the message had a readable one, else from the message id.
+pub fn rejected_event(
+    rejection: &crate::validate::Rejection,
+    message_id: &str,
+    now: DateTime<Utc>,
+) -> CloudEvent {
+    let key = rejection.request_id.as_deref().unwrap_or(message_id);
+    CloudEvent::new(
+        REQUEST_REJECTED,
+        event_id(key, REQUEST_REJECTED, message_id),
+        rejection.tenant_id.clone(),
+        now,
+        None,
+        EventData::Rejected(RejectedData {
+            request_id: rejection.request_id.clone(),
+            tenant_id: rejection.tenant_id.clone(),
+            message_id: message_id.to_string(),
+            reason: rejection.reason.code().to_string(),
+            errors: rejection.errors.clone(),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CloudEvent {
+        CloudEvent::new(
+            ONBOARDED,
+            event_id("r1", ONBOARDED, ""),
+            Some("acme".into()),
+            DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            EventData::Outcome(OutcomeData {
+                request_id: "r1".into(),
+                tenant_id: "acme".into(),
+                target: "default".into(),
+                state: "Succeeded".into(),
+                resources: Default::default(),
+                error: None,
+                remaining: vec![],
+                duration_ms: 5,
+            }),
+        )
+    }
+
+    #[test]
+    fn event_ids_are_deterministic_per_request_and_type() {
+        assert_eq!(event_id("r1", ONBOARDED, ""), event_id("r1", ONBOARDED, ""));
+        assert_ne!(event_id("r1", ONBOARDED, ""), event_id("r2", ONBOARDED, ""));
+        assert_ne!(
+            event_id("r1", ONBOARDED, ""),
+            event_id("r1", OFFBOARDED, "")
+        );
+    }
+
+    #[test]
+    fn events_serialise_with_every_required_cloudevents_attribute() {
+        let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).expect("json");
+        for attr in ["specversion", "id", "source", "type"] {
+            assert!(v[attr].is_string(), "missing {attr}");
+        }
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["subject"], "acme");
+        assert_eq!(v["datacontenttype"], "application/json");
+        // RFC 3339 time, as the spec requires.
+        let time = v["time"].as_str().expect("time");
+        assert!(DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
+        assert_eq!(v["data"]["requestId"], "r1");
+        let back: CloudEvent = serde_json::from_value(v).expect("round-trips");
+        assert_eq!(back, sample());
+    }
+}

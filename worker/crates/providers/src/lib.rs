@@ -1,0 +1,339 @@
+//! The provider traits through which saga steps touch the outside world.
+//!
+//! Steps decide *what* must exist (names, specs, conditions, manifests) from validated input and
+//! configuration; providers only carry it out. Production implementations: `onboarding_azure::ArmProvisioner`
+//! (Azure Resource Manager over HTTPS) and `onboarding_kube::KubeApplier` (server-side apply). The simulators
+//! in `sim/` are servers at other endpoints, so the same implementations run against them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use onboarding_core::{Classify, ErrorClass};
+
+pub mod arm_ids;
+pub mod manifests;
+pub mod rbac;
+mod target;
+
+pub use target::{GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate};
+
+/// An error from Azure or Kubernetes, classified for the engine.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]
+#[error("{operation} {resource} failed ({class}{}): {message}", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+pub struct ProviderError {
+    pub class: ErrorClass,
+    /// What was being done, e.g. `create node pool`.
+    pub operation: String,
+    /// Which resource, e.g. its ARM id or `Namespace/tenant-acme`.
+    pub resource: String,
+    /// The service's error code (`OperationNotAllowed`, `Conflict`, HTTP status if none).
+    pub code: Option<String>,
+    pub message: String,
+    /// Seconds to wait before trying again, from `Retry-After`.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ProviderError {
+    pub fn transient(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(ErrorClass::Transient, operation, resource, message)
+    }
+    pub fn permanent(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(ErrorClass::Permanent, operation, resource, message)
+    }
+    pub fn new(
+        class: ErrorClass,
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            class,
+            operation: operation.into(),
+            resource: resource.into(),
+            code: None,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after_secs = Some(after.as_secs().max(1));
+        self
+    }
+}
+
+impl Classify for ProviderError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_secs.map(Duration::from_secs)
+    }
+}
+
+/// A long-running operation to look at again later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOperation {
+    /// The URL to poll: an `Azure-AsyncOperation` or `Location` URL, or the resource itself.
+    pub url: String,
+    pub kind: OperationKind,
+    /// When the service suggests looking again.
+    pub retry_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// `Azure-AsyncOperation`: a status document `{status: InProgress|Succeeded|Failed|Canceled}`.
+    AsyncOperation,
+    /// `Location`: 202 while running, 200/204 (or 404 after a delete) when done.
+    Location,
+    /// The resource's own `properties.provisioningState`.
+    ProvisioningState,
+}
+
+/// Either finished, or started and to be polled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress<T> {
+    Done(T),
+    Pending(PendingOperation),
+}
+
+// ---------------------------------------------------------------- Azure
+
+/// An AKS user node pool dedicated to one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePoolSpec {
+    /// 1–12 lowercase alphanumerics, starting with a letter.
+    pub name: String,
+    pub tenant_id: String,
+    pub vm_size: String,
+    pub scale: NodePoolScale,
+    /// Availability zones, e.g. `["1","2"]`; empty for none.
+    pub zones: Vec<String>,
+    /// `tenant=<id>:NoSchedule`.
+    pub taints: Vec<String>,
+    /// `{tenant: <id>}`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// ARM tags, including `tenant` for ownership checks.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum NodePoolScale {
+    Fixed { count: u32 },
+    Autoscale { min: u32, max: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePoolInfo {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentitySpec {
+    pub name: String,
+    pub tenant_id: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub principal_id: String,
+    /// The Entra tenant the identity lives in.
+    pub entra_tenant_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederatedCredentialSpec {
+    pub identity_name: String,
+    pub name: String,
+    pub issuer: String,
+    /// `system:serviceaccount:<ns>:<sa>`.
+    pub subject: String,
+    /// `["api://AzureADTokenExchange"]`.
+    pub audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobContainerSpec {
+    pub name: String,
+    pub tenant_id: String,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobContainerInfo {
+    /// ARM id, the scope of the tenant's role assignment.
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAssignmentSpec {
+    /// The scope: the container's ARM id.
+    pub scope: String,
+    /// UUID v5 of (scope, principal id, role definition id).
+    pub name: String,
+    /// Full id: `/subscriptions/<sub>/providers/Microsoft.Authorization/roleDefinitions/<guid>`.
+    pub role_definition_id: String,
+    pub principal_id: String,
+    /// Always `ServicePrincipal` for a managed identity.
+    pub principal_type: String,
+    pub condition: String,
+    pub condition_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAssignmentInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// Azure Resource Manager operations the saga needs. Every call is idempotent: create-or-update
+/// converges, and deleting something already gone is success. The target carries subscription,
+/// resource groups, cluster and storage account; a provider never takes those from a command.
+#[async_trait::async_trait]
+pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
+    /// Creates or updates the pool. Returns `Pending` while AKS works; poll, then call again.
+    /// A pool of that name tagged for another tenant is a permanent error.
+    async fn ensure_node_pool(
+        &self,
+        target: &Target,
+        spec: &NodePoolSpec,
+    ) -> Result<Progress<NodePoolInfo>, ProviderError>;
+    async fn delete_node_pool(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Progress<()>, ProviderError>;
+
+    async fn ensure_identity(
+        &self,
+        target: &Target,
+        spec: &IdentitySpec,
+    ) -> Result<IdentityInfo, ProviderError>;
+    async fn get_identity(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Option<IdentityInfo>, ProviderError>;
+    async fn delete_identity(&self, target: &Target, name: &str) -> Result<(), ProviderError>;
+
+    async fn ensure_federated_credential(
+        &self,
+        target: &Target,
+        spec: &FederatedCredentialSpec,
+    ) -> Result<(), ProviderError>;
+    async fn delete_federated_credential(
+        &self,
+        target: &Target,
+        identity_name: &str,
+        name: &str,
+    ) -> Result<(), ProviderError>;
+
+    async fn ensure_blob_container(
+        &self,
+        target: &Target,
+        spec: &BlobContainerSpec,
+    ) -> Result<BlobContainerInfo, ProviderError>;
+    async fn delete_blob_container(&self, target: &Target, name: &str)
+    -> Result<(), ProviderError>;
+
+    /// An existing assignment with the same principal, role and condition is success.
+    async fn ensure_role_assignment(
+        &self,
+        target: &Target,
+        spec: &RoleAssignmentSpec,
+    ) -> Result<RoleAssignmentInfo, ProviderError>;
+    async fn delete_role_assignment(
+        &self,
+        target: &Target,
+        scope: &str,
+        name: &str,
+    ) -> Result<(), ProviderError>;
+
+    /// Look at a long-running operation once. `Done` when it finished successfully; a failed
+    /// operation is an error classified from its error body.
+    async fn poll_operation(
+        &self,
+        target: &Target,
+        operation: &PendingOperation,
+    ) -> Result<Progress<()>, ProviderError>;
+}
+
+// ---------------------------------------------------------------- Kubernetes
+
+/// A Kubernetes object to apply: the full manifest plus its coordinates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KubeObject {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The whole manifest (apiVersion, kind, metadata, spec...), as sent in the apply patch.
+    pub manifest: serde_json::Value,
+}
+
+impl KubeObject {
+    pub fn reference(&self) -> ObjectRef {
+        ObjectRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{}/{}", self.kind, ns, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Kubernetes operations the saga needs, on the cluster of the given target.
+#[async_trait::async_trait]
+pub trait KubeProvisioner: Send + Sync + std::fmt::Debug {
+    /// Server-side apply with the worker's fixed field manager (force). Returns the live object.
+    async fn apply(
+        &self,
+        target: &Target,
+        object: &KubeObject,
+    ) -> Result<serde_json::Value, ProviderError>;
+    async fn get(
+        &self,
+        target: &Target,
+        object: &ObjectRef,
+    ) -> Result<Option<serde_json::Value>, ProviderError>;
+    /// Deleting an object already gone (or whose namespace is gone) is success.
+    async fn delete(&self, target: &Target, object: &ObjectRef) -> Result<(), ProviderError>;
+}

@@ -1,0 +1,139 @@
+//! Where tenants are provisioned and with what defaults: the configured targets (subscription,
+//! resource groups, cluster, storage account, OIDC issuer, Entra tenants, credential) and the
+//! guard-rail and workload templates. A command may name a target, never a subscription, tenant,
+//! scope or identity (no confused deputy).
+//!
+//! Pure data read from configuration by the binary; touches nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use onboarding_core::CredentialConfig;
+use serde::{Deserialize, Serialize};
+
+/// Where and how a tenant is provisioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    #[serde(default)]
+    pub name: String,
+    pub subscription_id: String,
+    /// Resource group of the tenants' managed identities.
+    pub resource_group: String,
+    pub location: String,
+    pub cluster_resource_group: String,
+    pub cluster_name: String,
+    /// The cluster's OIDC issuer URL, trusted by every tenant's federated credential.
+    pub oidc_issuer: String,
+    pub storage_resource_group: String,
+    pub storage_account: String,
+    /// Entra tenant of the tenants' identities.
+    pub identity_entra_tenant_id: String,
+    /// Entra tenant the cluster's workload identity webhook defaults to. When it differs from
+    /// `identity_entra_tenant_id`, service accounts carry `azure.workload.identity/tenant-id`.
+    pub cluster_entra_tenant_id: String,
+    /// ARM endpoint: `https://management.azure.com`, or a simulator.
+    pub arm_endpoint: String,
+    pub credential: CredentialConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+impl Target {
+    /// A target pointing at simulators on loopback, for the local run and tests.
+    pub fn local(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            subscription_id: "00000000-0000-0000-0000-000000000001".into(),
+            resource_group: "rg-tenants".into(),
+            location: "westeurope".into(),
+            cluster_resource_group: "rg-aks".into(),
+            cluster_name: "aks-shared".into(),
+            oidc_issuer: "https://oidc.sim.local/00000000-0000-0000-0000-00000000000c/".into(),
+            storage_resource_group: "rg-data".into(),
+            storage_account: "sttenantdata".into(),
+            identity_entra_tenant_id: "00000000-0000-0000-0000-0000000000e1".into(),
+            cluster_entra_tenant_id: "00000000-0000-0000-0000-0000000000e1".into(),
+            arm_endpoint: "http://127.0.0.1:8780".into(),
+            credential: CredentialConfig::None,
+            kubernetes: KubernetesConfig {
+                server: Some("http://127.0.0.1:8781".into()),
+                ..KubernetesConfig::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// API server URL without credentials (simulators, `kubectl proxy`).
+    pub server: Option<String>,
+    /// Path to a kubeconfig; with `context`, which of its contexts.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Use the pod's service account.
+    pub in_cluster: bool,
+}
+
+/// Quota and limits a tenant gets when its command does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardrailDefaults {
+    pub cpu: String,
+    pub memory: String,
+    pub pods: u32,
+    pub default_container_cpu: String,
+    pub default_container_memory: String,
+}
+
+impl Default for GuardrailDefaults {
+    fn default() -> Self {
+        Self {
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            pods: 50,
+            default_container_cpu: "250m".into(),
+            default_container_memory: "256Mi".into(),
+        }
+    }
+}
+
+/// The tenant workload's Deployment template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadTemplate {
+    pub image: String,
+    pub port: u16,
+    pub cpu: String,
+    pub memory: String,
+}
+
+impl Default for WorkloadTemplate {
+    fn default() -> Self {
+        Self {
+            image: "mcr.microsoft.com/azuredocs/aks-helloworld:v1".into(),
+            port: 8080,
+            cpu: "250m".into(),
+            memory: "256Mi".into(),
+        }
+    }
+}
+
+/// Everything the saga and the providers need to know about where and how to provision: the
+/// configured targets and the templates. Built by the binary from its configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Provisioning {
+    /// The target a command gets when it names none.
+    pub default_target: String,
+    pub targets: BTreeMap<String, Target>,
+    pub guardrails: GuardrailDefaults,
+    /// When set, a command may ask for its workload to be deployed from this template.
+    pub workload: Option<WorkloadTemplate>,
+}
+
+impl Provisioning {
+    /// The target a command names, or the default one.
+    pub fn target(&self, name: Option<&str>) -> Option<&Target> {
+        self.targets.get(name.unwrap_or(&self.default_target))
+    }
+}

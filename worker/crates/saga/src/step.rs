@@ -1,0 +1,154 @@
+//! The step trait and what a step is given to work with.
+//!
+//! A step is one resource: an idempotent forward action (create-or-update) and an idempotent
+//! compensation (delete; already gone is success). Steps compute names and specs from validated
+//! input and configuration only, and call the outside world through the provider traits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use onboarding_core::Classify;
+use onboarding_core::Clock;
+
+use onboarding_contract::{OnboardTenant, TenantNames};
+use onboarding_providers::{AzureProvisioner, KubeProvisioner, PendingOperation, ProviderError};
+use onboarding_providers::{Provisioning, Target};
+
+use super::record::StepName;
+
+/// What a step call produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// Finished; the outputs are journalled (forward) or the resource is gone (compensation).
+    Done(serde_json::Value),
+    /// A long-running operation is under way: poll it at the suggested time.
+    Pending(PendingOperation),
+}
+
+/// Everything a step may read. Owned, so step calls can run concurrently with journal writes.
+#[derive(Debug, Clone)]
+pub struct StepInput {
+    pub names: TenantNames,
+    pub target: Target,
+    /// The onboarding spec; `None` when offboarding (compensations only need names and outputs).
+    pub spec: Option<OnboardTenant>,
+    /// Outputs of steps already done (this run's, or a previous run's for an offboarding).
+    pub outputs: BTreeMap<StepName, serde_json::Value>,
+    pub provisioning: Arc<Provisioning>,
+    pub azure: Arc<dyn AzureProvisioner>,
+    pub kube: Arc<dyn KubeProvisioner>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Tries of one call inside a step made of several calls.
+const CALL_ATTEMPTS: u32 = 4;
+
+impl StepInput {
+    pub fn output(&self, step: StepName) -> Option<&serde_json::Value> {
+        self.outputs.get(&step)
+    }
+
+    /// A string field of a previous step's outputs, or a permanent error naming it.
+    pub fn output_str(&self, step: StepName, field: &str) -> Result<String, ProviderError> {
+        self.outputs
+            .get(&step)
+            .and_then(|o| o.get(field))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ProviderError::permanent(
+                    "read step outputs",
+                    step.as_str(),
+                    format!("the journal has no {field} from step {step}; it must run first"),
+                )
+            })
+    }
+
+    /// Retry one call of a multi-call step a few times on transient errors (honouring
+    /// `Retry-After`, capped), so a throttled seventh call does not throw away the six that
+    /// succeeded: the engine's retry would restart the whole step.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < CALL_ATTEMPTS => {
+                    let wait = e.retry_after().unwrap_or(delay).min(Duration::from_secs(2));
+                    self.clock.sleep(wait).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn spec(&self) -> Result<&OnboardTenant, ProviderError> {
+        self.spec.as_ref().ok_or_else(|| {
+            ProviderError::permanent(
+                "read onboarding spec",
+                &self.names.tenant_id,
+                "a forward step ran without an onboarding command",
+            )
+        })
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Step: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> StepName;
+    /// Steps whose outputs this one needs; it runs only after they are done.
+    fn needs(&self) -> &'static [StepName];
+    /// Optional steps say whether the command asked for them.
+    fn enabled(&self, _spec: &OnboardTenant, _provisioning: &Provisioning) -> bool {
+        true
+    }
+    /// A human-readable id of the resource, for `CompensationFailed` reports.
+    fn resource(&self, input: &StepInput) -> String;
+    /// Create or update. Called again with the pending operation until it is done.
+    async fn forward(
+        &self,
+        input: &StepInput,
+        operation: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError>;
+    /// Delete. Deleting something already gone is success.
+    async fn compensate(
+        &self,
+        input: &StepInput,
+        operation: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError>;
+}
+
+/// Poll `operation` if there is one; `Some(outcome)` while it is still running.
+pub(crate) async fn poll_first(
+    input: &StepInput,
+    operation: Option<&PendingOperation>,
+) -> Result<Option<StepOutcome>, ProviderError> {
+    use onboarding_providers::Progress;
+    if let Some(op) = operation {
+        match input.azure.poll_operation(&input.target, op).await? {
+            Progress::Pending(next) => return Ok(Some(StepOutcome::Pending(next))),
+            Progress::Done(()) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// A provider's progress as a step outcome: finished with these outputs, or still running.
+pub(crate) fn from_progress<T: serde::Serialize>(
+    progress: onboarding_providers::Progress<T>,
+) -> StepOutcome {
+    match progress {
+        onboarding_providers::Progress::Done(value) => StepOutcome::Done(to_json(&value)),
+        onboarding_providers::Progress::Pending(op) => StepOutcome::Pending(op),
+    }
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,73 @@
+//! Step `guardrails`: quota, limit range, network policies and the tenant admins' role binding
+//! in the tenant's namespace.
+
+use crate::record::StepName;
+use crate::step::{Step, StepInput, StepOutcome};
+use onboarding_providers::manifests::{self, GuardrailSpec};
+use onboarding_providers::{KubeObject, PendingOperation, ProviderError};
+
+#[derive(Debug)]
+pub struct GuardrailsStep;
+
+fn objects(input: &StepInput) -> Vec<KubeObject> {
+    let d = &input.provisioning.guardrails;
+    let quota = input.spec.as_ref().and_then(|s| s.quota.clone());
+    let spec = GuardrailSpec {
+        cpu: quota
+            .as_ref()
+            .map_or_else(|| d.cpu.clone(), |q| q.cpu.clone()),
+        memory: quota
+            .as_ref()
+            .map_or_else(|| d.memory.clone(), |q| q.memory.clone()),
+        pods: quota.as_ref().map_or(d.pods, |q| q.pods),
+        default_container_cpu: d.default_container_cpu.clone(),
+        default_container_memory: d.default_container_memory.clone(),
+        admin_group_id: input.spec.as_ref().and_then(|s| s.admin_group_id.clone()),
+    };
+    manifests::guardrails(&input.names.namespace, &input.names.tenant_id, &spec)
+}
+
+#[async_trait::async_trait]
+impl Step for GuardrailsStep {
+    fn name(&self) -> StepName {
+        StepName::Guardrails
+    }
+    fn needs(&self) -> &'static [StepName] {
+        &[StepName::Namespace]
+    }
+    fn resource(&self, input: &StepInput) -> String {
+        manifests::guardrail_refs(&input.names.namespace)
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    async fn forward(
+        &self,
+        input: &StepInput,
+        _op: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError> {
+        let objects = objects(input);
+        for obj in &objects {
+            input.call(|| input.kube.apply(&input.target, obj)).await?;
+        }
+        Ok(StepOutcome::Done(serde_json::json!({
+            "objects": objects.iter().map(|o| o.reference().to_string()).collect::<Vec<_>>(),
+        })))
+    }
+    async fn compensate(
+        &self,
+        input: &StepInput,
+        _op: Option<&PendingOperation>,
+    ) -> Result<StepOutcome, ProviderError> {
+        // Every object the step can create, whatever this command asked for (an offboarding
+        // has no spec, and an earlier run may have created the admin binding).
+        for r in manifests::guardrail_refs(&input.names.namespace)
+            .iter()
+            .rev()
+        {
+            input.kube.delete(&input.target, r).await?;
+        }
+        Ok(StepOutcome::Done(serde_json::Value::Null))
+    }
+}
