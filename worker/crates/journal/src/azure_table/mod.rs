@@ -18,7 +18,7 @@
 //!
 //! A record's JSON is stored as UTF-8 split over Binary properties of [`CHUNK_BYTES`] each, since a
 //! single property holds at most 64 KiB; an entity holds at most 1 MiB, so a record may be up to
-//! [`MAX_RECORD_BYTES`]. A larger record is refused ([`JournalError::Refused`]).
+//! [`MAX_RECORD_BYTES`]. A larger record is refused ([`JournalError::Refused`](crate::JournalError::Refused)).
 //!
 //! # Compare-and-swap
 //!
@@ -28,7 +28,7 @@
 //! set to the ETag under which version `v` was read; the service refuses it with 412 if the entity
 //! changed since. The ETag comes from this instance's last load or store of the key when that was
 //! at version `v` (saving a round trip in the usual load-then-store-store pattern), otherwise from
-//! a fresh read. The `found` version reported in a [`JournalError::Conflict`] comes from a read
+//! a fresh read. The `found` version reported in a [`JournalError::Conflict`](crate::JournalError::Conflict) comes from a read
 //! after the refusal and is informational.
 //!
 //! # Name claims
@@ -37,13 +37,13 @@
 //! entity-group transaction (`$batch`; all claims live in one partition, so this is allowed): the
 //! service applies all of them or none. If another writer inserted one of them in between, the
 //! batch fails with 409, nothing is applied, and the claim is re-evaluated (a name now held by
-//! another tenant is [`JournalError::NameTaken`]). At most [`MAX_CLAIMS`] new names per call.
+//! another tenant is [`JournalError::NameTaken`](crate::JournalError::NameTaken)). At most [`MAX_CLAIMS`] new names per call.
 //!
 //! # Errors
 //!
-//! Timeouts, connection failures, 408, 429 and 5xx are [`JournalError::Unavailable`] (transient);
-//! 409/412 on a swap are [`JournalError::Conflict`]; 401/403 and other 4xx are
-//! [`JournalError::Refused`] (permanent), a 403 naming the identity and the role it needs. This
+//! Timeouts, connection failures, 408, 429 and 5xx are [`JournalError::Unavailable`](crate::JournalError::Unavailable) (transient);
+//! 409/412 on a swap are [`JournalError::Conflict`](crate::JournalError::Conflict); 401/403 and other 4xx are
+//! [`JournalError::Refused`](crate::JournalError::Refused) (permanent), a 403 naming the identity and the role it needs. This
 //! client does not retry: the saga engine retries transient errors with its own backoff.
 //!
 //! # Modules

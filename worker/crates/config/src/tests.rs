@@ -1,0 +1,275 @@
+//! Tests of loading, validation and redaction of the whole configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+
+#[test]
+fn defaults_are_valid_and_point_at_loopback_simulators() {
+    let cfg = Config::load(None, Vec::new()).expect("defaults load");
+    let t = cfg.target(None).expect("default target");
+    assert_eq!(t.name, "default");
+    assert!(t.arm_endpoint.starts_with("http://127.0.0.1"));
+}
+
+#[test]
+fn environment_overrides_defaults() {
+    let env = vec![(
+        "ONBOARD__SAGA__MESSAGE_BUDGET_MS".to_string(),
+        "1234".to_string(),
+    )];
+    let cfg = Config::load(None, env).expect("loads");
+    assert_eq!(cfg.saga.message_budget_ms, 1234);
+}
+
+#[test]
+fn a_file_with_its_own_targets_does_not_inherit_the_loopback_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let mut prod = Target::local("prod");
+    prod.arm_endpoint = "https://management.azure.com".into();
+    prod.kubernetes = KubernetesConfig {
+        in_cluster: true,
+        ..KubernetesConfig::default()
+    };
+    let file = Config {
+        default_target: "prod".into(),
+        targets: BTreeMap::from([("prod".to_string(), prod)]),
+        ..Config::default()
+    };
+    let text = toml::to_string(&file).expect("the configuration serialises to TOML");
+    std::fs::write(&path, text).expect("write");
+    let cfg = Config::load(Some(&path), Vec::new()).expect("loads");
+    assert_eq!(cfg.targets.keys().collect::<Vec<_>>(), vec!["prod"]);
+    assert_eq!(cfg.targets["prod"].kubernetes.server, None);
+}
+
+#[test]
+fn a_service_bus_transport_without_credential_or_entities_is_refused_naming_each_setting() {
+    let mut cfg = Config::default().normalised();
+    cfg.transport = TransportConfig::ServiceBus {
+        namespace: "sb-onboard".into(),
+        queue: String::new(),
+        topic: "tenant-events".into(),
+        subscription: String::new(),
+        credential: None,
+        connection_string: None,
+    };
+    let text = cfg.validate().expect_err("invalid").to_string();
+    assert!(text.contains("transport.queue is empty"), "{text}");
+    assert!(text.contains("transport.credential is missing"), "{text}");
+    assert!(text.contains("<name>.servicebus.windows.net"), "{text}");
+}
+
+#[test]
+fn validation_names_every_problem() {
+    let mut cfg = Config::default().normalised();
+    cfg.default_target = "nope".into();
+    cfg.worker.concurrency = 0;
+    if let Some(t) = cfg.targets.get_mut("default") {
+        t.cluster_name.clear();
+    }
+    let err = cfg.validate().expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains("default_target \"nope\""), "{text}");
+    assert!(
+        text.contains("targets.default.cluster_name is empty"),
+        "{text}"
+    );
+    assert!(text.contains("worker.concurrency"), "{text}");
+}
+
+fn load_toml(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    Config::load(Some(&path), Vec::new())
+}
+
+#[test]
+fn an_azure_table_journal_with_nothing_set_names_every_missing_setting() {
+    let err = load_toml("[journal]\nkind = \"azure_table\"\n").expect_err("invalid");
+    let ConfigError::Invalid(problems) = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let text = err.to_string();
+    assert_eq!(problems.len(), 3, "{text}");
+    assert!(text.contains("journal.endpoint is empty"), "{text}");
+    assert!(text.contains("journal.table is empty"), "{text}");
+    assert!(text.contains("journal.credential is missing"), "{text}");
+}
+
+#[test]
+fn a_production_azure_table_journal_loads_with_workload_identity() {
+    let cfg = load_toml(
+        r#"
+[journal]
+kind = "azure_table"
+endpoint = "https://stonboard.table.core.windows.net/"
+table = "sagajournal"
+[journal.credential]
+kind = "workload_identity"
+tenant_id = "00000000-0000-0000-0000-00000000000a"
+client_id = "00000000-0000-0000-0000-000000000000"
+token_file = "/var/run/secrets/azure/tokens/azure-identity-token"
+"#,
+    )
+    .expect("loads");
+    let JournalConfig::AzureTable {
+        table,
+        credential,
+        create_table,
+        ..
+    } = &cfg.journal
+    else {
+        panic!("not azure_table: {:?}", cfg.journal);
+    };
+    assert_eq!(table, "sagajournal");
+    assert!(!create_table);
+    assert!(matches!(
+        credential,
+        Some(TableCredentialConfig::WorkloadIdentity { .. })
+    ));
+}
+
+#[test]
+fn shared_key_is_refused_for_a_real_storage_account_and_bad_values_are_named() {
+    let err = load_toml(
+        r#"
+[journal]
+kind = "azure_table"
+endpoint = "https://stonboard.table.core.windows.net"
+table = "1bad"
+[journal.credential]
+kind = "shared_key"
+account = "stonboard"
+key = "not base64!"
+[health]
+address = "everywhere"
+[targets.prod]
+subscription_id = "s"
+resource_group = "rg"
+location = "westeurope"
+cluster_resource_group = "rg"
+cluster_name = "aks"
+oidc_issuer = "https://issuer.example/"
+storage_resource_group = "rg"
+storage_account = "st"
+identity_entra_tenant_id = "t"
+cluster_entra_tenant_id = "t"
+arm_endpoint = "https://management.azure.com"
+[targets.prod.credential]
+kind = "workload_identity"
+tenant_id = "t"
+client_id = ""
+token_file = "/token"
+[targets.prod.kubernetes]
+in_cluster = true
+"#,
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    for expected in [
+        "journal.table \"1bad\" is not a valid table name",
+        "journal.credential.key is not base64",
+        "journal.credential kind shared_key is for Azurite only",
+        "health.address \"everywhere\" is not an IP address",
+        "targets.prod.credential.client_id is empty",
+        "default_target \"default\" is not one of the configured targets (prod)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_in_the_printed_configuration() {
+    let cfg = load_toml(
+        r#"
+[journal]
+kind = "azure_table"
+endpoint = "http://127.0.0.1:10002/devstoreaccount1"
+table = "journal"
+create_table = true
+[journal.credential]
+kind = "shared_key"
+account = "devstoreaccount1"
+key = "c2VjcmV0LWtleS12YWx1ZQ=="
+"#,
+    )
+    .expect("loads");
+    let JournalConfig::AzureTable {
+        credential: Some(TableCredentialConfig::SharedKey { key, .. }),
+        ..
+    } = &cfg.journal
+    else {
+        panic!("not shared key: {:?}", cfg.journal);
+    };
+    assert_eq!(key.expose(), "c2VjcmV0LWtleS12YWx1ZQ==");
+    let shown = [
+        format!("{cfg:?}"),
+        cfg.redacted_toml().expect("toml"),
+        cfg.redacted_json().expect("json"),
+    ];
+    for text in shown {
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+        assert!(text.contains(REDACTED), "{text}");
+    }
+}
+
+#[test]
+fn the_printed_configuration_reads_back_as_the_same_configuration() {
+    let mut cfg = Config::load(None, Vec::new()).expect("defaults");
+    cfg.journal = JournalConfig::AzureTable {
+        endpoint: "https://stonboard.table.core.windows.net".into(),
+        table: "sagajournal".into(),
+        credential: Some(TableCredentialConfig::AzureCli { tenant_id: None }),
+        create_table: false,
+    };
+    cfg.health.port = 9090;
+    cfg.telemetry.log_format = LogFormat::Json;
+    let text = cfg.redacted_toml().expect("toml");
+    let back = load_toml(&text).expect("reads back");
+    assert_eq!(back, cfg, "{text}");
+}
+
+#[test]
+fn the_environment_alone_can_switch_the_journal_to_azure_table() {
+    let env = [
+        ("ONBOARD__JOURNAL__KIND", "azure_table"),
+        (
+            "ONBOARD__JOURNAL__ENDPOINT",
+            "http://127.0.0.1:10002/devstoreaccount1",
+        ),
+        ("ONBOARD__JOURNAL__TABLE", "journal"),
+        ("ONBOARD__JOURNAL__CREATE_TABLE", "true"),
+        ("ONBOARD__JOURNAL__CREDENTIAL__KIND", "shared_key"),
+        ("ONBOARD__JOURNAL__CREDENTIAL__ACCOUNT", "devstoreaccount1"),
+        ("ONBOARD__JOURNAL__CREDENTIAL__KEY", "a2V5"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let cfg = Config::load(None, env).expect("loads");
+    assert!(matches!(
+        cfg.journal,
+        JournalConfig::AzureTable {
+            create_table: true,
+            credential: Some(TableCredentialConfig::SharedKey { .. }),
+            ..
+        }
+    ));
+    // The embedded journal's keys still override one at a time.
+    let env = [(
+        "ONBOARD__JOURNAL__PATH".to_string(),
+        "/tmp/j.db".to_string(),
+    )];
+    let cfg = Config::load(None, env).expect("loads");
+    assert_eq!(
+        cfg.journal,
+        JournalConfig::Sqlite {
+            path: PathBuf::from("/tmp/j.db")
+        }
+    );
+}
