@@ -1,0 +1,289 @@
+//! [`ArmProvisioner`]: the production [`AzureProvisioner`], over Azure Resource Manager.
+//!
+//! Every ARM path is built from the target's configuration (subscription, resource groups,
+//! cluster, storage account) plus the spec's names, and every name is checked to be a plain path
+//! segment first; a role assignment's scope must lie inside the target's storage account. So a
+//! command can never steer a request to a subscription, scope or resource the configuration did
+//! not name. Bodies are built by the pub `*_body` functions, which the contract tests validate
+//! against the official OpenAPI schemas.
+//!
+//! One module per resource operation group (`node_pool`, `identity` with its federated
+//! credentials, `blob_container`, `role_assignment`), the request bodies in `bodies`; this module
+//! holds the provisioner, its per-target clients and the [`AzureProvisioner`] implementation,
+//! which hands each call to its resource module.
+//!
+//! May touch: ARM, through the per-target [`ArmClient`]s only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use url::Url;
+
+use super::budget::WriteBudgets;
+use super::client::{ArmClient, ArmClientOptions, ArmResponse, Op};
+use onboarding_core::ErrorClass;
+use onboarding_identity::{CredentialOptions, credential_with};
+use onboarding_providers::Target;
+use onboarding_providers::{
+    AzureProvisioner, BlobContainerInfo, BlobContainerSpec, FederatedCredentialSpec, IdentityInfo,
+    IdentitySpec, NodePoolInfo, NodePoolSpec, PendingOperation, Progress, ProviderError,
+    RoleAssignmentInfo, RoleAssignmentSpec,
+};
+
+mod blob_container;
+mod bodies;
+mod identity;
+mod node_pool;
+mod role_assignment;
+
+pub use bodies::{
+    agent_pool_body, blob_container_body, federated_credential_body, identity_body,
+    role_assignment_body,
+};
+
+/// The ARM tag (on the pool: `properties.tags`) naming the tenant that owns a resource.
+pub const TENANT_TAG: &str = "tenant";
+
+/// One [`ArmClient`] per configured target.
+#[derive(Debug, Clone)]
+pub struct ArmProvisioner {
+    clients: BTreeMap<String, ArmClient>,
+}
+
+impl ArmProvisioner {
+    /// Builds a client for every target (its `arm_endpoint` and `credential`), all sharing one
+    /// write budget per subscription.
+    pub fn from_targets(
+        targets: &BTreeMap<String, Target>,
+        options: ArmClientOptions,
+    ) -> Result<Self, ProviderError> {
+        Self::from_targets_with(targets, options, &CredentialOptions::default())
+    }
+
+    /// [`Self::from_targets`] with explicit credential options (authority host, `az` path).
+    pub fn from_targets_with(
+        targets: &BTreeMap<String, Target>,
+        options: ArmClientOptions,
+        credential_options: &CredentialOptions,
+    ) -> Result<Self, ProviderError> {
+        let budgets = Arc::new(WriteBudgets::new(options.write_budget));
+        let mut clients = BTreeMap::new();
+        for (name, target) in targets {
+            let endpoint = Url::parse(&target.arm_endpoint).map_err(|e| {
+                ProviderError::new(
+                    ErrorClass::InvalidInput,
+                    "configure ARM client",
+                    format!("target {name}"),
+                    format!(
+                        "targets.{name}.arm_endpoint {:?} is not a URL: {e}",
+                        target.arm_endpoint
+                    ),
+                )
+            })?;
+            let credential = credential_with(&target.credential, credential_options);
+            let client =
+                ArmClient::with_budgets(endpoint, credential, options.clone(), budgets.clone())?;
+            clients.insert(name.clone(), client);
+        }
+        Ok(Self { clients })
+    }
+
+    /// From ready-made clients, keyed by target name.
+    pub fn from_clients(clients: BTreeMap<String, ArmClient>) -> Self {
+        Self { clients }
+    }
+
+    fn client(&self, target: &Target) -> Result<&ArmClient, ProviderError> {
+        let client = self.clients.get(&target.name).ok_or_else(|| {
+            ProviderError::permanent(
+                "select ARM client",
+                format!("target {:?}", target.name),
+                format!(
+                    "target {:?} is not configured (configured: {})",
+                    target.name,
+                    self.clients.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let same = Url::parse(&target.arm_endpoint)
+            .map(|u| u.origin() == client.endpoint().origin())
+            .unwrap_or(false);
+        if !same {
+            return Err(ProviderError::permanent(
+                "select ARM client",
+                format!("target {}", target.name),
+                format!(
+                    "the target's arm_endpoint {} is not the one the provisioner was built with ({})",
+                    target.arm_endpoint,
+                    client.endpoint()
+                ),
+            ));
+        }
+        Ok(client)
+    }
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T, op: Op<'_>) -> Result<Value, ProviderError> {
+    serde_json::to_value(value).map_err(|e| {
+        ProviderError::permanent(
+            op.operation,
+            op.resource,
+            format!("cannot encode the body: {e}"),
+        )
+    })
+}
+
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    resp: &ArmResponse,
+    op: Op<'_>,
+) -> Result<T, ProviderError> {
+    let body = resp.body.clone().unwrap_or(Value::Null);
+    serde_json::from_value(body).map_err(|e| {
+        ProviderError::transient(
+            op.operation,
+            op.resource,
+            format!(
+                "ARM's answer ({}) is not the expected resource: {e} (request id {})",
+                resp.status, resp.request_id
+            ),
+        )
+    })
+}
+
+#[async_trait::async_trait]
+impl AzureProvisioner for ArmProvisioner {
+    async fn ensure_node_pool(
+        &self,
+        target: &Target,
+        spec: &NodePoolSpec,
+    ) -> Result<Progress<NodePoolInfo>, ProviderError> {
+        node_pool::ensure(self.client(target)?, target, spec).await
+    }
+
+    async fn delete_node_pool(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Progress<()>, ProviderError> {
+        node_pool::delete(self.client(target)?, target, name).await
+    }
+
+    async fn ensure_identity(
+        &self,
+        target: &Target,
+        spec: &IdentitySpec,
+    ) -> Result<IdentityInfo, ProviderError> {
+        identity::ensure(self.client(target)?, target, spec).await
+    }
+
+    async fn get_identity(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Option<IdentityInfo>, ProviderError> {
+        identity::get(self.client(target)?, target, name).await
+    }
+
+    async fn delete_identity(&self, target: &Target, name: &str) -> Result<(), ProviderError> {
+        identity::delete(self.client(target)?, target, name).await
+    }
+
+    async fn ensure_federated_credential(
+        &self,
+        target: &Target,
+        spec: &FederatedCredentialSpec,
+    ) -> Result<(), ProviderError> {
+        identity::ensure_federated_credential(self.client(target)?, target, spec).await
+    }
+
+    async fn delete_federated_credential(
+        &self,
+        target: &Target,
+        identity_name: &str,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        identity::delete_federated_credential(self.client(target)?, target, identity_name, name)
+            .await
+    }
+
+    async fn ensure_blob_container(
+        &self,
+        target: &Target,
+        spec: &BlobContainerSpec,
+    ) -> Result<BlobContainerInfo, ProviderError> {
+        blob_container::ensure(self.client(target)?, target, spec).await
+    }
+
+    async fn delete_blob_container(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        blob_container::delete(self.client(target)?, target, name).await
+    }
+
+    async fn ensure_role_assignment(
+        &self,
+        target: &Target,
+        spec: &RoleAssignmentSpec,
+    ) -> Result<RoleAssignmentInfo, ProviderError> {
+        role_assignment::ensure(self.client(target)?, target, spec).await
+    }
+
+    async fn delete_role_assignment(
+        &self,
+        target: &Target,
+        scope: &str,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        role_assignment::delete(self.client(target)?, target, scope, name).await
+    }
+
+    async fn poll_operation(
+        &self,
+        target: &Target,
+        operation: &PendingOperation,
+    ) -> Result<Progress<()>, ProviderError> {
+        let client = self.client(target)?;
+        client
+            .poll(
+                operation,
+                Op {
+                    operation: "poll operation",
+                    resource: &operation.url,
+                },
+            )
+            .await
+    }
+}
+
+/// Identity, credential, container and role assignment deletes are synchronous; a 202 means
+/// "not yet": say so and let the caller come back.
+pub(super) fn sync_delete(progress: Progress<()>, op: Op<'_>) -> Result<(), ProviderError> {
+    match progress {
+        Progress::Done(()) => Ok(()),
+        Progress::Pending(p) => Err(ProviderError::transient(
+            op.operation,
+            op.resource,
+            "ARM accepted the delete and is still working on it",
+        )
+        .with_retry_after(std::time::Duration::from_secs(p.retry_after_secs))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use onboarding_providers::Target;
+    use onboarding_providers::arm_ids::{identity_id, node_pool_id};
+
+    #[test]
+    fn names_with_path_characters_never_reach_a_path() {
+        let t = Target::local("default");
+        assert!(node_pool_id(&t, "ok1").is_ok());
+        for bad in ["../x", "a/b", "a?b", "", "a b", ".hidden"] {
+            assert!(node_pool_id(&t, bad).is_err(), "{bad:?}");
+            assert!(identity_id(&t, bad).is_err(), "{bad:?}");
+        }
+    }
+}
