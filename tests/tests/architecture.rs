@@ -11,7 +11,13 @@ fn workspace_graph() -> BTreeMap<String, BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(&root)
         .output()
         .expect("cargo metadata runs");
@@ -70,12 +76,18 @@ fn assert_never(crate_name: &str, forbidden: &[&str]) {
 
 #[test]
 fn the_contract_depends_on_no_other_crate_of_the_workspace() {
-    assert_eq!(reach(&workspace_graph(), "onboarding-contract"), BTreeSet::new());
+    assert_eq!(
+        reach(&workspace_graph(), "onboarding-contract"),
+        BTreeSet::new()
+    );
 }
 
 #[test]
 fn the_core_vocabulary_depends_on_no_other_crate_of_the_workspace() {
-    assert_eq!(reach(&workspace_graph(), "onboarding-core"), BTreeSet::new());
+    assert_eq!(
+        reach(&workspace_graph(), "onboarding-core"),
+        BTreeSet::new()
+    );
 }
 
 #[test]
@@ -129,11 +141,19 @@ fn azure_and_kubernetes_providers_do_not_know_each_other() {
 fn the_transport_and_the_journal_know_no_saga_and_no_steps() {
     assert_never(
         "onboarding-transport",
-        &["onboarding-saga", "onboarding-journal", "onboarding-providers"],
+        &[
+            "onboarding-saga",
+            "onboarding-journal",
+            "onboarding-providers",
+        ],
     );
     assert_never(
         "onboarding-journal",
-        &["onboarding-saga", "onboarding-contract", "onboarding-providers"],
+        &[
+            "onboarding-saga",
+            "onboarding-contract",
+            "onboarding-providers",
+        ],
     );
 }
 
@@ -145,5 +165,8 @@ fn no_production_crate_depends_on_the_testkit() {
         .filter(|(_, deps)| deps.contains("onboarding-testkit"))
         .map(|(n, _)| n.clone())
         .collect();
-    assert!(users.is_empty(), "{users:?} depend on the testkit outside dev-dependencies");
+    assert!(
+        users.is_empty(),
+        "{users:?} depend on the testkit outside dev-dependencies"
+    );
 }

@@ -422,14 +422,14 @@ async fn a_forbidden_request_is_permanent_and_says_what_to_grant() {
     let env = Env::start().await;
     env.sim_post(
         "/_sim/script",
-        json!([{"op": "roles.apply", "code": 403,
-                "message": "roles.rbac.authorization.k8s.io \"tenant-admin\" is forbidden"}]),
+        json!([{"op": "rolebindings.apply", "code": 403,
+                "message": "rolebindings.rbac.authorization.k8s.io \"tenant-admin\" is forbidden"}]),
     )
     .await;
     env.apply_all(&[manifests::namespace(NS, TENANT)]).await;
-    let role = manifests::guardrails(NS, TENANT, &guardrail_spec(None))
+    let role = manifests::guardrails(NS, TENANT, &guardrail_spec(Some("group")))
         .into_iter()
-        .find(|o| o.kind == "Role")
+        .find(|o| o.kind == "RoleBinding")
         .unwrap();
     let err = env
         .applier

@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -42,8 +42,12 @@ pub const LIMIT_RANGE_NAME: &str = "tenant-limits";
 pub const DEFAULT_DENY_POLICY_NAME: &str = "default-deny";
 pub const ALLOW_DNS_POLICY_NAME: &str = "allow-dns";
 pub const ALLOW_SAME_NAMESPACE_POLICY_NAME: &str = "allow-same-namespace";
-/// Name of both the tenant admins' Role and its RoleBinding.
+/// Name of the tenant admins' RoleBinding in the tenant's namespace.
 pub const TENANT_ADMIN_ROLE_NAME: &str = "tenant-admin";
+/// The ClusterRole (shipped in `k8s/base/rbac.yaml`) the admins' RoleBinding grants. The worker
+/// may `bind` it by name without holding its rights: it never writes a Role of its own, which
+/// Kubernetes would refuse for rights the worker lacks (RBAC escalation prevention).
+pub const TENANT_ADMIN_CLUSTER_ROLE: &str = "tenant-onboarding:tenant-admin";
 pub const WORKLOAD_NAME: &str = "workload";
 
 /// UID the workload runs as when its image names none: the distroless `nonroot` user, so that
@@ -140,8 +144,8 @@ pub fn service_account(
 }
 
 /// The namespace's guard rails: quota, container defaults, network policies (deny everything,
-/// then allow DNS and traffic inside the namespace) and the tenant admins' Role, plus its
-/// RoleBinding when an admin group is given.
+/// then allow DNS and traffic inside the namespace) and, when an admin group is given, its
+/// RoleBinding to [`TENANT_ADMIN_CLUSTER_ROLE`].
 pub fn guardrails(namespace: &str, tenant_id: &str, spec: &GuardrailSpec) -> Vec<KubeObject> {
     let mut objects = vec![
         resource_quota(namespace, tenant_id, spec),
@@ -149,7 +153,6 @@ pub fn guardrails(namespace: &str, tenant_id: &str, spec: &GuardrailSpec) -> Vec
         default_deny_policy(namespace, tenant_id),
         allow_dns_policy(namespace, tenant_id),
         allow_same_namespace_policy(namespace, tenant_id),
-        tenant_admin_role(namespace, tenant_id),
     ];
     if let Some(group) = &spec.admin_group_id {
         objects.push(tenant_admin_binding(namespace, tenant_id, group));
@@ -284,7 +287,6 @@ pub fn guardrail_refs(namespace: &str) -> Vec<ObjectRef> {
     let ns = Some(namespace);
     vec![
         object_ref::<RoleBinding>(ns, TENANT_ADMIN_ROLE_NAME),
-        object_ref::<Role>(ns, TENANT_ADMIN_ROLE_NAME),
         object_ref::<NetworkPolicy>(ns, ALLOW_SAME_NAMESPACE_POLICY_NAME),
         object_ref::<NetworkPolicy>(ns, ALLOW_DNS_POLICY_NAME),
         object_ref::<NetworkPolicy>(ns, DEFAULT_DENY_POLICY_NAME),
@@ -438,89 +440,14 @@ fn network_policy(
     to_object(&policy, Some(namespace), name)
 }
 
-/// Like the built-in `edit` ClusterRole, narrowed: tenant admins run their applications but can
-/// neither touch RBAC (no escalation), nor loosen the guard rails (quota, limits and network
-/// policies are read-only), nor re-point the tenant's service account at another identity.
-/// DaemonSets are left out: they would place tenant pods on every node, not just the tenant's.
-fn tenant_admin_role(namespace: &str, tenant_id: &str) -> KubeObject {
-    const WRITE: &[&str] = &[
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-        "deletecollection",
-    ];
-    const READ: &[&str] = &["get", "list", "watch"];
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(groups.iter().map(|g| (*g).to_string()).collect()),
-        resources: Some(resources.iter().map(|r| (*r).to_string()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
-        ..PolicyRule::default()
-    };
-    let rules = vec![
-        rule(
-            &[""],
-            &[
-                "pods",
-                "pods/log",
-                "pods/exec",
-                "pods/attach",
-                "pods/portforward",
-                "services",
-                "endpoints",
-                "configmaps",
-                "secrets",
-                "persistentvolumeclaims",
-            ],
-            WRITE,
-        ),
-        rule(
-            &[""],
-            &[
-                "events",
-                "serviceaccounts",
-                "resourcequotas",
-                "limitranges",
-                "pods/status",
-            ],
-            READ,
-        ),
-        rule(
-            &["apps"],
-            &[
-                "deployments",
-                "deployments/scale",
-                "statefulsets",
-                "statefulsets/scale",
-            ],
-            WRITE,
-        ),
-        rule(&["apps"], &["replicasets", "controllerrevisions"], READ),
-        rule(&["batch"], &["jobs", "cronjobs"], WRITE),
-        rule(&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
-        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-        rule(&["networking.k8s.io"], &["ingresses"], WRITE),
-        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-    ];
-    let role = Role {
-        metadata: meta(namespace, TENANT_ADMIN_ROLE_NAME, tenant_id),
-        rules: Some(rules),
-    };
-    to_object(&role, Some(namespace), TENANT_ADMIN_ROLE_NAME)
-}
-
 fn tenant_admin_binding(namespace: &str, tenant_id: &str, group_object_id: &str) -> KubeObject {
     const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
     let binding = RoleBinding {
         metadata: meta(namespace, TENANT_ADMIN_ROLE_NAME, tenant_id),
         role_ref: RoleRef {
             api_group: RBAC_GROUP.into(),
-            kind: "Role".into(),
-            name: TENANT_ADMIN_ROLE_NAME.into(),
+            kind: "ClusterRole".into(),
+            name: TENANT_ADMIN_CLUSTER_ROLE.into(),
         },
         // AKS with Entra integration presents group membership as the groups' object ids.
         subjects: Some(vec![Subject {
@@ -672,7 +599,7 @@ mod tests {
     fn guardrails_bind_the_admin_group_only_when_one_is_given() {
         let without = guardrails("ns", "acme", &spec(None));
         assert!(without.iter().all(|o| o.kind != "RoleBinding"));
-        assert_eq!(without.len(), 6);
+        assert_eq!(without.len(), 5);
         let with = guardrails("ns", "acme", &spec(Some("0000-group")));
         let binding = with
             .iter()
@@ -682,7 +609,15 @@ mod tests {
             binding.manifest["subjects"],
             json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "0000-group"}])
         );
-        assert_eq!(binding.manifest["roleRef"]["name"], TENANT_ADMIN_ROLE_NAME);
+        assert_eq!(
+            binding.manifest["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                   "name": TENANT_ADMIN_CLUSTER_ROLE})
+        );
+        assert!(
+            with.iter().all(|o| o.kind != "Role"),
+            "the worker writes no Role"
+        );
     }
 
     #[test]
@@ -729,11 +664,19 @@ mod tests {
         assert_eq!(same["egress"], json!([{"to": [{"podSelector": {}}]}]));
     }
 
+    /// The admins' ClusterRole ships in `k8s/base/rbac.yaml`; this reads that very file.
     #[test]
-    fn the_tenant_admin_role_cannot_touch_rbac_or_the_guardrails() {
-        let objects = guardrails("ns", "acme", &spec(None));
-        let role = objects.iter().find(|o| o.kind == "Role").expect("role");
-        let rules = role.manifest["rules"].as_array().expect("rules");
+    fn the_tenant_admin_cluster_role_cannot_touch_rbac_or_the_guardrails() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../k8s/base/rbac.yaml");
+        let text = std::fs::read_to_string(&path).expect("k8s/base/rbac.yaml");
+        let role = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_json::Value::deserialize(d).expect("yaml"))
+            .find(|d| {
+                d["kind"] == "ClusterRole" && d["metadata"]["name"] == TENANT_ADMIN_CLUSTER_ROLE
+            })
+            .expect("the tenant admin ClusterRole is shipped");
+        let rules = role["rules"].as_array().expect("rules");
         for rule in rules {
             let groups = rule["apiGroups"].as_array().expect("groups");
             assert!(!groups.contains(&json!("rbac.authorization.k8s.io")));

@@ -1,0 +1,318 @@
+//! The Kubernetes provider against a real control plane (kube-apiserver, controller-manager,
+//! scheduler, etcd built by `scripts/kube.sh`), authenticated as the worker's own ServiceAccount
+//! with exactly the RBAC in `k8s/base/rbac.yaml`. What the simulator cannot show: RBAC escalation
+//! prevention, Pod Security admission, asynchronous namespace deletion, the scheduler honouring
+//! the tenant's taints.
+
+mod real_cluster;
+
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use onboarding_config::{GuardrailDefaults, WorkloadTemplate};
+use onboarding_core::{Classify, ErrorClass};
+use onboarding_kube::KubeApplier;
+use onboarding_providers::manifests::{self, GuardrailSpec};
+use onboarding_providers::{KubeObject, KubeProvisioner, Target};
+use real_cluster::RealCluster;
+use serde_json::json;
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn applier(cluster: &RealCluster) -> (KubeApplier, Target) {
+    let target = cluster.target();
+    let targets = [("default".to_string(), target.clone())]
+        .into_iter()
+        .collect();
+    let applier = KubeApplier::from_targets(&targets)
+        .await
+        .expect("a client for the real API server");
+    (applier, target)
+}
+
+/// Everything the guardrails, service-account and workload steps apply for one tenant.
+fn tenant_objects(tenant: &str) -> (String, Vec<KubeObject>) {
+    let ns = format!("tenant-{tenant}");
+    let mut objects = vec![
+        manifests::namespace(&ns, tenant),
+        manifests::service_account(&ns, "tenant-workload", tenant, "client-id", None),
+    ];
+    objects.extend(manifests::guardrails(
+        &ns,
+        tenant,
+        &GuardrailSpec::from_defaults(
+            &GuardrailDefaults::default(),
+            Some("11111111-2222-3333-4444-555555555555".into()),
+        ),
+    ));
+    objects.push(manifests::workload(
+        &ns,
+        tenant,
+        "tenant-workload",
+        &WorkloadTemplate::default(),
+        2,
+    ));
+    (ns, objects)
+}
+
+#[tokio::test]
+async fn the_worker_applies_every_tenant_object_with_exactly_the_shipped_rbac() {
+    let Some(cluster) = RealCluster::connect("tenant objects as the worker").await else {
+        return;
+    };
+    let (kube, target) = applier(&cluster).await;
+    let tenant = unique("rbac");
+    let (ns, objects) = tenant_objects(&tenant);
+    for object in &objects {
+        let live = kube
+            .apply(&target, object)
+            .await
+            .unwrap_or_else(|e| panic!("{} {} refused: {e}", object.kind, object.name));
+        assert_eq!(live["metadata"]["name"], object.name.as_str());
+    }
+    // The admins' binding grants the shipped ClusterRole; the worker wrote no Role.
+    let binding = kube
+        .get(&target, &manifests::guardrail_refs(&ns)[0])
+        .await
+        .expect("get")
+        .expect("the admin RoleBinding exists");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        manifests::TENANT_ADMIN_CLUSTER_ROLE
+    );
+    // Applying everything again changes nothing and is refused nowhere (idempotent).
+    for object in &objects {
+        kube.apply(&target, object).await.expect("re-apply");
+    }
+}
+
+#[tokio::test]
+async fn a_role_granting_rights_the_worker_lacks_is_refused_permanently() {
+    let Some(cluster) = RealCluster::connect("escalation prevention").await else {
+        return;
+    };
+    let (kube, target) = applier(&cluster).await;
+    let tenant = unique("esc");
+    let ns = format!("tenant-{tenant}");
+    kube.apply(&target, &manifests::namespace(&ns, &tenant))
+        .await
+        .expect("namespace");
+    // What the first round's guardrails wrote: a Role with secrets and exec.
+    let role = KubeObject {
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "Role".into(),
+        namespace: Some(ns.clone()),
+        name: "tenant-admin".into(),
+        manifest: json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "tenant-admin", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["secrets", "pods/exec"], "verbs": ["get", "create"]}],
+        }),
+    };
+    let err = kube.apply(&target, &role).await.expect_err("forbidden");
+    assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+    assert!(err.message.contains("forbidden"), "{err}");
+}
+
+async fn worker_may(cluster: &RealCluster, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+    // `group/resource` names a resource outside the core group.
+    let (group, resource) = resource
+        .split_once('/')
+        .filter(|(g, _)| g.contains('.'))
+        .unwrap_or(("", resource));
+    let client = cluster.worker_client().await;
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: ns.map(str::to_string),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SelfSubjectAccessReview");
+    answer.status.map(|s| s.allowed).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_worker_holds_no_tenant_rights_of_its_own_anywhere() {
+    let Some(cluster) = RealCluster::connect("worker least privilege").await else {
+        return;
+    };
+    for (verb, resource, ns) in [
+        ("create", "pods", Some("default")),
+        ("get", "secrets", Some("kube-system")),
+        ("create", "pods/exec", Some("tenant-onboarding")),
+        ("create", "rbac.authorization.k8s.io/roles", Some("default")),
+        ("escalate", "rbac.authorization.k8s.io/clusterroles", None),
+        ("bind", "rbac.authorization.k8s.io/clusterroles", None),
+    ] {
+        assert!(
+            !worker_may(&cluster, verb, resource, ns).await,
+            "the worker may {verb} {resource} in {ns:?}"
+        );
+    }
+    assert!(worker_may(&cluster, "create", "namespaces", None).await);
+    assert!(
+        worker_may(
+            &cluster,
+            "create",
+            "rbac.authorization.k8s.io/rolebindings",
+            Some("default")
+        )
+        .await
+    );
+}
+
+/// Register a Node as AKS would for the tenant's pool: its labels, its taint, Ready.
+async fn register_tenant_node(cluster: &RealCluster, tenant: &str) -> String {
+    let name = format!("aks-{}-vmss000000", &tenant[..tenant.len().min(12)]);
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "tenant": tenant, "kubernetes.azure.com/agentpool": tenant,
+            "kubernetes.io/os": "linux", "kubernetes.io/hostname": name}},
+        "spec": {"taints": [{"key": "tenant", "value": tenant, "effect": "NoSchedule"}]},
+    });
+    real_cluster::apply_as_admin(&cluster.admin, &node).await;
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    let status = json!({"status": {
+        "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+        "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "registered by the test as AKS would"}]}});
+    nodes
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("node status");
+    name
+}
+
+#[tokio::test]
+async fn tenant_pods_pass_pod_security_and_land_only_on_the_tenant_nodes() {
+    let Some(cluster) = RealCluster::connect("placement").await else {
+        return;
+    };
+    let (kube, target) = applier(&cluster).await;
+    let tenant = unique("pl");
+    let node = register_tenant_node(&cluster, &tenant).await;
+    let (ns, objects) = tenant_objects(&tenant);
+    for object in &objects {
+        kube.apply(&target, object).await.expect("apply");
+    }
+    // The workload's pods are admitted under Pod Security `restricted` and bound to the node.
+    let pods: Api<Pod> = Api::namespaced(cluster.admin.clone(), &ns);
+    let placed = cluster
+        .eventually("workload pods scheduled", Duration::from_secs(60), || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default()).await.ok()?;
+                let nodes: Vec<String> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                    .collect();
+                (nodes.len() == 2).then_some(nodes)
+            }
+        })
+        .await;
+    assert!(placed.iter().all(|n| n == &node), "{placed:?}");
+
+    // A pod without the toleration stays Pending: no node will take it.
+    let stray: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stray", "namespace": ns},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                              "limits": {"cpu": "10m", "memory": "16Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}}}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &stray)
+        .await
+        .expect("the stray pod is admitted");
+    let reason = cluster
+        .eventually(
+            "the stray pod judged unschedulable",
+            Duration::from_secs(30),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("stray").await.ok()?;
+                    let status = p.status?;
+                    let cond = status
+                        .conditions?
+                        .into_iter()
+                        .find(|c| c.type_ == "PodScheduled")?;
+                    (cond.status == "False").then_some(cond.reason.unwrap_or_default())
+                }
+            },
+        )
+        .await;
+    assert_eq!(reason, "Unschedulable");
+    let stray = pods.get("stray").await.expect("stray");
+    assert_eq!(stray.spec.and_then(|s| s.node_name), None);
+}
+
+#[tokio::test]
+async fn a_deleted_namespace_is_gone_only_when_the_api_server_says_so() {
+    let Some(cluster) = RealCluster::connect("namespace deletion").await else {
+        return;
+    };
+    let (kube, target) = applier(&cluster).await;
+    let tenant = unique("del");
+    let (ns, objects) = tenant_objects(&tenant);
+    for object in objects.iter().filter(|o| o.kind != "Deployment") {
+        kube.apply(&target, object).await.expect("apply");
+    }
+    let reference = manifests::namespace_ref(&ns);
+    kube.delete(&target, &reference).await.expect("delete");
+    // Deleting again while it terminates, or once gone, is success.
+    kube.delete(&target, &reference)
+        .await
+        .expect("delete again");
+    cluster
+        .eventually("namespace removed", Duration::from_secs(90), || {
+            let kube = &kube;
+            let target = &target;
+            let reference = &reference;
+            async move {
+                match kube.get(target, reference).await {
+                    Ok(None) => Some(()),
+                    Ok(Some(live)) => {
+                        // While it exists it says it is going.
+                        assert_eq!(live["status"]["phase"], "Terminating", "{live}");
+                        None
+                    }
+                    Err(e) => panic!("get: {e}"),
+                }
+            }
+        })
+        .await;
+}
