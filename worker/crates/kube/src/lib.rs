@@ -5,5 +5,9 @@
 //! May talk only to the API servers the configured targets name; never to Azure.
 
 mod applier;
+mod classify;
+mod kinds;
+mod setup;
 
-pub use applier::{KubeApplier, KubeClientOptions, KubeSetupError};
+pub use applier::KubeApplier;
+pub use setup::{KubeClientOptions, KubeSetupError};
