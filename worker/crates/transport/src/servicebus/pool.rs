@@ -1,0 +1,88 @@
+//! The AMQP connections to the namespace: opening one (TLS, or plain AMQP for the emulator; with
+//! a connection string or an Entra credential) and keeping idle ones for reuse.
+//!
+//! Touches the network: AMQP to the namespace in the settings, nothing else.
+
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+
+use azservicebus::client::service_bus_client::WithCustomRetryPolicy;
+use azservicebus::core::BasicRetryPolicy;
+use azservicebus::{ServiceBusClient, ServiceBusClientOptions, ServiceBusRetryOptions};
+
+use super::errors::transport_error;
+use super::settings::{
+    AzureCoreCredential, ServiceBusAuth, ServiceBusSettings, is_development_emulator,
+};
+use crate::TransportError;
+
+pub(super) type Client = ServiceBusClient<BasicRetryPolicy>;
+
+pub(super) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short critical sections leaves plain data behind.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// fe2o3-amqp builds its TLS config from rustls's process-wide provider; the workspace compiles
+/// two (ring and aws-lc-rs), so without an installed default rustls would panic. The binaries
+/// install ring at startup; this covers library users and tests.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing the race to another installer is fine: a provider is then installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// AMQP connections. azservicebus serialises link creation per connection (and an accept of the
+/// next session holds that lock until a session frees up), so concurrent accepts each take a
+/// connection of their own; idle ones are kept for reuse.
+pub(super) struct Pool {
+    pub(super) settings: Arc<ServiceBusSettings>,
+    pub(super) idle: StdMutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub(super) async fn connect(&self) -> Result<Client, TransportError> {
+        ensure_crypto_provider();
+        let s = &self.settings;
+        let retry_options = ServiceBusRetryOptions {
+            try_timeout: s.operation_timeout,
+            max_retries: s.max_retries,
+            ..ServiceBusRetryOptions::default()
+        };
+        let options = ServiceBusClientOptions {
+            retry_options,
+            ..ServiceBusClientOptions::default()
+        };
+        let result = match &s.auth {
+            ServiceBusAuth::ConnectionString(cs) if is_development_emulator(cs) => {
+                WithCustomRetryPolicy::<BasicRetryPolicy>::unsecured()
+                    .new_from_connection_string(cs.as_str(), options)
+                    .await
+            }
+            ServiceBusAuth::ConnectionString(cs) => {
+                ServiceBusClient::new_from_connection_string(cs.as_str(), options).await
+            }
+            ServiceBusAuth::Credential(credential) => {
+                let bridged: Arc<dyn azure_core::credentials::TokenCredential> =
+                    Arc::new(AzureCoreCredential::new(credential.clone()));
+                ServiceBusClient::new_from_token_credential(s.namespace.clone(), bridged, options)
+                    .await
+            }
+        };
+        result.map_err(|e| transport_error(&e, "opening an AMQP connection", &s.namespace, ""))
+    }
+
+    pub(super) async fn take(&self) -> Result<Client, TransportError> {
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => self.connect().await,
+        }
+    }
+
+    pub(super) fn put(&self, client: Client) {
+        if !client.is_closed() {
+            lock(&self.idle).push(client);
+        }
+    }
+}

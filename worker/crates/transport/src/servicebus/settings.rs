@@ -1,0 +1,240 @@
+//! Where the queue and topic live and how to reach them: [`ServiceBusSettings`], the
+//! [`ServiceBusAuth`] variants, and [`AzureCoreCredential`], which lends our [`TokenCredential`]
+//! to azservicebus.
+//!
+//! Pure: nothing here touches the network or reads the environment (a credential only fetches a
+//! token when azservicebus asks for one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use onboarding_core::TokenCredential;
+
+use super::SERVICE_BUS_SCOPE;
+use crate::TransportError;
+
+/// How the transport authenticates to the namespace.
+#[derive(Clone)]
+pub enum ServiceBusAuth {
+    /// `Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=...`. With
+    /// `UseDevelopmentEmulator=true` the connection is plain AMQP to the local emulator.
+    ConnectionString(String),
+    /// An Entra credential (workload identity, Azure CLI), possibly in another Entra tenant than
+    /// the cluster's. The namespace must grant its principal a Service Bus data role.
+    Credential(Arc<dyn TokenCredential>),
+}
+
+impl std::fmt::Debug for ServiceBusAuth {
+    // A connection string carries a key: it must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceBusAuth::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            ServiceBusAuth::Credential(c) => f.debug_tuple("Credential").field(c).finish(),
+        }
+    }
+}
+
+/// Where the queue and topic live and how to reach them.
+#[derive(Debug, Clone)]
+pub struct ServiceBusSettings {
+    /// Fully qualified namespace, `<name>.servicebus.windows.net`. With a connection string its
+    /// `Endpoint` wins and this is only used in messages.
+    pub namespace: String,
+    /// The session-enabled commands queue.
+    pub queue: String,
+    /// The events topic.
+    pub topic: String,
+    pub auth: ServiceBusAuth,
+    /// Time allowed for one try of an AMQP operation (connect, attach, send, settle).
+    pub operation_timeout: Duration,
+    /// Retries azservicebus makes on transient AMQP failures before reporting them.
+    pub max_retries: u32,
+}
+
+impl ServiceBusSettings {
+    pub fn new(
+        namespace: impl Into<String>,
+        queue: impl Into<String>,
+        topic: impl Into<String>,
+        auth: ServiceBusAuth,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            queue: queue.into(),
+            topic: topic.into(),
+            auth,
+            operation_timeout: Duration::from_secs(60),
+            max_retries: 3,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), TransportError> {
+        let mut problems = Vec::new();
+        if self.queue.trim().is_empty() {
+            problems.push("the queue name is empty");
+        }
+        if self.topic.trim().is_empty() {
+            problems.push("the topic name is empty");
+        }
+        match &self.auth {
+            ServiceBusAuth::Credential(_) if self.namespace.trim().is_empty() => {
+                problems.push("the namespace is empty (expected <name>.servicebus.windows.net)")
+            }
+            ServiceBusAuth::ConnectionString(cs) if cs.trim().is_empty() => {
+                problems.push("the connection string is empty")
+            }
+            _ => {}
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TransportError::Rejected(format!(
+                "Service Bus settings are invalid: {}; fix the transport configuration",
+                problems.join(", ")
+            )))
+        }
+    }
+}
+
+/// True when a connection string targets the local Service Bus emulator (plain AMQP, no TLS).
+pub fn is_development_emulator(connection_string: &str) -> bool {
+    connection_string.split(';').any(|pair| {
+        pair.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("UseDevelopmentEmulator")
+                && v.trim().eq_ignore_ascii_case("true")
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credential bridge
+// ---------------------------------------------------------------------------------------------
+
+/// Our [`TokenCredential`] seen as the `azure_core` credential azservicebus takes, so the
+/// Service Bus connection uses the same credential type (with its explicit Entra tenant and
+/// client id) as every other Azure client of the worker.
+#[derive(Debug, Clone)]
+pub struct AzureCoreCredential {
+    inner: Arc<dyn TokenCredential>,
+}
+
+impl AzureCoreCredential {
+    pub fn new(inner: Arc<dyn TokenCredential>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for AzureCoreCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        // azservicebus asks for exactly one scope; our trait takes one.
+        let scope = scopes.first().copied().unwrap_or(SERVICE_BUS_SCOPE);
+        let token = self
+            .inner
+            .token(scope)
+            .await
+            .map_err(|e| azure_core::Error::new(azure_core::error::ErrorKind::Credential, e))?;
+        let expires_on =
+            azure_core::date::OffsetDateTime::from_unix_timestamp(token.expires_on.timestamp())
+                .map_err(|e| {
+                    azure_core::Error::new(azure_core::error::ErrorKind::DataConversion, e)
+                })?;
+        Ok(azure_core::credentials::AccessToken::new(
+            token.token,
+            expires_on,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    #[test]
+    fn the_emulator_is_recognised_from_its_connection_string() {
+        assert!(is_development_emulator(
+            "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+        ));
+        assert!(is_development_emulator(
+            "Endpoint=sb://localhost; usedevelopmentemulator = True"
+        ));
+        assert!(!is_development_emulator(
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=v"
+        ));
+        assert!(!is_development_emulator(
+            "Endpoint=sb://localhost;UseDevelopmentEmulator=false"
+        ));
+    }
+
+    #[test]
+    fn connection_strings_never_reach_debug_output() {
+        let auth = ServiceBusAuth::ConnectionString(
+            "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=supersecret".into(),
+        );
+        let settings = ServiceBusSettings::new("x", "q", "t", auth);
+        let text = format!("{settings:?}");
+        assert!(!text.contains("supersecret"), "{text}");
+        assert!(text.contains("redacted"));
+    }
+
+    #[test]
+    fn settings_name_every_missing_part() {
+        let settings =
+            ServiceBusSettings::new("", " ", "", ServiceBusAuth::ConnectionString(String::new()));
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("queue name is empty"), "{err}");
+        assert!(err.contains("topic name is empty"), "{err}");
+        assert!(err.contains("connection string is empty"), "{err}");
+    }
+
+    #[derive(Debug)]
+    struct FixedToken;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for FixedToken {
+        async fn token(
+            &self,
+            scope: &str,
+        ) -> Result<onboarding_core::AccessToken, onboarding_core::AuthError> {
+            if scope != SERVICE_BUS_SCOPE {
+                return Err(onboarding_core::AuthError {
+                    credential: "fixed".into(),
+                    scope: scope.into(),
+                    message: "unexpected scope".into(),
+                    class: onboarding_core::ErrorClass::Permanent,
+                });
+            }
+            Ok(onboarding_core::AccessToken {
+                token: "tok-123".into(),
+                expires_on: DateTime::<Utc>::from_timestamp(2_000_000_000, 0).unwrap(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn our_credential_serves_azservicebus_tokens_for_the_service_bus_scope() {
+        use azure_core::credentials::TokenCredential as _;
+        let bridged = AzureCoreCredential::new(Arc::new(FixedToken));
+        let token = bridged.get_token(&[SERVICE_BUS_SCOPE], None).await.unwrap();
+        assert_eq!(token.token.secret(), "tok-123");
+        assert_eq!(token.expires_on.unix_timestamp(), 2_000_000_000);
+        let err = bridged
+            .get_token(&["https://management.azure.com/.default"], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            azure_core::error::ErrorKind::Credential
+        ));
+        assert!(
+            err.to_string().contains("unexpected scope")
+                || format!("{err:?}").contains("unexpected scope")
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The event topic on Service Bus: publishing through the transport's topic sender, and
+//! [`ServiceBusSubscription`], a receive-and-delete receiver on a subscription the
+//! infrastructure created (never created here).
+//!
+//! Touches the network through the connection pool (AMQP to the namespace in the settings).
+
+use std::time::Duration;
+
+use azservicebus::{ServiceBusReceiveMode, ServiceBusReceiver, ServiceBusReceiverOptions};
+
+use super::amqp::received_from_amqp;
+use super::errors::{
+    FailureKind, auth_error_in, error_detail, failure_kind, is_credential_error, transport_error,
+};
+use super::transport::ServiceBusTransport;
+use crate::{OutgoingMessage, ReceivedMessage, Subscription, Topic, TransportError};
+
+#[async_trait::async_trait]
+impl Topic for ServiceBusTransport {
+    async fn publish(&self, message: OutgoingMessage) -> Result<(), TransportError> {
+        self.send_to(&self.topic_sender, &self.settings.topic, &message)
+            .await
+    }
+
+    async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, TransportError> {
+        let topic = self.settings.topic.clone();
+        let mut client = self.pool.take().await?;
+        let created = client
+            .create_receiver_for_subscription(
+                &topic,
+                subscription,
+                ServiceBusReceiverOptions {
+                    receive_mode: ServiceBusReceiveMode::ReceiveAndDelete,
+                    ..ServiceBusReceiverOptions::default()
+                },
+            )
+            .await;
+        self.pool.put(client);
+        let receiver = created.map_err(|e| {
+            let (display, debug) = error_detail(&e);
+            let kind = failure_kind(&format!("{display} {debug}"), is_credential_error(&e));
+            match kind {
+                FailureKind::NotFound if auth_error_in(&e).is_none() => TransportError::Rejected(format!(
+                    "subscription {subscription} of topic {topic} does not exist on Service Bus namespace {}; \
+                     subscriptions are created by the infrastructure, not the worker: \
+                     az servicebus topic subscription create --namespace-name <ns> --topic-name {topic} --name {subscription} -g <rg>",
+                    self.ns()
+                )),
+                _ => transport_error(
+                    &e,
+                    &format!("opening subscription {subscription} of topic {topic}"),
+                    self.ns(),
+                    "",
+                ),
+            }
+        })?;
+        Ok(Box::new(ServiceBusSubscription {
+            receiver,
+            topic,
+            name: subscription.to_string(),
+            namespace: self.settings.namespace.clone(),
+        }))
+    }
+}
+
+/// A receive-and-delete receiver on an existing topic subscription.
+pub struct ServiceBusSubscription {
+    receiver: ServiceBusReceiver,
+    topic: String,
+    name: String,
+    namespace: String,
+}
+
+impl std::fmt::Debug for ServiceBusSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBusSubscription")
+            .field("topic", &self.topic)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Subscription for ServiceBusSubscription {
+    async fn next(
+        &mut self,
+        max_wait: Duration,
+    ) -> Result<Option<ReceivedMessage>, TransportError> {
+        let message = self
+            .receiver
+            .receive_message_with_max_wait_time(max_wait)
+            .await
+            .map_err(|e| {
+                transport_error(
+                    &e,
+                    &format!(
+                        "receiving from subscription {} of topic {}",
+                        self.name, self.topic
+                    ),
+                    &self.namespace,
+                    "",
+                )
+            })?;
+        Ok(message.map(|m| received_from_amqp(m.raw_amqp_message())))
+    }
+}
