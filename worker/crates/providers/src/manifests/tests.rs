@@ -1,0 +1,233 @@
+//! Tests of the manifest builders: coordinates, labels, the guard rails and the workload.
+
+use super::*;
+use crate::{GuardrailDefaults, WorkloadTemplate};
+use serde::Deserialize;
+use serde_json::json;
+
+fn spec(admin: Option<&str>) -> GuardrailSpec {
+    GuardrailSpec::from_defaults(&GuardrailDefaults::default(), admin.map(str::to_string))
+}
+
+#[test]
+fn every_manifest_carries_its_api_version_kind_and_coordinates() {
+    let mut objects = vec![
+        namespace("tenant-acme", "acme"),
+        service_account("tenant-acme", "acme", "acme", "cid", None),
+        workload(
+            "tenant-acme",
+            "acme",
+            "acme",
+            &WorkloadTemplate::default(),
+            2,
+        ),
+    ];
+    objects.extend(guardrails("tenant-acme", "acme", &spec(Some("g"))));
+    for o in &objects {
+        assert_eq!(o.manifest["apiVersion"], json!(o.api_version), "{o:?}");
+        assert_eq!(o.manifest["kind"], json!(o.kind), "{o:?}");
+        assert_eq!(o.manifest["metadata"]["name"], json!(o.name), "{o:?}");
+        assert_eq!(
+            o.manifest["metadata"]["namespace"].as_str(),
+            o.namespace.as_deref(),
+            "{o:?}"
+        );
+        assert_eq!(o.manifest["metadata"]["labels"]["tenant"], "acme", "{o:?}");
+        assert_eq!(
+            o.manifest["metadata"]["labels"][MANAGED_BY_LABEL],
+            FIELD_MANAGER
+        );
+    }
+}
+
+#[test]
+fn the_namespace_enforces_the_restricted_pod_security_standard() {
+    let ns = namespace("tenant-acme", "acme");
+    let labels = &ns.manifest["metadata"]["labels"];
+    assert_eq!(ns.namespace, None);
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(
+        labels["pod-security.kubernetes.io/enforce-version"],
+        "latest"
+    );
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+    assert_eq!(labels["pod-security.kubernetes.io/audit"], "restricted");
+}
+
+#[test]
+fn the_service_account_names_the_identity_tenant_only_when_asked() {
+    let same = service_account("ns", "sa", "acme", "client-1", None);
+    let annotations = &same.manifest["metadata"]["annotations"];
+    assert_eq!(annotations[WORKLOAD_IDENTITY_CLIENT_ID], "client-1");
+    assert!(annotations.get(WORKLOAD_IDENTITY_TENANT_ID).is_none());
+    assert_eq!(
+        same.manifest["metadata"]["labels"][WORKLOAD_IDENTITY_USE_LABEL],
+        "true"
+    );
+    assert_eq!(same.manifest["automountServiceAccountToken"], false);
+
+    let cross = service_account("ns", "sa", "acme", "client-1", Some("entra-2"));
+    assert_eq!(
+        cross.manifest["metadata"]["annotations"][WORKLOAD_IDENTITY_TENANT_ID],
+        "entra-2"
+    );
+}
+
+#[test]
+fn guardrails_bind_the_admin_group_only_when_one_is_given() {
+    let without = guardrails("ns", "acme", &spec(None));
+    assert!(without.iter().all(|o| o.kind != "RoleBinding"));
+    assert_eq!(without.len(), 5);
+    let with = guardrails("ns", "acme", &spec(Some("0000-group")));
+    let binding = with
+        .iter()
+        .find(|o| o.kind == "RoleBinding")
+        .expect("binding");
+    assert_eq!(
+        binding.manifest["subjects"],
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "0000-group"}])
+    );
+    assert_eq!(
+        binding.manifest["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+               "name": TENANT_ADMIN_CLUSTER_ROLE})
+    );
+    assert!(
+        with.iter().all(|o| o.kind != "Role"),
+        "the worker writes no Role"
+    );
+}
+
+#[test]
+fn the_quota_caps_requests_limits_and_pods() {
+    let objects = guardrails("ns", "acme", &spec(None));
+    let quota = objects
+        .iter()
+        .find(|o| o.kind == "ResourceQuota")
+        .expect("quota");
+    assert_eq!(
+        quota.manifest["spec"]["hard"],
+        json!({"requests.cpu": "8", "limits.cpu": "8", "requests.memory": "32Gi",
+               "limits.memory": "32Gi", "pods": "50"})
+    );
+}
+
+#[test]
+fn the_network_policies_deny_by_default_and_allow_dns_and_the_namespace() {
+    let objects = guardrails("ns", "acme", &spec(None));
+    let policy = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o.kind == "NetworkPolicy" && o.name == name)
+            .expect("policy")
+            .manifest["spec"]
+            .clone()
+    };
+    assert_eq!(
+        policy(DEFAULT_DENY_POLICY_NAME),
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    );
+    let dns = policy(ALLOW_DNS_POLICY_NAME);
+    assert_eq!(
+        dns["egress"][0]["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+    assert_eq!(
+        dns["egress"][0]["to"][0],
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+               "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}})
+    );
+    let same = policy(ALLOW_SAME_NAMESPACE_POLICY_NAME);
+    assert_eq!(same["ingress"], json!([{"from": [{"podSelector": {}}]}]));
+    assert_eq!(same["egress"], json!([{"to": [{"podSelector": {}}]}]));
+}
+
+/// The admins' ClusterRole ships in `k8s/base/rbac.yaml`; this reads that very file.
+#[test]
+fn the_tenant_admin_cluster_role_cannot_touch_rbac_or_the_guardrails() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../k8s/base/rbac.yaml");
+    let text = std::fs::read_to_string(&path).expect("k8s/base/rbac.yaml");
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).expect("yaml"))
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == TENANT_ADMIN_CLUSTER_ROLE)
+        .expect("the tenant admin ClusterRole is shipped");
+    let rules = role["rules"].as_array().expect("rules");
+    for rule in rules {
+        let groups = rule["apiGroups"].as_array().expect("groups");
+        assert!(!groups.contains(&json!("rbac.authorization.k8s.io")));
+        assert!(!groups.contains(&json!("*")));
+        let verbs = rule["verbs"].as_array().expect("verbs");
+        assert!(!verbs.contains(&json!("escalate")) && !verbs.contains(&json!("bind")));
+        let resources = rule["resources"].as_array().expect("resources");
+        let writes = verbs.contains(&json!("create"));
+        for guarded in [
+            "networkpolicies",
+            "resourcequotas",
+            "limitranges",
+            "serviceaccounts",
+        ] {
+            assert!(!(writes && resources.contains(&json!(guarded))), "{rule}");
+        }
+    }
+}
+
+#[test]
+fn the_workload_runs_on_the_tenant_nodes_as_the_tenant_identity() {
+    let template = WorkloadTemplate::default();
+    let d = workload("tenant-acme", "acme", "acme-sa", &template, 3);
+    assert_eq!(d.kind, "Deployment");
+    assert_eq!(d.api_version, "apps/v1");
+    let spec = &d.manifest["spec"];
+    assert_eq!(spec["replicas"], 3);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "acme-sa");
+    assert_eq!(pod["nodeSelector"], json!({"tenant": "acme"}));
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "tenant", "operator": "Equal", "value": "acme", "effect": "NoSchedule"}])
+    );
+    assert_eq!(
+        spec["template"]["metadata"]["labels"][WORKLOAD_IDENTITY_USE_LABEL],
+        "true"
+    );
+    let labels = spec["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("labels");
+    for (k, v) in spec["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(labels.get(k), Some(v), "selector {k} must match the pods");
+    }
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], json!(template.image));
+    assert_eq!(c["ports"][0]["containerPort"], json!(template.port));
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": template.cpu, "memory": template.memory})
+    );
+}
+
+#[test]
+fn tenant_object_refs_cover_every_object_the_builders_make_namespace_last() {
+    let mut built = vec![
+        namespace("ns", "acme"),
+        service_account("ns", "sa", "acme", "cid", None),
+        workload("ns", "acme", "sa", &WorkloadTemplate::default(), 1),
+    ];
+    built.extend(guardrails("ns", "acme", &spec(Some("g"))));
+    let refs = tenant_object_refs("ns", "sa");
+    assert_eq!(refs.len(), built.len());
+    for o in &built {
+        assert!(refs.contains(&o.reference()), "{} missing", o.reference());
+    }
+    assert_eq!(refs.last(), Some(&namespace_ref("ns")));
+}
