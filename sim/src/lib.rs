@@ -2,7 +2,9 @@
 //!
 //! They are servers at other endpoints, never branches in production code: the worker's real ARM
 //! and Kubernetes clients talk to them over HTTP. Both share latency and fault injection
-//! ([`faults`]) and expose `GET /_sim/inventory` and `POST /_sim/faults` for tests.
+//! ([`faults`]) and expose `GET /_sim/inventory` and `POST /_sim/faults` for tests. The ARM
+//! simulator enforces the platform's limits by default ([`arm::ArmBehaviour`]) and can register
+//! the nodes of its agent pools in a real Kubernetes API server ([`arm::KubeNodeSink`]).
 
 pub mod arm;
 pub mod faults;
@@ -26,6 +28,9 @@ pub struct SimOptions {
     /// The platform limits the ARM simulator enforces (default: all on, realistic values; see
     /// [`arm::ArmBehaviour`]).
     pub arm_behaviour: arm::ArmBehaviour,
+    /// A Kubernetes API server in which the ARM simulator registers a Node for every agent-pool
+    /// instance (`None`: agent pools are ARM resources only).
+    pub kube_nodes: Option<arm::KubeNodeSink>,
 }
 
 /// Both simulators running on loopback; dropped or `shutdown`, they stop.
@@ -74,7 +79,7 @@ pub async fn start(
     let kube_addr = kube_listener.local_addr()?;
     let arm_router = arm::router(arm.clone(), arm_addr);
     let kube_router = k8s::router(kube.clone());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(async move {
             if let Err(e) = axum::serve(arm_listener, arm_router).await {
                 tracing::error!(error = %e, "ARM simulator stopped");
@@ -86,6 +91,9 @@ pub async fn start(
             }
         }),
     ];
+    if arm.registers_nodes() {
+        tasks.push(tokio::spawn(arm::run_node_sink(arm.clone())));
+    }
     Ok(Running {
         arm_addr,
         kube_addr,

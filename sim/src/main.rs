@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Parser;
 use sim::SimOptions;
-use sim::arm::{ArmBehaviour, VmSize};
+use sim::arm::{ArmBehaviour, KubeAuth, KubeNodeSink, VmSize};
 use sim::faults::{FaultPlan, LatencyProfile};
 
 /// Simulated Azure Resource Manager and Kubernetes API servers, for tests and the local run.
@@ -22,6 +22,11 @@ use sim::faults::{FaultPlan, LatencyProfile};
 /// `{"clusterId": "/subscriptions/…/managedClusters/aks", "seconds": 60, "operation": "Upgrading"}`
 /// (or `"subscription"`, `"resourceGroup"`, `"cluster"` instead of `"clusterId"`; seconds are
 /// wall-clock, not scaled).
+///
+/// With --kube-server, every agent pool that has finished creating or scaling becomes Node
+/// objects in that Kubernetes API server (names like aks-<pool>-<8 digits>-vmss000000, the pool's
+/// labels and taints, capacity from the VM size, Ready), deleted again with the pool; failures
+/// are logged and shown under `kubeNodes` in `GET /_sim/inventory`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -77,6 +82,23 @@ struct Args {
     /// Add a VM size to the list: NAME:VCPUS:MEMORY_GIB, e.g. Standard_D4s_v6:4:16. Repeatable.
     #[arg(long = "vm-size", value_parser = parse_vm_size)]
     vm_sizes: Vec<VmSize>,
+    /// Kubernetes API server in which agent pools become Node objects, e.g.
+    /// https://127.0.0.1:6443 (a real one; the Kubernetes simulator of --kube-addr serves no
+    /// nodes).
+    #[arg(long)]
+    kube_server: Option<String>,
+    /// PEM file of the CA of --kube-server's certificate (default: the system's roots).
+    #[arg(long, requires = "kube_server")]
+    kube_ca: Option<std::path::PathBuf>,
+    /// File holding a bearer token for --kube-server (read again each round).
+    #[arg(long, requires = "kube_server", conflicts_with = "kube_client_cert")]
+    kube_token_file: Option<std::path::PathBuf>,
+    /// PEM client certificate for --kube-server (with --kube-client-key).
+    #[arg(long, requires_all = ["kube_server", "kube_client_key"])]
+    kube_client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --kube-client-cert.
+    #[arg(long, requires = "kube_client_cert")]
+    kube_client_key: Option<std::path::PathBuf>,
 }
 
 fn parse_vm_size(s: &str) -> Result<VmSize, String> {
@@ -135,6 +157,19 @@ async fn main() -> anyhow::Result<()> {
             }),
             vcpu_quota: (!args.unlimited_vcpu_quota).then_some(args.vcpu_quota),
         },
+        kube_nodes: args.kube_server.map(|server| KubeNodeSink {
+            server,
+            ca_pem: args.kube_ca,
+            auth: match (
+                args.kube_token_file,
+                args.kube_client_cert,
+                args.kube_client_key,
+            ) {
+                (Some(token), _, _) => KubeAuth::TokenFile(token),
+                (None, Some(cert_pem), Some(key_pem)) => KubeAuth::ClientCert { cert_pem, key_pem },
+                _ => KubeAuth::None,
+            },
+        }),
         ..SimOptions::default()
     };
     let running = sim::start(args.arm_addr, args.kube_addr, options)

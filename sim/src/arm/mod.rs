@@ -10,10 +10,16 @@
 //! bucket throttles writes per subscription like ARM does. `GET /_sim/inventory`,
 //! `POST /_sim/faults` and `POST /_sim/reset` serve tests. State lives in memory only.
 //!
+//! The platform's limits are on by default ([`ArmBehaviour`]): one agent-pool operation per
+//! cluster, cluster-level operations (`POST /_sim/cluster-operation`) that keep pool operations
+//! out, containers that stay "being deleted", a VM size list and a regional vCPU quota. With a
+//! Kubernetes API server configured ([`KubeNodeSink`]), agent pools become Node objects there.
+//!
 //! Layout: `route` parses paths into routes, `handler` takes a request through the common
 //! checks and hands it to one module per resource type (`agent_pools`, `identities`,
 //! `federated_credentials`, `blob_containers`, `role_assignments`); `state` holds what exists,
-//! `bucket` the write budget, `responses` ARM's error envelope and shared helpers.
+//! `bucket` the write budget, `platform` the limits, `responses` ARM's error envelope and shared
+//! helpers, `admin` the `/_sim/` endpoints, [`nodes`] and `node_sink` the Node objects.
 
 mod admin;
 mod agent_pools;
@@ -22,6 +28,8 @@ mod bucket;
 mod federated_credentials;
 mod handler;
 mod identities;
+mod node_sink;
+pub mod nodes;
 mod platform;
 mod responses;
 mod role_assignments;
@@ -42,6 +50,8 @@ use serde_json::Value;
 use crate::SimOptions;
 use crate::faults::{FaultPlan, Faults, LatencyProfile};
 use bucket::Bucket;
+pub(crate) use node_sink::run as run_node_sink;
+pub use node_sink::{KubeAuth, KubeNodeSink, NodeSinkReport};
 pub use platform::{ArmBehaviour, DEFAULT_CONTAINER_DELETION_SECS, DEFAULT_VCPU_QUOTA, VmSize};
 use schema::SpecSchemas;
 use state::{ArmState, AtomicCounters, ClusterOp};
@@ -71,6 +81,7 @@ pub struct ArmSim {
     schemas: Option<SpecSchemas>,
     bucket: Option<Mutex<Bucket>>,
     behaviour: ArmBehaviour,
+    node_sink: Option<node_sink::NodeSink>,
     principal_propagation: Mutex<Duration>,
     state: Mutex<ArmState>,
     counters: AtomicCounters,
@@ -108,6 +119,7 @@ impl ArmSim {
                 })
             }),
             behaviour: options.arm_behaviour.clone(),
+            node_sink: options.kube_nodes.clone().map(node_sink::NodeSink::new),
             principal_propagation: Mutex::new(Duration::ZERO),
             state: Mutex::new(ArmState::default()),
             counters: AtomicCounters::default(),
@@ -147,6 +159,11 @@ impl ArmSim {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Whether agent pools become nodes in a Kubernetes API server.
+    pub fn registers_nodes(&self) -> bool {
+        self.node_sink.is_some()
     }
 
     /// The platform limits in force.
@@ -266,6 +283,7 @@ impl ArmSim {
                 .map(|c| c.id.clone())
                 .collect(),
             vcpus_in_use,
+            kube_nodes: self.node_sink.as_ref().map(node_sink::NodeSink::report),
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct Inventory {
     /// vCPUs the agent pools of each subscription hold against its regional quota.
     #[serde(default)]
     pub vcpus_in_use: BTreeMap<String, u64>,
+    /// The nodes registered for agent pools, when a Kubernetes API server is configured
+    /// (`SimOptions::kube_nodes`), with the failures of doing so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_nodes: Option<super::NodeSinkReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! sends them. It keeps everything in memory and answers only on the address it is bound to.
 //!
 //! Every API call is an operation named `kube.<plural>.<verb>` (verb: apply, get, list, delete)
-//! and goes through latency and [`Faults`](crate::faults::Faults): 429 (with `Retry-After` and
+//! and goes through latency and [`Faults`]: 429 (with `Retry-After` and
 //! `details.retryAfterSeconds`), 500, 503, a stall (the call takes effect, then after `stall_ms`
 //! the server answers 504 `Timeout`, as the API server does when a request outlives its
 //! deadline) or a permanent 400. Tests can also script exact answers (`POST /_sim/script`).
