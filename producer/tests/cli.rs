@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use onboarding_core::SystemClock;
 use onboarding_transport::{OutgoingMessage, Queue};
-use worker::config::Config;
+use worker::config::{Config, JournalConfig, TransportConfig};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -19,18 +19,19 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("worker.toml");
-        let q = dir.path().join("queue.db");
-        let j = dir.path().join("journal.db");
-        std::fs::write(
-            &config,
-            format!(
-                "[transport]\nkind = \"embedded\"\npath = {:?}\n\n[journal]\nkind = \"sqlite\"\npath = {:?}\n",
-                q.display().to_string(),
-                j.display().to_string()
-            ),
-        )
-        .unwrap();
+        let file = Config {
+            transport: TransportConfig::Embedded {
+                path: dir.path().join("queue.db"),
+                lock_duration_secs: 60,
+                max_delivery_count: 10,
+                duplicate_detection_window_secs: 600,
+            },
+            journal: JournalConfig::Sqlite {
+                path: dir.path().join("journal.db"),
+            },
+            ..Config::default()
+        };
+        let config = onboarding_testkit::config::write_config(dir.path(), "worker.toml", &file);
         Self { dir, config }
     }
 

@@ -29,57 +29,13 @@ async fn start(faults: FaultPlan) -> System {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("worker.toml");
-    let t = worker::config::Target::local("default");
-    let toml = format!(
-        r#"
-[transport]
-kind = "embedded"
-path = "{q}"
-
-[journal]
-kind = "sqlite"
-path = "{j}"
-
-[worker]
-receive_wait_ms = 100
-
-[saga]
-message_budget_ms = 5000
-step_retry_budget_ms = 1000
-continuation_base_delay_ms = 200
-
-[targets.default]
-subscription_id = "{sub}"
-resource_group = "{rg}"
-location = "{loc}"
-cluster_resource_group = "{crg}"
-cluster_name = "{cluster}"
-oidc_issuer = "{issuer}"
-storage_resource_group = "{srg}"
-storage_account = "{sa}"
-identity_entra_tenant_id = "{it}"
-cluster_entra_tenant_id = "{ct}"
-arm_endpoint = "{arm}"
-credential = {{ kind = "none" }}
-kubernetes = {{ server = "{kube}" }}
-"#,
-        q = dir.path().join("queue.db").display(),
-        j = dir.path().join("journal.db").display(),
-        sub = t.subscription_id,
-        rg = t.resource_group,
-        loc = t.location,
-        crg = t.cluster_resource_group,
-        cluster = t.cluster_name,
-        issuer = t.oidc_issuer,
-        srg = t.storage_resource_group,
-        sa = t.storage_account,
-        it = t.identity_entra_tenant_id,
-        ct = t.cluster_entra_tenant_id,
-        arm = sims.arm_url(),
-        kube = sims.kube_url(),
-    );
-    std::fs::write(&config_path, toml).unwrap();
+    let mut config =
+        onboarding_testkit::config::embedded(dir.path(), &sims.arm_url(), &sims.kube_url());
+    config.worker.receive_wait_ms = 100;
+    config.saga.message_budget_ms = 5000;
+    config.saga.step_retry_budget_ms = 1000;
+    config.saga.continuation_base_delay_ms = 200;
+    let config_path = onboarding_testkit::config::write_config(dir.path(), "worker.toml", &config);
     let config = Config::load(Some(&config_path), Vec::new()).expect("config loads");
     let cx = worker::bootstrap::build_context(Arc::new(config))
         .await

@@ -143,18 +143,26 @@ fn the_body_builders_produce_bodies_the_official_schemas_accept() {
     let Some(dir) = specs_dir() else { return };
     let schemas = SpecSchemas::load(&dir).unwrap();
     let target = worker::config::Target::local("default");
-    let mut fixed = pool("acme");
+    let mut fixed = TenantResources::tenant("acme").pool();
     fixed.scale = NodePoolScale::Fixed { count: 2 };
     fixed.zones.clear();
     let scope = onboarding_providers::arm_ids::blob_container_id(&target, "tenant-acme").unwrap();
     let bodies = [
         (
             BodyKind::AgentPool,
-            serde_json::to_value(onboarding_azure::agent_pool_body(&pool("acme"), false)).unwrap(),
+            serde_json::to_value(onboarding_azure::agent_pool_body(
+                &TenantResources::tenant("acme").pool(),
+                false,
+            ))
+            .unwrap(),
         ),
         (
             BodyKind::AgentPool,
-            serde_json::to_value(onboarding_azure::agent_pool_body(&pool("acme"), true)).unwrap(),
+            serde_json::to_value(onboarding_azure::agent_pool_body(
+                &TenantResources::tenant("acme").pool(),
+                true,
+            ))
+            .unwrap(),
         ),
         (
             BodyKind::AgentPool,
@@ -162,29 +170,36 @@ fn the_body_builders_produce_bodies_the_official_schemas_accept() {
         ),
         (
             BodyKind::Identity,
-            serde_json::to_value(onboarding_azure::identity_body(&target, &identity("acme")))
-                .unwrap(),
+            serde_json::to_value(onboarding_azure::identity_body(
+                &target,
+                &TenantResources::tenant("acme").identity(),
+            ))
+            .unwrap(),
         ),
         (
             BodyKind::FederatedIdentityCredential,
-            serde_json::to_value(onboarding_azure::federated_credential_body(&fic(
-                &target, "acme",
-            )))
+            serde_json::to_value(onboarding_azure::federated_credential_body(
+                &TenantResources::tenant("acme").federated_credential(&target),
+            ))
             .unwrap(),
         ),
         (
             BodyKind::BlobContainer,
-            serde_json::to_value(onboarding_azure::blob_container_body(&container("acme")))
-                .unwrap(),
+            serde_json::to_value(onboarding_azure::blob_container_body(
+                &TenantResources::tenant("acme").container(),
+            ))
+            .unwrap(),
         ),
         (
             BodyKind::RoleAssignmentCreate,
-            serde_json::to_value(onboarding_azure::role_assignment_body(&role_assignment(
-                &target,
-                &scope,
-                "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
-                "tenant-acme",
-            )))
+            serde_json::to_value(onboarding_azure::role_assignment_body(
+                &TenantResources::role_assignment(
+                    &target,
+                    &scope,
+                    "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
+                    "tenant-acme",
+                ),
+            ))
             .unwrap(),
         ),
     ];
@@ -200,7 +215,7 @@ async fn every_body_the_provisioner_sends_validates_against_the_official_schema(
     let env = start(SimOptions::default()).await;
     let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
     // An update of the pool too (a new spec), so both PUT shapes are captured.
-    let mut bigger = pool("acme");
+    let mut bigger = TenantResources::tenant("acme").pool();
     bigger.scale = NodePoolScale::Autoscale { min: 2, max: 5 };
     drive_pool(&env.arm, &env.target, &bigger, false)
         .await

@@ -51,28 +51,19 @@ const REQUIRED: [(&str, &str); 9] = [
 ];
 
 fn live_target() -> Option<Target> {
-    let values: BTreeMap<&str, String> = REQUIRED
-        .iter()
-        .filter_map(|(k, _)| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (*k, v))
-        })
-        .collect();
-    if values.len() < REQUIRED.len() {
-        eprintln!("skipped: live Azure test needs these environment variables (and `az login`):");
+    let names: Vec<&str> = REQUIRED.iter().map(|(k, _)| *k).collect();
+    let Some(values) = onboarding_testkit::env::require(
+        &names,
+        "the live Azure test (a real subscription, signed in with `az login`)",
+    ) else {
         for (k, what) in REQUIRED {
-            eprintln!(
-                "  {k}{}  - {what}",
-                if values.contains_key(k) { " (set)" } else { "" }
-            );
+            eprintln!("  {k}  - {what}");
         }
         eprintln!(
             "  optional: ONBOARD_LIVE_NODE_POOL=1 to also create/delete a node pool, ONBOARD_LIVE_VM_SIZE (default Standard_D2s_v5)"
         );
         return None;
-    }
+    };
     let v = |k: &str| values[k].clone();
     let tenant = v("ONBOARD_LIVE_ENTRA_TENANT_ID");
     Some(Target {
@@ -93,6 +84,11 @@ fn live_target() -> Option<Target> {
         },
         kubernetes: KubernetesConfig::default(),
     })
+}
+
+/// Whether `ONBOARD_LIVE_NODE_POOL=1` asks for a node pool too.
+fn live_node_pool() -> bool {
+    onboarding_testkit::env::optional("ONBOARD_LIVE_NODE_POOL").as_deref() == Some("1")
 }
 
 /// Retries transient errors (role assignment propagation, throttling) for a few minutes.
@@ -124,8 +120,12 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let tenant = format!("live{suffix}");
 
-    let (id_spec, fic_spec, c_spec) =
-        (identity(&tenant), fic(&target, &tenant), container(&tenant));
+    let specs = TenantResources::tenant(&tenant);
+    let (id_spec, fic_spec, c_spec) = (
+        specs.identity(),
+        specs.federated_credential(&target),
+        specs.container(),
+    );
     let outcome: Result<(), ProviderError> = async {
         let id = retrying("identity", || arm.ensure_identity(&target, &id_spec)).await?;
         assert_eq!(
@@ -142,7 +142,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
         })
         .await?;
         let c = retrying("container", || arm.ensure_blob_container(&target, &c_spec)).await?;
-        let spec = role_assignment(&target, &c.id, &id.principal_id, &c.name);
+        let spec = TenantResources::role_assignment(&target, &c.id, &id.principal_id, &c.name);
         let ra = retrying("role assignment", || {
             arm.ensure_role_assignment(&target, &spec)
         })
@@ -152,12 +152,12 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
         })
         .await?;
         assert_eq!(ra.name, ra2.name);
-        if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
-            let mut p = pool(&suffix);
+        if live_node_pool() {
+            let mut p = TenantResources::tenant(&suffix).pool();
             p.scale = NodePoolScale::Fixed { count: 1 };
             p.zones.clear();
-            p.vm_size =
-                std::env::var("ONBOARD_LIVE_VM_SIZE").unwrap_or_else(|_| "Standard_D2s_v5".into());
+            p.vm_size = onboarding_testkit::env::optional("ONBOARD_LIVE_VM_SIZE")
+                .unwrap_or_else(|| "Standard_D2s_v5".into());
             drive_pool(&arm, &target, &p, true).await?;
         }
         Ok(())
@@ -169,7 +169,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     let scope = onboarding_providers::arm_ids::blob_container_id(&target, &c.name).unwrap();
     let mut cleanup = Vec::new();
     if let Ok(Some(id)) = arm.get_identity(&target, &id_spec.name).await {
-        let spec = role_assignment(&target, &scope, &id.principal_id, &c.name);
+        let spec = TenantResources::role_assignment(&target, &scope, &id.principal_id, &c.name);
         cleanup.push(
             retrying("delete role assignment", || {
                 arm.delete_role_assignment(&target, &scope, &spec.name)
@@ -195,8 +195,16 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
         })
         .await,
     );
-    if std::env::var("ONBOARD_LIVE_NODE_POOL").as_deref() == Ok("1") {
-        cleanup.push(drive_pool_delete(&arm, &target, &pool(&suffix).name, true).await);
+    if live_node_pool() {
+        cleanup.push(
+            drive_pool_delete(
+                &arm,
+                &target,
+                &TenantResources::tenant(&suffix).pool().name,
+                true,
+            )
+            .await,
+        );
     }
     outcome.unwrap();
     for r in cleanup {

@@ -104,12 +104,12 @@ async fn throttling_with_retry_after_is_transient_and_carries_the_delay() {
     })
     .await;
     env.arm
-        .ensure_identity(&env.target, &identity("a"))
+        .ensure_identity(&env.target, &TenantResources::tenant("a").identity())
         .await
         .unwrap();
     let err = env
         .arm
-        .ensure_identity(&env.target, &identity("b"))
+        .ensure_identity(&env.target, &TenantResources::tenant("b").identity())
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Transient, "{err}");
@@ -141,7 +141,7 @@ async fn server_errors_and_stalls_are_transient() {
     for _ in 0..40 {
         let err = env
             .arm
-            .ensure_identity(&env.target, &identity("a"))
+            .ensure_identity(&env.target, &TenantResources::tenant("a").identity())
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Transient, "{err}");
@@ -177,7 +177,7 @@ async fn a_permanent_failure_is_permanent_and_names_the_resource() {
     .await;
     let err = env
         .arm
-        .ensure_blob_container(&env.target, &container("acme"))
+        .ensure_blob_container(&env.target, &TenantResources::tenant("acme").container())
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent);
@@ -198,7 +198,7 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
     .await;
     let Progress::Pending(op) = env
         .arm
-        .ensure_node_pool(&env.target, &pool("a"))
+        .ensure_node_pool(&env.target, &TenantResources::tenant("a").pool())
         .await
         .unwrap()
     else {
@@ -212,7 +212,7 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
     // Asking again while it is being created only looks at it.
     let Progress::Pending(again) = env
         .arm
-        .ensure_node_pool(&env.target, &pool("a"))
+        .ensure_node_pool(&env.target, &TenantResources::tenant("a").pool())
         .await
         .unwrap()
     else {
@@ -228,7 +228,7 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
     ));
     let err = env
         .arm
-        .ensure_node_pool(&env.target, &pool("b"))
+        .ensure_node_pool(&env.target, &TenantResources::tenant("b").pool())
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Transient, "{err}");
@@ -238,11 +238,16 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
 #[tokio::test]
 async fn a_pool_of_the_same_name_owned_by_another_tenant_is_a_permanent_error() {
     let env = start(SimOptions::default()).await;
-    drive_pool(&env.arm, &env.target, &pool("acme"), false)
-        .await
-        .unwrap();
-    let mut intruder = pool("other");
-    intruder.name = pool("acme").name;
+    drive_pool(
+        &env.arm,
+        &env.target,
+        &TenantResources::tenant("acme").pool(),
+        false,
+    )
+    .await
+    .unwrap();
+    let mut intruder = TenantResources::tenant("other").pool();
+    intruder.name = TenantResources::tenant("acme").pool().name;
     let err = env
         .arm
         .ensure_node_pool(&env.target, &intruder)
@@ -256,7 +261,7 @@ async fn a_pool_of_the_same_name_owned_by_another_tenant_is_a_permanent_error() 
 async fn an_existing_assignment_of_the_same_principal_and_condition_is_success() {
     let env = start(SimOptions::default()).await;
     let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
-    let mut spec = role_assignment(
+    let mut spec = TenantResources::role_assignment(
         &env.target,
         &created.container_id,
         &created.identity_principal,
@@ -289,15 +294,15 @@ async fn a_principal_that_has_not_replicated_yet_is_transient() {
         .set_principal_propagation(Duration::from_secs(600));
     let id = env
         .arm
-        .ensure_identity(&env.target, &identity("acme"))
+        .ensure_identity(&env.target, &TenantResources::tenant("acme").identity())
         .await
         .unwrap();
     let c = env
         .arm
-        .ensure_blob_container(&env.target, &container("acme"))
+        .ensure_blob_container(&env.target, &TenantResources::tenant("acme").container())
         .await
         .unwrap();
-    let spec = role_assignment(&env.target, &c.id, &id.principal_id, &c.name);
+    let spec = TenantResources::role_assignment(&env.target, &c.id, &id.principal_id, &c.name);
     let err = env
         .arm
         .ensure_role_assignment(&env.target, &spec)
@@ -321,7 +326,7 @@ async fn hostile_container_names_produce_no_condition_and_no_request() {
             onboarding_providers::rbac::blob_container_condition(name).is_err(),
             "{name:?}"
         );
-        let mut spec = container("acme");
+        let mut spec = TenantResources::tenant("acme").container();
         spec.name = name.to_string();
         let err = env
             .arm
@@ -343,7 +348,7 @@ async fn hostile_container_names_produce_no_condition_and_no_request() {
 async fn a_role_assignment_outside_the_targets_storage_account_is_refused_before_any_request() {
     let env = start(SimOptions::default()).await;
     let scope = format!("/subscriptions/{}", env.target.subscription_id);
-    let spec = role_assignment(
+    let spec = TenantResources::role_assignment(
         &env.target,
         &scope,
         "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",

@@ -21,12 +21,15 @@ const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-const AZURITE_SKIP: &str = "skipped: set AZURITE_TABLE_ENDPOINT (run scripts/azurite.sh start, then eval \"$(scripts/azurite.sh env)\")";
-const LIVE_SKIP: &str = "skipped: set ONBOARD_TEST_TABLE_ENDPOINT=https://<account>.table.core.windows.net and sign in with `az login` as an identity holding \"Storage Table Data Contributor\" on that account (optional: ONBOARD_TEST_TABLE_NAME, default onboardjournaltest)";
+/// What the Azurite tests need `AZURITE_TABLE_ENDPOINT` for, and how to get it.
+const AZURITE_PURPOSE: &str = "the Azure Table journal on Azurite (run scripts/azurite.sh start, then eval \"$(scripts/azurite.sh env)\")";
+/// What the live tests need `ONBOARD_TEST_TABLE_ENDPOINT` for.
+const LIVE_PURPOSE: &str = "the Azure Table journal on a real account (https://<account>.table.core.windows.net, signed in with `az login` as an identity holding \"Storage Table Data Contributor\" on it; optional: ONBOARD_TEST_TABLE_NAME, default onboardjournaltest)";
 
 fn azurite_endpoint() -> Option<Url> {
-    let raw = std::env::var("AZURITE_TABLE_ENDPOINT").ok()?;
-    Some(Url::parse(&raw).unwrap_or_else(|e| panic!("AZURITE_TABLE_ENDPOINT={raw:?}: {e}")))
+    let env = onboarding_testkit::env::require(&["AZURITE_TABLE_ENDPOINT"], AZURITE_PURPOSE)?;
+    let raw = &env["AZURITE_TABLE_ENDPOINT"];
+    Some(Url::parse(raw).unwrap_or_else(|e| panic!("AZURITE_TABLE_ENDPOINT={raw:?}: {e}")))
 }
 
 fn unique_table() -> String {
@@ -46,10 +49,7 @@ fn azurite_journal_in(endpoint: Url, table: String) -> AzureTableJournal {
 }
 
 async fn azurite_journal() -> Option<(Arc<dyn Journal>, ())> {
-    let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
-        return None;
-    };
+    let endpoint = azurite_endpoint()?;
     let journal = azurite_journal_in(endpoint, unique_table());
     journal.ensure_table().await.unwrap();
     Some((Arc::new(journal), ()))
@@ -122,16 +122,14 @@ impl TokenCredential for AzureCliCredential {
 }
 
 async fn live_journal() -> Option<(Arc<dyn Journal>, ())> {
-    let Ok(raw) = std::env::var("ONBOARD_TEST_TABLE_ENDPOINT") else {
-        println!("{LIVE_SKIP}");
-        return None;
-    };
+    let env = onboarding_testkit::env::require(&["ONBOARD_TEST_TABLE_ENDPOINT"], LIVE_PURPOSE)?;
+    let raw = &env["ONBOARD_TEST_TABLE_ENDPOINT"];
     let endpoint =
-        Url::parse(&raw).unwrap_or_else(|e| panic!("ONBOARD_TEST_TABLE_ENDPOINT={raw:?}: {e}"));
+        Url::parse(raw).unwrap_or_else(|e| panic!("ONBOARD_TEST_TABLE_ENDPOINT={raw:?}: {e}"));
     // One shared table: every property uses its own UUID keys, and a live account should not
     // collect a table per test run.
-    let table = std::env::var("ONBOARD_TEST_TABLE_NAME")
-        .unwrap_or_else(|_| "onboardjournaltest".to_string());
+    let table = onboarding_testkit::env::optional("ONBOARD_TEST_TABLE_NAME")
+        .unwrap_or_else(|| "onboardjournaltest".to_string());
     let credential: Arc<dyn TokenCredential> = Arc::new(AzureCliCredential::default());
     let journal = AzureTableJournal::new(endpoint, table, TableAuth::Bearer(credential)).unwrap();
     journal.ensure_table().await.unwrap();
@@ -145,7 +143,6 @@ mod live {
 #[tokio::test]
 async fn two_journals_on_one_table_see_each_others_writes_and_conflict() {
     let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
         return;
     };
     let table = unique_table();
@@ -176,7 +173,6 @@ async fn two_journals_on_one_table_see_each_others_writes_and_conflict() {
 #[tokio::test]
 async fn a_wrong_account_key_is_refused_as_permanent_and_says_what_to_check() {
     let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
         return;
     };
     let journal = AzureTableJournal::new(
@@ -202,7 +198,6 @@ async fn a_wrong_account_key_is_refused_as_permanent_and_says_what_to_check() {
 #[tokio::test]
 async fn using_a_table_that_does_not_exist_is_refused_with_how_to_create_it() {
     let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
         return;
     };
     let journal = azurite_journal_in(endpoint, unique_table());
@@ -223,7 +218,6 @@ async fn using_a_table_that_does_not_exist_is_refused_with_how_to_create_it() {
 #[tokio::test]
 async fn ensuring_the_table_twice_is_fine() {
     let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
         return;
     };
     let journal = azurite_journal_in(endpoint, unique_table());
@@ -251,7 +245,6 @@ async fn an_unreachable_endpoint_is_transient() {
 #[tokio::test]
 async fn more_records_than_one_page_are_all_listed() {
     let Some(endpoint) = azurite_endpoint() else {
-        println!("{AZURITE_SKIP}");
         return;
     };
     use futures::StreamExt;

@@ -4,8 +4,6 @@
 //! across worker restarts on the same files, duplicates, and graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +13,11 @@ use onboarding_contract::events;
 use onboarding_core::SystemClock;
 use onboarding_journal::Journal;
 use onboarding_journal::sqlite::SqliteJournal;
+use onboarding_testkit::engine::test_config;
+use onboarding_testkit::fakes::FakeCloud;
+use onboarding_testkit::fixtures::{MessageBuilder, OnboardBuilder};
 use onboarding_transport::sqlite::{SqliteTransport, SqliteTransportOptions};
 use onboarding_transport::{OutgoingMessage, Queue, Subscription, Topic};
-use support::*;
 use worker::context::Context;
 use worker::runner::Runner;
 
@@ -76,17 +76,6 @@ impl Files {
     }
 }
 
-fn command_message(cmd: &onboarding_contract::Command) -> OutgoingMessage {
-    OutgoingMessage {
-        message_id: cmd.request_id().into(),
-        session_id: Some(cmd.tenant_id().into()),
-        content_type: Some("application/json".into()),
-        subject: Some(cmd.kind().into()),
-        body: cmd.to_json(),
-        ..OutgoingMessage::default()
-    }
-}
-
 /// Run a worker until `done` says the events seen so far are enough (or 30 s pass).
 async fn run_until(
     runner: &Runner,
@@ -129,8 +118,12 @@ async fn an_onboarding_through_the_embedded_queue_ends_with_one_event_and_an_emp
     let f = Files::new();
     let t = f.transport();
     let mut sub = t.subscribe("test").await.unwrap();
-    let cmd = onboard("req-1", "acme");
-    t.send(command_message(&cmd)).await.unwrap();
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
+    t.send(MessageBuilder::command(&cmd).build()).await.unwrap();
     let mut seen = Vec::new();
     run_until(&f.runner("w1"), &mut sub, &mut seen, |s| {
         !terminal_ids(s, "req-1").is_empty()
@@ -177,8 +170,14 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_an_event_and_the_worker_ke
         .await
         .unwrap();
     }
-    let good = onboard("req-ok", "good");
-    t.send(command_message(&good)).await.unwrap();
+    let good = OnboardBuilder::tenant("good")
+        .request("req-ok")
+        .with_workload()
+        .with_admin_group()
+        .build();
+    t.send(MessageBuilder::command(&good).build())
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     run_until(&f.runner("w1"), &mut sub, &mut seen, |s| {
         !terminal_ids(s, "req-ok").is_empty()
@@ -227,9 +226,16 @@ async fn workers_killed_mid_saga_and_restarted_on_the_same_files_converge_with_o
     let mut sub = t.subscribe("test").await.unwrap();
     let tenants: Vec<String> = (0..4).map(|i| format!("tenant-{i}")).collect();
     for (i, tenant) in tenants.iter().enumerate() {
-        t.send(command_message(&onboard(&format!("req-{i}"), tenant)))
-            .await
-            .unwrap();
+        t.send(
+            OnboardBuilder::tenant(tenant)
+                .request(format!("req-{i}"))
+                .with_workload()
+                .with_admin_group()
+                .message()
+                .build(),
+        )
+        .await
+        .unwrap();
     }
     // Three workers in a row are killed (their task aborted, like SIGKILL: no settling) after a
     // short while; the fourth is left to finish.
@@ -267,12 +273,16 @@ async fn one_request_sent_five_times_to_two_workers_provisions_once() {
     let f = Files::new();
     let t = f.transport();
     let mut sub = t.subscribe("test").await.unwrap();
-    let cmd = onboard("req-dup", "acme");
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-dup")
+        .with_workload()
+        .with_admin_group()
+        .build();
     let mut outcomes = Vec::new();
     for i in 0..5 {
         // The same MessageId is dropped by duplicate detection; a different one (a resend by a
         // confused producer) is caught by the request id in the journal.
-        let mut m = command_message(&cmd);
+        let mut m = MessageBuilder::command(&cmd).build();
         if i % 2 == 1 {
             m.message_id = format!("req-dup-resend-{i}");
         }
@@ -320,9 +330,16 @@ async fn shutdown_stops_receiving_and_leaves_unfinished_work_to_the_next_worker(
     let f = Files::new();
     let t = f.transport();
     let mut sub = t.subscribe("test").await.unwrap();
-    t.send(command_message(&onboard("req-1", "acme")))
-        .await
-        .unwrap();
+    t.send(
+        OnboardBuilder::tenant("acme")
+            .request("req-1")
+            .with_workload()
+            .with_admin_group()
+            .message()
+            .build(),
+    )
+    .await
+    .unwrap();
     let runner = f.runner("w1");
     let (stop, rx) = tokio::sync::watch::channel(false);
     let r = runner.clone();

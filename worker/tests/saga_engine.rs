@@ -3,15 +3,15 @@
 //! duplicates, offboarding, cancellation and compensation failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use onboarding_contract::events;
 use onboarding_contract::events::EventData;
 use onboarding_saga::StepName;
 use onboarding_saga::record::TenantState;
-use support::*;
+use onboarding_testkit::engine::{EngineHarness, test_config};
+use onboarding_testkit::fakes::CloudFaults;
+use onboarding_testkit::fixtures::{OffboardBuilder, OnboardBuilder};
 
 const EVERYTHING: [&str; 12] = [
     "Namespace/tenant-acme",
@@ -50,10 +50,14 @@ fn outcome_state(e: &onboarding_contract::CloudEvent) -> String {
 
 #[tokio::test]
 async fn a_full_onboarding_provisions_every_resource_and_publishes_one_outcome() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w1");
-    let cmd = onboard("req-1", "acme");
-    h.drive(&engine, Harness::first_message(&cmd)).await;
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
+    h.drive(&engine, EngineHarness::first_message(&cmd)).await;
 
     let terminal = h.terminal_events("req-1");
     assert_eq!(terminal.len(), 1, "{terminal:?}");
@@ -78,14 +82,18 @@ async fn a_full_onboarding_provisions_every_resource_and_publishes_one_outcome()
 
 #[tokio::test]
 async fn independent_steps_run_in_the_same_message_while_the_node_pool_is_polled() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w1");
-    let cmd = onboard("req-1", "acme");
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
     let deadline = h.clock.now() + std::time::Duration::from_millis(100);
     // A tiny budget: only the first wave can start; the node pool goes pending.
     let handled = engine
         .handle(
-            Harness::first_message(&cmd),
+            EngineHarness::first_message(&cmd),
             deadline + std::time::Duration::from_secs(3),
             &Default::default(),
         )
@@ -115,14 +123,18 @@ async fn independent_steps_run_in_the_same_message_while_the_node_pool_is_polled
 
 #[tokio::test]
 async fn a_replayed_request_changes_nothing_and_republishes_the_same_event_id() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w1");
-    let cmd = onboard("req-1", "acme");
-    h.drive(&engine, Harness::first_message(&cmd)).await;
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
+    h.drive(&engine, EngineHarness::first_message(&cmd)).await;
     let calls = h.cloud.calls.load(std::sync::atomic::Ordering::SeqCst);
     let first = h.terminal_events("req-1");
 
-    h.drive(&engine, Harness::first_message(&cmd)).await;
+    h.drive(&engine, EngineHarness::first_message(&cmd)).await;
 
     assert_eq!(
         h.cloud.calls.load(std::sync::atomic::Ordering::SeqCst),
@@ -137,10 +149,10 @@ async fn a_replayed_request_changes_nothing_and_republishes_the_same_event_id() 
 
 /// Runs `cmd` with the journal failing after `k` stores (the worker dies), then a new worker
 /// picks the same message up after its lock expired. Returns false when `k` is past the end.
-async fn crash_then_recover(h: &Harness, cmd: &onboarding_contract::Command, k: u64) -> bool {
+async fn crash_then_recover(h: &EngineHarness, cmd: &onboarding_contract::Command, k: u64) -> bool {
     let dying = h.engine("dying");
     h.journal.crash_after(Some(k));
-    let mut next = Some(Harness::first_message(cmd));
+    let mut next = Some(EngineHarness::first_message(cmd));
     let mut crashed_on = None;
     while let Some(m) = next.take() {
         match h.step(&dying, m.clone()).await {
@@ -163,15 +175,19 @@ async fn crash_then_recover(h: &Harness, cmd: &onboarding_contract::Command, k: 
 
 #[tokio::test]
 async fn a_crash_at_every_journal_boundary_converges_to_the_same_end_state() {
-    let clean = Harness::new();
-    let cmd = onboard("req-1", "acme");
+    let clean = EngineHarness::new();
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
     clean
-        .drive(&clean.engine("w"), Harness::first_message(&cmd))
+        .drive(&clean.engine("w"), EngineHarness::first_message(&cmd))
         .await;
     let want = clean.cloud.inventory();
     let mut boundaries = 0;
     for k in 0.. {
-        let h = Harness::new();
+        let h = EngineHarness::new();
         if !crash_then_recover(&h, &cmd, k).await {
             break;
         }
@@ -198,19 +214,23 @@ async fn a_crash_at_every_journal_boundary_converges_to_the_same_end_state() {
 
 #[tokio::test]
 async fn a_crash_at_every_journal_boundary_during_compensation_converges_too() {
-    let cmd = onboard("req-1", "acme");
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
     let faults = CloudFaults {
         permanent: vec!["create:role_assignment".into()],
         ..Default::default()
     };
-    let clean = Harness::new();
+    let clean = EngineHarness::new();
     clean.cloud.set_faults(faults.clone());
     clean
-        .drive(&clean.engine("w"), Harness::first_message(&cmd))
+        .drive(&clean.engine("w"), EngineHarness::first_message(&cmd))
         .await;
     assert!(clean.cloud.inventory().is_empty());
     for k in 0.. {
-        let h = Harness::new();
+        let h = EngineHarness::new();
         h.cloud.set_faults(faults.clone());
         if !crash_then_recover(&h, &cmd, k).await {
             break;
@@ -241,14 +261,20 @@ async fn a_permanent_failure_at_each_step_compensates_everything_before_it() {
         (StepName::Workload, "apply:Deployment"),
     ];
     for (step, op) in ops {
-        let h = Harness::new();
+        let h = EngineHarness::new();
         h.cloud.set_faults(CloudFaults {
             permanent: vec![op.into()],
             ..Default::default()
         });
         h.drive(
             &h.engine("w"),
-            Harness::first_message(&onboard("req-1", "acme")),
+            EngineHarness::first_message(
+                &OnboardBuilder::tenant("acme")
+                    .request("req-1")
+                    .with_workload()
+                    .with_admin_group()
+                    .build(),
+            ),
         )
         .await;
         let terminal = h.terminal_events("req-1");
@@ -297,7 +323,7 @@ async fn a_permanent_failure_at_each_step_compensates_everything_before_it() {
 
 #[tokio::test]
 async fn a_transient_storm_eventually_succeeds() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     h.cloud.set_faults(CloudFaults {
         transient_rate: 0.5,
         seed: 42,
@@ -305,7 +331,13 @@ async fn a_transient_storm_eventually_succeeds() {
     });
     h.drive(
         &h.engine("w"),
-        Harness::first_message(&onboard("req-1", "acme")),
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
     )
     .await;
     let terminal = h.terminal_events("req-1");
@@ -319,7 +351,7 @@ async fn transient_failures_past_the_attempt_limit_fail_and_compensate() {
     let mut cfg = test_config();
     cfg.saga.step_attempt_limit = 2;
     cfg.saga.step_retry_budget_ms = 100;
-    let h = Harness::with_config(cfg);
+    let h = EngineHarness::with_config(cfg);
     h.cloud.set_faults(CloudFaults {
         transient_rate: 1.0,
         seed: 1,
@@ -327,7 +359,13 @@ async fn transient_failures_past_the_attempt_limit_fail_and_compensate() {
     });
     h.drive(
         &h.engine("w"),
-        Harness::first_message(&onboard("req-1", "acme")),
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
     )
     .await;
     let terminal = h.terminal_events("req-1");
@@ -343,15 +381,19 @@ async fn transient_failures_past_the_attempt_limit_fail_and_compensate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_of_one_request_provision_once() {
-    let h = std::sync::Arc::new(Harness::with_system_clock());
-    let cmd = onboard("req-1", "acme");
+    let h = std::sync::Arc::new(EngineHarness::with_system_clock());
+    let cmd = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
     let mut tasks = Vec::new();
     for w in 0..3 {
         let h = h.clone();
         let cmd = cmd.clone();
         tasks.push(tokio::spawn(async move {
             let engine = h.engine(&format!("w{w}"));
-            let mut next = Some(Harness::first_message(&cmd));
+            let mut next = Some(EngineHarness::first_message(&cmd));
             let mut guard = 0;
             while let Some(m) = next.take() {
                 guard += 1;
@@ -388,13 +430,22 @@ async fn concurrent_duplicates_of_one_request_provision_once() {
 
 #[tokio::test]
 async fn offboarding_removes_everything_but_keeps_the_data_unless_purged() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w");
-    h.drive(&engine, Harness::first_message(&onboard("req-1", "acme")))
-        .await;
     h.drive(
         &engine,
-        Harness::first_message(&offboard("req-2", "acme", false)),
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
+    )
+    .await;
+    h.drive(
+        &engine,
+        EngineHarness::first_message(&OffboardBuilder::tenant("acme").request("req-2").build()),
     )
     .await;
     let terminal = h.terminal_events("req-2");
@@ -412,7 +463,12 @@ async fn offboarding_removes_everything_but_keeps_the_data_unless_purged() {
 
     h.drive(
         &engine,
-        Harness::first_message(&offboard("req-3", "acme", true)),
+        EngineHarness::first_message(
+            &OffboardBuilder::tenant("acme")
+                .request("req-3")
+                .purge_data()
+                .build(),
+        ),
     )
     .await;
     assert_eq!(outcome_state(&h.terminal_events("req-3")[0]), "Offboarded");
@@ -421,15 +477,27 @@ async fn offboarding_removes_everything_but_keeps_the_data_unless_purged() {
 
 #[tokio::test]
 async fn an_offboarding_during_onboarding_cancels_it_then_offboards() {
-    let h = Harness::with_config(short_budget());
+    let h = EngineHarness::with_config(short_budget());
     let engine = h.engine("w");
-    let on = onboard("req-1", "acme");
+    let on = OnboardBuilder::tenant("acme")
+        .request("req-1")
+        .with_workload()
+        .with_admin_group()
+        .build();
     // First message only: the node pool is still creating.
-    let continuation = h.step(&engine, Harness::first_message(&on)).await.unwrap();
+    let continuation = h
+        .step(&engine, EngineHarness::first_message(&on))
+        .await
+        .unwrap();
     assert!(continuation.is_some());
     h.drive(
         &engine,
-        Harness::first_message(&offboard("req-2", "acme", true)),
+        EngineHarness::first_message(
+            &OffboardBuilder::tenant("acme")
+                .request("req-2")
+                .purge_data()
+                .build(),
+        ),
     )
     .await;
     // The onboarding's own continuation arrives later and changes nothing.
@@ -451,14 +519,20 @@ async fn an_offboarding_during_onboarding_cancels_it_then_offboards() {
 
 #[tokio::test]
 async fn a_failing_compensation_ends_in_compensation_failed_listing_what_remains() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     h.cloud.set_faults(CloudFaults {
         permanent: vec!["create:role_assignment".into(), "delete:identity".into()],
         ..Default::default()
     });
     h.drive(
         &h.engine("w"),
-        Harness::first_message(&onboard("req-1", "acme")),
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
     )
     .await;
     let terminal = h.terminal_events("req-1");
@@ -486,17 +560,35 @@ async fn a_failing_compensation_ends_in_compensation_failed_listing_what_remains
 
 #[tokio::test]
 async fn a_failed_update_leaves_the_tenant_as_it_was() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w");
-    h.drive(&engine, Harness::first_message(&onboard("req-1", "acme")))
-        .await;
+    h.drive(
+        &engine,
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
+    )
+    .await;
     let before = h.cloud.inventory();
     h.cloud.set_faults(CloudFaults {
         permanent: vec!["apply:Deployment".into()],
         ..Default::default()
     });
-    h.drive(&engine, Harness::first_message(&onboard("req-2", "acme")))
-        .await;
+    h.drive(
+        &engine,
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-2")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
+    )
+    .await;
     assert_eq!(h.terminal_events("req-2")[0].ty, events::ONBOARDING_FAILED);
     assert_eq!(
         h.cloud.inventory(),
@@ -508,15 +600,33 @@ async fn a_failed_update_leaves_the_tenant_as_it_was() {
 
 #[tokio::test]
 async fn requests_for_a_busy_tenant_wait_their_turn_in_order() {
-    let h = Harness::with_config(short_budget());
+    let h = EngineHarness::with_config(short_budget());
     let engine = h.engine("w");
     let first = h
-        .step(&engine, Harness::first_message(&onboard("req-1", "acme")))
+        .step(
+            &engine,
+            EngineHarness::first_message(
+                &OnboardBuilder::tenant("acme")
+                    .request("req-1")
+                    .with_workload()
+                    .with_admin_group()
+                    .build(),
+            ),
+        )
         .await
         .unwrap();
     // A second onboarding arrives while the first waits on its node pool: it is queued.
     let queued = h
-        .step(&engine, Harness::first_message(&onboard("req-2", "acme")))
+        .step(
+            &engine,
+            EngineHarness::first_message(
+                &OnboardBuilder::tenant("acme")
+                    .request("req-2")
+                    .with_workload()
+                    .with_admin_group()
+                    .build(),
+            ),
+        )
         .await
         .unwrap();
     assert!(
@@ -531,7 +641,7 @@ async fn requests_for_a_busy_tenant_wait_their_turn_in_order() {
 
 #[tokio::test]
 async fn two_tenants_whose_names_collide_are_refused_not_shared() {
-    let h = Harness::new();
+    let h = EngineHarness::new();
     let engine = h.engine("w");
     // Claim the second tenant's node pool name for the first, as a hash collision would.
     let names = onboarding_contract::TenantNames::derive("beta").unwrap();
@@ -546,7 +656,13 @@ async fn two_tenants_whose_names_collide_are_refused_not_shared() {
     let deadline = h.clock.now() + std::time::Duration::from_secs(20);
     let handled = engine
         .handle(
-            Harness::first_message(&onboard("req-b", "beta")),
+            EngineHarness::first_message(
+                &OnboardBuilder::tenant("beta")
+                    .request("req-b")
+                    .with_workload()
+                    .with_admin_group()
+                    .build(),
+            ),
             deadline,
             &Default::default(),
         )

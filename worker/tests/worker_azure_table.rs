@@ -6,12 +6,14 @@
 
 mod harness;
 
-use harness::{Harness, command, has_event, onboard_body, run_until};
+use harness::{RunnerHarness, has_event, run_until};
+use onboarding_testkit::fixtures::OnboardBuilder;
 use worker::config::{JournalConfig, Secret, TableCredentialConfig};
 use worker::metrics::Metrics;
 use worker::runner::Runner;
 
-const SKIP: &str = "skipped: set AZURITE_TABLE_ENDPOINT (run scripts/azurite.sh start, then eval \"$(scripts/azurite.sh env)\")";
+/// What these tests need `AZURITE_TABLE_ENDPOINT` for, and how to get it.
+const PURPOSE: &str = "the worker on an Azure Table journal on Azurite (run scripts/azurite.sh start, then eval \"$(scripts/azurite.sh env)\")";
 /// Azurite's well-known development account: public constants, not secrets.
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =
@@ -19,15 +21,14 @@ const AZURITE_KEY: &str =
 
 /// The journal section a deployment against Azurite would have, on a fresh table.
 fn azurite_journal(create_table: bool, key: &str) -> Option<JournalConfig> {
-    let Ok(endpoint) = std::env::var("AZURITE_TABLE_ENDPOINT") else {
-        println!("{SKIP}");
-        return None;
-    };
+    let env = onboarding_testkit::env::require(&["AZURITE_TABLE_ENDPOINT"], PURPOSE)?;
+    let endpoint = env["AZURITE_TABLE_ENDPOINT"].clone();
     Some(JournalConfig::AzureTable {
         endpoint,
         table: format!("w{}", uuid::Uuid::new_v4().simple()),
         credential: Some(TableCredentialConfig::SharedKey {
-            account: std::env::var("AZURITE_ACCOUNT_NAME").unwrap_or(AZURITE_ACCOUNT.into()),
+            account: onboarding_testkit::env::optional("AZURITE_ACCOUNT_NAME")
+                .unwrap_or(AZURITE_ACCOUNT.into()),
             key: Secret::new(key),
         }),
         create_table,
@@ -36,16 +37,23 @@ fn azurite_journal(create_table: bool, key: &str) -> Option<JournalConfig> {
 
 #[tokio::test]
 async fn a_tenant_is_onboarded_with_its_saga_journalled_in_azure_table() {
-    let key = std::env::var("AZURITE_ACCOUNT_KEY").unwrap_or(AZURITE_KEY.into());
+    let key =
+        onboarding_testkit::env::optional("AZURITE_ACCOUNT_KEY").unwrap_or(AZURITE_KEY.into());
     let Some(journal) = azurite_journal(true, &key) else {
         return;
     };
-    let h = Harness::start(sim::SimOptions::default(), Some(journal)).await;
+    let h = RunnerHarness::start(sim::SimOptions::default(), Some(journal)).await;
     // Creates the table (journal.create_table) and checks that it answers.
     let cx = h.context(Metrics::default()).await;
     let mut events = cx.topic.subscribe("test").await.unwrap();
     cx.queue
-        .send(command("acme", "r1", onboard_body("acme", "r1"), None))
+        .send(
+            OnboardBuilder::tenant("acme")
+                .request("r1")
+                .with_workload()
+                .message()
+                .build(),
+        )
         .await
         .unwrap();
     let runner = Runner::new(cx);
@@ -86,7 +94,7 @@ async fn start_up_stops_naming_the_table_when_it_is_missing_and_may_not_be_creat
         unreachable!()
     };
     let table = table.clone();
-    let h = Harness::start(sim::SimOptions::default(), Some(journal)).await;
+    let h = RunnerHarness::start(sim::SimOptions::default(), Some(journal)).await;
     let err = worker::bootstrap::build_context(std::sync::Arc::new(h.config.clone()))
         .await
         .expect_err("a missing table stops start-up");
@@ -102,7 +110,7 @@ async fn start_up_stops_naming_the_account_when_the_key_is_wrong() {
     let Some(journal) = azurite_journal(true, "d3Jvbmcta2V5LXdyb25nLWtleQ==") else {
         return;
     };
-    let h = Harness::start(sim::SimOptions::default(), Some(journal)).await;
+    let h = RunnerHarness::start(sim::SimOptions::default(), Some(journal)).await;
     let err = worker::bootstrap::build_context(std::sync::Arc::new(h.config.clone()))
         .await
         .expect_err("a wrong key stops start-up");

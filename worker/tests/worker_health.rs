@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use harness::{Harness, command, has_event, onboard_body, run_until};
+use harness::{RunnerHarness, has_event, run_until};
 use onboarding_journal::{Journal, JournalError, NameClaim, Versioned};
+use onboarding_testkit::fixtures::{MessageBuilder, OnboardBuilder};
 use serde_json::Value;
 use worker::health::{HealthState, PROMETHEUS_CONTENT_TYPE};
 use worker::metrics::Metrics;
@@ -47,16 +48,22 @@ fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_an_onboarding_and_a_dead_letter_by_outcome() {
-    let h = Harness::start(sim::SimOptions::default(), None).await;
+    let h = RunnerHarness::start(sim::SimOptions::default(), None).await;
     let metrics = Metrics::default();
     let cx = h.context(metrics.clone()).await;
     let mut events = cx.topic.subscribe("test").await.unwrap();
     cx.queue
-        .send(command("acme", "r1", onboard_body("acme", "r1"), None))
+        .send(
+            OnboardBuilder::tenant("acme")
+                .request("r1")
+                .with_workload()
+                .message()
+                .build(),
+        )
         .await
         .unwrap();
     cx.queue
-        .send(command("broken", "bad-1", b"{not json".to_vec(), None))
+        .send(MessageBuilder::raw("broken", "bad-1", b"{not json".to_vec()).build())
         .await
         .unwrap();
     let runner = Runner::new(cx.clone());
@@ -162,12 +169,18 @@ async fn a_refused_step_counts_a_compensation_and_a_failed_saga() {
         },
         ..Default::default()
     };
-    let h = Harness::start(options, None).await;
+    let h = RunnerHarness::start(options, None).await;
     let metrics = Metrics::default();
     let cx = h.context(metrics.clone()).await;
     let mut events = cx.topic.subscribe("test").await.unwrap();
     cx.queue
-        .send(command("acme", "r1", onboard_body("acme", "r1"), None))
+        .send(
+            OnboardBuilder::tenant("acme")
+                .request("r1")
+                .with_workload()
+                .message()
+                .build(),
+        )
         .await
         .unwrap();
     run_until(&Runner::new(cx.clone()), &mut events, |seen| {

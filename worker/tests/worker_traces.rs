@@ -5,7 +5,8 @@
 
 mod harness;
 
-use harness::{Harness, command, has_event, onboard_body, run_until};
+use harness::{RunnerHarness, has_event, run_until};
+use onboarding_testkit::fixtures::OnboardBuilder;
 use opentelemetry::trace::SpanId;
 use opentelemetry_sdk::trace::{
     InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData,
@@ -41,18 +42,17 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 /// Onboard `tenant` with `traceparent` on the command; the finished message spans and events.
 async fn onboard(tenant: &str, traceparent: Option<&str>) -> (Vec<SpanData>, Vec<Value>) {
     let (exporter, provider, _guard) = capture();
-    let h = Harness::start(sim::SimOptions::default(), None).await;
+    let h = RunnerHarness::start(sim::SimOptions::default(), None).await;
     let cx = h.context(Metrics::default()).await;
     let mut events = cx.topic.subscribe("test").await.unwrap();
-    cx.queue
-        .send(command(
-            tenant,
-            "r1",
-            onboard_body(tenant, "r1"),
-            traceparent,
-        ))
-        .await
-        .unwrap();
+    let mut message = OnboardBuilder::tenant(tenant)
+        .request("r1")
+        .with_workload()
+        .message();
+    if let Some(tp) = traceparent {
+        message = message.traceparent(tp);
+    }
+    cx.queue.send(message.build()).await.unwrap();
     let seen = run_until(&Runner::new(cx), &mut events, |seen| {
         has_event(seen, "tenant.onboarded", tenant)
     })

@@ -1,6 +1,6 @@
 //! Shared set-up of the Azure integration tests: a simulator on loopback, a target pointing at
-//! it, an `ArmProvisioner`, the tenant's five resource specs, and a driver for long-running
-//! operations.
+//! it, an `ArmProvisioner`, and a driver for long-running operations. The tenant's five resource
+//! specs come from the test kit's [`TenantResources`] builder (re-exported here).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -8,10 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use onboarding_azure::{ArmClientOptions, ArmProvisioner};
-use onboarding_providers::{
-    AzureProvisioner, BlobContainerSpec, FederatedCredentialSpec, IdentitySpec, NodePoolInfo,
-    NodePoolScale, NodePoolSpec, Progress, ProviderError, RoleAssignmentSpec,
-};
+use onboarding_providers::{AzureProvisioner, NodePoolInfo, NodePoolSpec, Progress, ProviderError};
+pub use onboarding_testkit::fixtures::TenantResources;
 use sim::SimOptions;
 use worker::config::Target;
 
@@ -36,66 +34,6 @@ pub async fn start_with(options: SimOptions, client: ArmClientOptions) -> Env {
         running,
         target,
         arm,
-    }
-}
-
-pub fn pool(tenant: &str) -> NodePoolSpec {
-    NodePoolSpec {
-        name: format!("t{tenant}"),
-        tenant_id: tenant.into(),
-        vm_size: "Standard_D4s_v5".into(),
-        scale: NodePoolScale::Autoscale { min: 1, max: 3 },
-        zones: vec!["1".into(), "2".into()],
-        taints: vec![format!("tenant={tenant}:NoSchedule")],
-        labels: [("tenant".to_string(), tenant.to_string())].into(),
-        tags: [("tenant".to_string(), tenant.to_string())].into(),
-    }
-}
-
-pub fn identity(tenant: &str) -> IdentitySpec {
-    IdentitySpec {
-        name: format!("id-{tenant}"),
-        tenant_id: tenant.into(),
-        tags: BTreeMap::new(),
-    }
-}
-
-pub fn fic(target: &Target, tenant: &str) -> FederatedCredentialSpec {
-    FederatedCredentialSpec {
-        identity_name: format!("id-{tenant}"),
-        name: format!("fic-{tenant}"),
-        issuer: target.oidc_issuer.clone(),
-        subject: format!("system:serviceaccount:tenant-{tenant}:workload"),
-        audiences: vec!["api://AzureADTokenExchange".into()],
-    }
-}
-
-pub fn container(tenant: &str) -> BlobContainerSpec {
-    BlobContainerSpec {
-        name: format!("tenant-{tenant}"),
-        tenant_id: tenant.into(),
-        metadata: [("tenant".to_string(), tenant.to_string())].into(),
-    }
-}
-
-pub fn role_assignment(
-    target: &Target,
-    scope: &str,
-    principal_id: &str,
-    container: &str,
-) -> RoleAssignmentSpec {
-    let role = onboarding_providers::rbac::role_definition_id(
-        &target.subscription_id,
-        onboarding_providers::rbac::STORAGE_BLOB_DATA_CONTRIBUTOR,
-    );
-    RoleAssignmentSpec {
-        scope: scope.to_string(),
-        name: onboarding_providers::rbac::role_assignment_name(scope, principal_id, &role),
-        role_definition_id: role,
-        principal_id: principal_id.to_string(),
-        principal_type: "ServicePrincipal".into(),
-        condition: onboarding_providers::rbac::blob_container_condition(container).unwrap(),
-        condition_version: onboarding_providers::rbac::CONDITION_VERSION.into(),
     }
 }
 
@@ -164,17 +102,18 @@ pub async fn create_all(
     target: &Target,
     tenant: &str,
 ) -> Result<Created, ProviderError> {
-    let pool = drive_pool(arm, target, &pool(tenant), false).await?;
-    let id = arm.ensure_identity(target, &identity(tenant)).await?;
-    arm.ensure_federated_credential(target, &fic(target, tenant))
+    let specs = TenantResources::tenant(tenant);
+    let pool = drive_pool(arm, target, &specs.pool(), false).await?;
+    let id = arm.ensure_identity(target, &specs.identity()).await?;
+    arm.ensure_federated_credential(target, &specs.federated_credential(target))
         .await?;
     let c = arm
-        .ensure_blob_container(target, &container(tenant))
+        .ensure_blob_container(target, &specs.container())
         .await?;
     let ra = arm
         .ensure_role_assignment(
             target,
-            &role_assignment(target, &c.id, &id.principal_id, &c.name),
+            &TenantResources::role_assignment(target, &c.id, &id.principal_id, &c.name),
         )
         .await?;
     Ok(Created {
@@ -196,10 +135,15 @@ pub async fn delete_all(
 ) -> Result<(), ProviderError> {
     arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name)
         .await?;
-    arm.delete_blob_container(target, &container(tenant).name)
+    let specs = TenantResources::tenant(tenant);
+    arm.delete_blob_container(target, &specs.container().name)
         .await?;
-    arm.delete_federated_credential(target, &identity(tenant).name, &fic(target, tenant).name)
-        .await?;
-    arm.delete_identity(target, &identity(tenant).name).await?;
-    drive_pool_delete(arm, target, &pool(tenant).name, false).await
+    arm.delete_federated_credential(
+        target,
+        &specs.identity().name,
+        &specs.federated_credential(target).name,
+    )
+    .await?;
+    arm.delete_identity(target, &specs.identity().name).await?;
+    drive_pool_delete(arm, target, &specs.pool().name, false).await
 }

@@ -1,17 +1,17 @@
-//! The worker in process for operations tests: both simulators on loopback ports, the embedded
-//! queue and topic in a temp dir, a journal of the test's choice, the context built by
+//! [`RunnerHarness`], the runner-level harness: the worker in process for operations tests,
+//! both simulators on loopback ports, the embedded queue and topic in a temp dir, a journal of the test's choice, the context built by
 //! `bootstrap` (so the configuration wiring is what runs), and a runner driven until an event.
+//! It stays beside the tests because it needs the `worker` crate, which the test kit must not
+//! depend on; commands come from the kit's builders (`onboarding_testkit::fixtures`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboarding_transport::envelope::TRACEPARENT_PROPERTY;
-use onboarding_transport::{OutgoingMessage, Subscription};
-use serde_json::{Value, json};
-use worker::config::{Config, JournalConfig, Target, TransportConfig};
+use onboarding_transport::Subscription;
+use serde_json::Value;
+use worker::config::{Config, JournalConfig};
 use worker::context::Context;
 use worker::metrics::Metrics;
 use worker::runner::Runner;
@@ -20,13 +20,15 @@ use worker::runner::Runner;
 /// seconds); only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-pub struct Harness {
+/// The worker's runner in process against both simulators (runner level; see
+/// `onboarding_testkit` for the engine-level and `e2e` for the process-level harness).
+pub struct RunnerHarness {
     pub sim: sim::Running,
     pub dir: tempfile::TempDir,
     pub config: Config,
 }
 
-impl Harness {
+impl RunnerHarness {
     /// Simulators with `options`; the SQLite journal unless `journal` is given.
     pub async fn start(options: sim::SimOptions, journal: Option<JournalConfig>) -> Self {
         let sim = sim::start(
@@ -37,22 +39,11 @@ impl Harness {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut target = Target::local("default");
-        target.arm_endpoint = sim.arm_url();
-        target.kubernetes.server = Some(sim.kube_url());
-        let mut config = Config {
-            transport: TransportConfig::Embedded {
-                path: dir.path().join("queue.db"),
-                lock_duration_secs: 60,
-                max_delivery_count: 10,
-                duplicate_detection_window_secs: 600,
-            },
-            journal: journal.unwrap_or(JournalConfig::Sqlite {
-                path: dir.path().join("journal.db"),
-            }),
-            targets: BTreeMap::from([("default".to_string(), target)]),
-            ..Config::default()
-        };
+        let mut config =
+            onboarding_testkit::config::embedded(dir.path(), &sim.arm_url(), &sim.kube_url());
+        if let Some(journal) = journal {
+            config.journal = journal;
+        }
         // A one-second budget: the node pool (whose operation asks to be polled a second later)
         // cannot finish within the first message, so every onboarding has a continuation.
         config.saga.message_budget_ms = 1_000;
@@ -79,42 +70,6 @@ impl Harness {
         worker::bootstrap::build_context_with(Arc::new(self.config.clone()), metrics)
             .await
             .expect("context")
-    }
-}
-
-/// An `OnboardTenant` body with a workload, so that all nine steps run.
-pub fn onboard_body(tenant: &str, request_id: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "schemaVersion": "1.0",
-        "kind": "OnboardTenant",
-        "requestId": request_id,
-        "tenantId": tenant,
-        "nodePool": {"vmSize": "Standard_D4s_v5", "count": 1},
-        "workload": {"replicas": 1},
-    }))
-    .unwrap()
-}
-
-/// A command message as the producer sends it.
-pub fn command(
-    tenant: &str,
-    message_id: &str,
-    body: Vec<u8>,
-    traceparent: Option<&str>,
-) -> OutgoingMessage {
-    let mut properties = BTreeMap::new();
-    if let Some(tp) = traceparent {
-        properties.insert(TRACEPARENT_PROPERTY.to_string(), tp.to_string());
-    }
-    OutgoingMessage {
-        message_id: message_id.to_string(),
-        session_id: Some(tenant.to_string()),
-        content_type: Some("application/json".into()),
-        subject: Some("OnboardTenant".into()),
-        correlation_id: Some(message_id.to_string()),
-        body,
-        application_properties: properties,
-        scheduled_enqueue_time: None,
     }
 }
 

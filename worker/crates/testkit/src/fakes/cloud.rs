@@ -1,0 +1,330 @@
+//! [`FakeCloud`]: Azure and Kubernetes in one in-memory inventory, with long-running node pool
+//! operations and a fault plan ([`CloudFaults`]).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onboarding_core::ErrorClass;
+use onboarding_providers::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+
+/// Fault plan of the fake cloud. Operation names: `create:<resource>`, `delete:<resource>`
+/// (resources: node_pool, identity, federated_credential, blob_container, role_assignment) and
+/// `apply:<Kind>`, `delete:<Kind>` for Kubernetes objects.
+#[derive(Debug, Default, Clone)]
+pub struct CloudFaults {
+    pub permanent: Vec<String>,
+    pub transient_rate: f64,
+    pub seed: u64,
+}
+
+/// Azure and Kubernetes in one in-memory inventory.
+#[derive(Debug)]
+pub struct FakeCloud {
+    inventory: Mutex<BTreeMap<String, Value>>,
+    /// How many times each resource was newly created.
+    creations: Mutex<BTreeMap<String, u32>>,
+    pending_polls: Mutex<HashMap<String, u32>>,
+    faults: Mutex<CloudFaults>,
+    rng: Mutex<StdRng>,
+    pub calls: AtomicU64,
+    /// Polls a node pool stays `Creating`.
+    pub lro_polls: u32,
+}
+
+impl FakeCloud {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inventory: Mutex::default(),
+            creations: Mutex::default(),
+            pending_polls: Mutex::default(),
+            faults: Mutex::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(1)),
+            calls: AtomicU64::new(0),
+            lro_polls: 2,
+        })
+    }
+    pub fn set_faults(&self, f: CloudFaults) {
+        *self.rng.lock().unwrap() = StdRng::seed_from_u64(f.seed);
+        *self.faults.lock().unwrap() = f;
+    }
+    pub fn inventory(&self) -> Vec<String> {
+        self.inventory.lock().unwrap().keys().cloned().collect()
+    }
+    pub fn creations(&self) -> BTreeMap<String, u32> {
+        self.creations.lock().unwrap().clone()
+    }
+    fn gate(&self, op: &str, resource: &str) -> Result<(), ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let f = self.faults.lock().unwrap().clone();
+        if f.permanent.iter().any(|p| p == op) {
+            return Err(
+                ProviderError::permanent(op, resource, "injected permanent failure")
+                    .with_code("InjectedPermanentFailure"),
+            );
+        }
+        if f.transient_rate > 0.0 && self.rng.lock().unwrap().random::<f64>() < f.transient_rate {
+            return Err(
+                ProviderError::transient(op, resource, "injected throttling")
+                    .with_code("TooManyRequests")
+                    .with_retry_after(Duration::from_secs(1)),
+            );
+        }
+        Ok(())
+    }
+    fn put(&self, key: String, value: Value) {
+        let mut inv = self.inventory.lock().unwrap();
+        if !inv.contains_key(&key) {
+            *self
+                .creations
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default() += 1;
+        }
+        inv.insert(key, value);
+    }
+    fn get(&self, key: &str) -> Option<Value> {
+        self.inventory.lock().unwrap().get(key).cloned()
+    }
+    fn remove(&self, key: &str) {
+        self.inventory.lock().unwrap().remove(key);
+    }
+}
+
+fn ids(name: &str) -> (String, String) {
+    let u = |s: &str| {
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{s}{name}").as_bytes()).to_string()
+    };
+    (u("client"), u("principal"))
+}
+
+#[async_trait::async_trait]
+impl AzureProvisioner for FakeCloud {
+    async fn ensure_node_pool(
+        &self,
+        _t: &Target,
+        spec: &NodePoolSpec,
+    ) -> Result<Progress<NodePoolInfo>, ProviderError> {
+        let key = format!("node_pool/{}", spec.name);
+        self.gate("create:node_pool", &key)?;
+        let info = NodePoolInfo {
+            id: key.clone(),
+            name: spec.name.clone(),
+        };
+        if let Some(existing) = self.get(&key) {
+            if existing["tenant"] != json!(spec.tenant_id) {
+                return Err(ProviderError::permanent(
+                    "create:node_pool",
+                    &key,
+                    "owned by another tenant",
+                ));
+            }
+            if existing["state"] == "Succeeded" {
+                return Ok(Progress::Done(info));
+            }
+        } else {
+            self.put(
+                key.clone(),
+                json!({"tenant": spec.tenant_id, "state": "Creating"}),
+            );
+            self.pending_polls
+                .lock()
+                .unwrap()
+                .insert(key.clone(), self.lro_polls);
+        }
+        Ok(Progress::Pending(PendingOperation {
+            url: key,
+            kind: OperationKind::AsyncOperation,
+            retry_after_secs: 1,
+        }))
+    }
+    async fn delete_node_pool(
+        &self,
+        _t: &Target,
+        name: &str,
+    ) -> Result<Progress<()>, ProviderError> {
+        let key = format!("node_pool/{name}");
+        self.gate("delete:node_pool", &key)?;
+        self.remove(&key);
+        Ok(Progress::Done(()))
+    }
+    async fn ensure_identity(
+        &self,
+        _t: &Target,
+        spec: &IdentitySpec,
+    ) -> Result<IdentityInfo, ProviderError> {
+        let key = format!("identity/{}", spec.name);
+        self.gate("create:identity", &key)?;
+        let (client_id, principal_id) = ids(&spec.name);
+        self.put(key.clone(), json!({"tenant": spec.tenant_id}));
+        Ok(IdentityInfo {
+            id: key,
+            name: spec.name.clone(),
+            client_id,
+            principal_id,
+            entra_tenant_id: "entra".into(),
+        })
+    }
+    async fn get_identity(
+        &self,
+        _t: &Target,
+        name: &str,
+    ) -> Result<Option<IdentityInfo>, ProviderError> {
+        let key = format!("identity/{name}");
+        self.gate("get:identity", &key)?;
+        Ok(self.get(&key).map(|_| {
+            let (client_id, principal_id) = ids(name);
+            IdentityInfo {
+                id: key,
+                name: name.into(),
+                client_id,
+                principal_id,
+                entra_tenant_id: "entra".into(),
+            }
+        }))
+    }
+    async fn delete_identity(&self, _t: &Target, name: &str) -> Result<(), ProviderError> {
+        let key = format!("identity/{name}");
+        self.gate("delete:identity", &key)?;
+        self.remove(&key);
+        Ok(())
+    }
+    async fn ensure_federated_credential(
+        &self,
+        _t: &Target,
+        spec: &FederatedCredentialSpec,
+    ) -> Result<(), ProviderError> {
+        let key = format!("federated_credential/{}", spec.name);
+        self.gate("create:federated_credential", &key)?;
+        if self
+            .get(&format!("identity/{}", spec.identity_name))
+            .is_none()
+        {
+            return Err(ProviderError::permanent(
+                "create:federated_credential",
+                &key,
+                "parent identity missing",
+            )
+            .with_code("ParentResourceNotFound"));
+        }
+        self.put(key, json!({"subject": spec.subject}));
+        Ok(())
+    }
+    async fn delete_federated_credential(
+        &self,
+        _t: &Target,
+        _i: &str,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        let key = format!("federated_credential/{name}");
+        self.gate("delete:federated_credential", &key)?;
+        self.remove(&key);
+        Ok(())
+    }
+    async fn ensure_blob_container(
+        &self,
+        _t: &Target,
+        spec: &BlobContainerSpec,
+    ) -> Result<BlobContainerInfo, ProviderError> {
+        let key = format!("blob_container/{}", spec.name);
+        self.gate("create:blob_container", &key)?;
+        self.put(key.clone(), json!({"tenant": spec.tenant_id}));
+        Ok(BlobContainerInfo {
+            id: format!("/containers/{}", spec.name),
+            name: spec.name.clone(),
+        })
+    }
+    async fn delete_blob_container(&self, _t: &Target, name: &str) -> Result<(), ProviderError> {
+        let key = format!("blob_container/{name}");
+        self.gate("delete:blob_container", &key)?;
+        self.remove(&key);
+        Ok(())
+    }
+    async fn ensure_role_assignment(
+        &self,
+        _t: &Target,
+        spec: &RoleAssignmentSpec,
+    ) -> Result<RoleAssignmentInfo, ProviderError> {
+        let key = format!("role_assignment/{}", spec.name);
+        self.gate("create:role_assignment", &key)?;
+        self.put(
+            key.clone(),
+            json!({"principal": spec.principal_id, "condition": spec.condition}),
+        );
+        Ok(RoleAssignmentInfo {
+            id: key,
+            name: spec.name.clone(),
+        })
+    }
+    async fn delete_role_assignment(
+        &self,
+        _t: &Target,
+        _scope: &str,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        let key = format!("role_assignment/{name}");
+        self.gate("delete:role_assignment", &key)?;
+        self.remove(&key);
+        Ok(())
+    }
+    async fn poll_operation(
+        &self,
+        _t: &Target,
+        op: &PendingOperation,
+    ) -> Result<Progress<()>, ProviderError> {
+        self.gate("poll", &op.url)?;
+        let mut polls = self.pending_polls.lock().unwrap();
+        let left = polls.entry(op.url.clone()).or_insert(0);
+        if *left > 0 {
+            *left -= 1;
+            return Ok(Progress::Pending(op.clone()));
+        }
+        drop(polls);
+        if let Some(mut v) = self.get(&op.url) {
+            v["state"] = json!("Succeeded");
+            self.inventory.lock().unwrap().insert(op.url.clone(), v);
+        }
+        Ok(Progress::Done(()))
+    }
+}
+
+#[async_trait::async_trait]
+impl KubeProvisioner for FakeCloud {
+    async fn apply(&self, _t: &Target, o: &KubeObject) -> Result<Value, ProviderError> {
+        let r = o.reference();
+        self.gate(&format!("apply:{}", o.kind), &r.to_string())?;
+        if let Some(ns) = &o.namespace
+            && self.get(&format!("Namespace/{ns}")).is_none()
+        {
+            return Err(ProviderError::new(
+                ErrorClass::Transient,
+                "apply",
+                r.to_string(),
+                "namespace not found",
+            ));
+        }
+        self.put(r.to_string(), o.manifest.clone());
+        Ok(o.manifest.clone())
+    }
+    async fn get(&self, _t: &Target, r: &ObjectRef) -> Result<Option<Value>, ProviderError> {
+        self.gate(&format!("get:{}", r.kind), &r.to_string())?;
+        Ok(FakeCloud::get(self, &r.to_string()))
+    }
+    async fn delete(&self, _t: &Target, r: &ObjectRef) -> Result<(), ProviderError> {
+        self.gate(&format!("delete:{}", r.kind), &r.to_string())?;
+        let key = r.to_string();
+        let mut inv = self.inventory.lock().unwrap();
+        inv.remove(&key);
+        if r.kind == "Namespace" {
+            let prefix = format!("/{}/", r.name);
+            inv.retain(|k, _| !k.contains(&prefix));
+        }
+        Ok(())
+    }
+}
