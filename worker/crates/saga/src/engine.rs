@@ -11,33 +11,30 @@
 //! ends, the terminal event to publish. The engine writes only the journal and the progress
 //! events; settling the message is the runner's job.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tracing::Instrument;
 
 use crate::context::SagaContext;
-use onboarding_contract::events::{
-    self, CloudEvent, EventData, EventError, OutcomeData, RemainingResource, StepData,
-};
-use onboarding_contract::validate::{FieldError, RejectReason, Rejection};
+use crate::machine::{self, StepGraph};
+use crate::record::{Continuation, Lease, Phase, QueuedRequest, SagaRun, StepName, TenantRecord};
+use crate::retry::RetryPolicy;
+use crate::step::Step;
+use crate::steps;
+use onboarding_contract::events::CloudEvent;
+use onboarding_contract::validate::Rejection;
 use onboarding_contract::{Command, TenantNames};
 use onboarding_core::{Classify, ErrorClass};
 use onboarding_journal::JournalError;
-use onboarding_providers::{PendingOperation, ProviderError};
 
-use super::record::{
-    Continuation, FinishedRequest, Lease, Phase, QueuedRequest, SagaRun, Status, StepName,
-    StepState, TenantRecord, TenantState,
-};
-use super::step::{Step, StepInput, StepOutcome};
-use super::steps;
+mod call;
+mod finish;
+mod start;
 
 /// The continuation the runner must send: the running command again, due at `wake_at`, under
 /// its own message id (`<request-id>:<seq>`). The envelope turns it into a queue message.
@@ -136,39 +133,26 @@ pub struct WorkFlags {
     pub compensating: Arc<AtomicBool>,
 }
 
-/// The outcome of a step call, tagged with what it was.
-struct StepResult {
-    step: StepName,
-    phase: Phase,
-    result: Result<StepOutcome, ProviderError>,
-    /// Wall time of the call, retries included (for metrics).
-    elapsed: Duration,
-}
-
 struct Doc {
     key: String,
     version: Option<u64>,
     rec: TenantRecord,
 }
 
-enum Terminal {
-    Succeeded,
-    Failed,
-    CompensationFailed,
-    Offboarded,
-}
-
 #[derive(Debug)]
 pub struct Engine {
     cx: SagaContext,
     steps: Vec<Arc<dyn Step>>,
+    graph: StepGraph,
 }
 
 impl Engine {
     pub fn new(cx: SagaContext) -> Self {
+        let steps = steps::all();
         Self {
             cx,
-            steps: steps::all(),
+            graph: StepGraph::of(&steps),
+            steps,
         }
     }
 
@@ -267,9 +251,7 @@ impl Engine {
                     };
                     return self.release(doc, handled).await;
                 }
-                let cancels = matches!(incoming.command, Command::Offboard(_))
-                    && matches!(run.command, Command::Onboard(_))
-                    && run.phase == Phase::Forward;
+                let cancels = machine::cancels(&incoming.command, run);
                 let queued = QueuedRequest {
                     command: incoming.command.clone(),
                     traceparent: incoming.traceparent.clone(),
@@ -277,17 +259,7 @@ impl Engine {
                 if cancels {
                     if let Some(run) = doc.rec.active.as_mut() {
                         self.cx.recorder.compensation_started("cancelled");
-                        switch_to_compensation(
-                            run,
-                            EventError {
-                                step: None,
-                                class: "cancelled".into(),
-                                code: Some("CancelledByOffboarding".into()),
-                                message: format!(
-                                    "onboarding cancelled by offboarding request {request_id}"
-                                ),
-                            },
-                        );
+                        machine::switch_to_compensation(run, machine::cancelled_by(&request_id));
                     }
                     doc.rec.queued.push_front(queued);
                 } else {
@@ -306,7 +278,7 @@ impl Engine {
         let continuation = match doc.rec.active.as_mut() {
             Some(run) => {
                 let now = self.cx.clock.now();
-                let wake = next_wake(run)
+                let wake = machine::next_wake(run)
                     .unwrap_or_else(|| now + ms(self.cx.settings.continuation_base_delay_ms));
                 run.seq += 1;
                 let live = Continuation {
@@ -413,159 +385,6 @@ impl Engine {
         })
     }
 
-    /// Make `queued` the active run. `Ok(Err(_))` when it cannot run at all.
-    async fn start(
-        &self,
-        rec: &mut TenantRecord,
-        queued: QueuedRequest,
-    ) -> Result<Result<(), Rejection>, EngineError> {
-        let command = queued.command;
-        let config = &*self.cx.provisioning;
-        let target = command
-            .target()
-            .map(str::to_string)
-            .or_else(|| {
-                // An offboarding without a target goes where the tenant lives.
-                matches!(command, Command::Offboard(_))
-                    .then(|| rec.target.clone())
-                    .flatten()
-            })
-            .unwrap_or_else(|| config.default_target.clone());
-        let refuse = |reason, path: &str, message: String| {
-            let mut r = Rejection::new(reason, vec![FieldError::new(path, message)]);
-            r.request_id = Some(command.request_id().to_string());
-            r.tenant_id = Some(command.tenant_id().to_string());
-            Ok(Err(r))
-        };
-        if !config.targets.contains_key(&target) {
-            return refuse(
-                RejectReason::UnknownTarget,
-                "/target",
-                format!("target {target:?} is not configured on this worker"),
-            );
-        }
-        if let Some(current) = &rec.target
-            && current != &target
-            && !matches!(rec.state, TenantState::New | TenantState::Offboarded)
-            && !rec.resources.is_empty()
-        {
-            return refuse(
-                RejectReason::TargetMismatch,
-                "/target",
-                format!(
-                    "tenant {} lives in target {current:?}; offboard it there before moving it to {target:?}",
-                    rec.tenant_id
-                ),
-            );
-        }
-        let names = match TenantNames::derive(command.tenant_id()) {
-            Ok(n) => n,
-            Err(e) => return refuse(RejectReason::SchemaViolation, "/tenantId", e.to_string()),
-        };
-        let now = self.cx.clock.now();
-        let mut steps_state = BTreeMap::new();
-        let (phase, preexisting) = match &command {
-            Command::Onboard(spec) => {
-                match self
-                    .cx
-                    .journal
-                    .claim_names(command.tenant_id(), &name_claims(&names, &target))
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e @ JournalError::NameTaken { .. }) => {
-                        return refuse(RejectReason::NameCollision, "/tenantId", e.to_string());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                for step in &self.steps {
-                    let forward = if step.enabled(spec, config) {
-                        Status::Pending
-                    } else {
-                        Status::Skipped
-                    };
-                    steps_state.insert(
-                        step.name(),
-                        StepState {
-                            forward,
-                            ..StepState::default()
-                        },
-                    );
-                }
-                let preexisting: BTreeSet<StepName> = rec.resources.keys().copied().collect();
-                rec.state = TenantState::Onboarding;
-                (Phase::Forward, preexisting)
-            }
-            Command::Offboard(off) => {
-                for step in &self.steps {
-                    let compensation = if step.name() == StepName::BlobContainer && !off.purge_data
-                    {
-                        Status::Kept
-                    } else {
-                        Status::Pending
-                    };
-                    steps_state.insert(
-                        step.name(),
-                        StepState {
-                            compensation,
-                            ..StepState::default()
-                        },
-                    );
-                }
-                rec.state = TenantState::Offboarding;
-                (Phase::Compensating, BTreeSet::new())
-            }
-        };
-        rec.target = Some(target.clone());
-        rec.active = Some(SagaRun {
-            request_id: command.request_id().to_string(),
-            command,
-            target,
-            phase,
-            failure: None,
-            steps: steps_state,
-            preexisting,
-            seq: 0,
-            next_continuation: None,
-            started_at: now,
-            traceparent: queued.traceparent,
-        });
-        Ok(Ok(()))
-    }
-
-    fn step_input(&self, rec: &TenantRecord, run: &SagaRun) -> Result<StepInput, EngineError> {
-        let names = TenantNames::derive(&rec.tenant_id).map_err(|e| EngineError::Corrupt {
-            tenant: rec.tenant_id.clone(),
-            message: e.to_string(),
-        })?;
-        let target = self
-            .cx
-            .provisioning
-            .targets
-            .get(&run.target)
-            .cloned()
-            .ok_or_else(|| EngineError::Corrupt {
-                tenant: rec.tenant_id.clone(),
-                message: format!(
-                    "target {:?} is no longer configured; restore it in the configuration",
-                    run.target
-                ),
-            })?;
-        Ok(StepInput {
-            names,
-            target,
-            spec: match &run.command {
-                Command::Onboard(spec) => Some(spec.clone()),
-                Command::Offboard(_) => None,
-            },
-            outputs: rec.resources.clone(),
-            provisioning: self.cx.provisioning.clone(),
-            azure: self.cx.azure.clone(),
-            kube: self.cx.kube.clone(),
-            clock: self.cx.clock.clone(),
-        })
-    }
-
     /// Run steps until the active run (and any queued after it) finishes or the budget is spent.
     async fn advance(
         &self,
@@ -584,7 +403,7 @@ impl Engine {
                 .store(run.phase == Phase::Compensating, Ordering::Relaxed);
             let now = self.cx.clock.now();
             if running.is_empty()
-                && let Some(outcome) = self.terminal(run)
+                && let Some(outcome) = machine::terminal(run)
             {
                 // No save here: the next launch, or the final release, writes the outcome
                 // (outbox included) before anything else can happen.
@@ -593,7 +412,7 @@ impl Engine {
             }
             let may_launch = now + step_budget < deadline;
             let ready = if may_launch {
-                self.ready(run, now, &running)
+                machine::ready(&self.graph, run, now, &running)
             } else {
                 Vec::new()
             };
@@ -601,19 +420,10 @@ impl Engine {
                 let phase = run.phase;
                 let input = Arc::new(self.step_input(&doc.rec, run)?);
                 let request_id = run.request_id.clone();
-                let mut launches = Vec::new();
-                if let Some(run) = doc.rec.active.as_mut() {
-                    for name in &ready {
-                        if let Some(st) = run.steps.get_mut(name) {
-                            match phase {
-                                Phase::Forward => st.forward = Status::Running,
-                                Phase::Compensating => st.compensation = Status::Running,
-                            }
-                            st.updated_at = Some(now);
-                            launches.push((*name, st.operation.clone()));
-                        }
-                    }
-                }
+                let launches = match doc.rec.active.as_mut() {
+                    Some(run) => machine::launch(run, &ready, now),
+                    None => Vec::new(),
+                };
                 // Journal that these steps started before starting them, so that a crash
                 // leaves evidence of what may need compensating.
                 self.save(doc).await?;
@@ -622,13 +432,13 @@ impl Engine {
                         continue;
                     };
                     running.insert(name);
-                    inflight.push(call_step(
+                    inflight.push(call::call_step(
                         step,
                         input.clone(),
                         phase,
                         operation,
                         self.cx.clock.clone(),
-                        RetryPolicy::from(saga),
+                        RetryPolicy::step_call(saga),
                         tracing::info_span!(
                             "step",
                             step = %name,
@@ -643,7 +453,7 @@ impl Engine {
             let Some(run) = doc.rec.active.as_ref() else {
                 break;
             };
-            let wake = next_wake(run);
+            let wake = machine::next_wake(run);
             if running.is_empty() {
                 match wake {
                     // Worth waiting in process: the step can still run within the budget.
@@ -666,324 +476,10 @@ impl Engine {
             };
             if let Some(res) = finished {
                 running.remove(&res.step);
-                let progress = self.apply(&mut doc.rec, res)?;
+                let progress = self.record_result(&mut doc.rec, res);
                 self.save(doc).await?;
                 if let Some(event) = progress {
                     self.publish_progress(event).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Steps that can be called now.
-    fn ready(
-        &self,
-        run: &SagaRun,
-        now: DateTime<Utc>,
-        running: &BTreeSet<StepName>,
-    ) -> Vec<StepName> {
-        let due = |st: &StepState| st.wake_at.is_none_or(|w| w <= now);
-        let mut ready = Vec::new();
-        for step in &self.steps {
-            let name = step.name();
-            let Some(st) = run.steps.get(&name) else {
-                continue;
-            };
-            if running.contains(&name) {
-                continue;
-            }
-            let ok = match run.phase {
-                Phase::Forward => match st.forward {
-                    Status::Pending => step
-                        .needs()
-                        .iter()
-                        .all(|n| run.steps.get(n).is_some_and(|d| d.forward == Status::Done)),
-                    Status::Waiting => due(st),
-                    // Left running by a worker that died: run it again (idempotent).
-                    Status::Running => true,
-                    _ => false,
-                },
-                Phase::Compensating => {
-                    let this_turn = match st.compensation {
-                        Status::Pending | Status::Running => true,
-                        Status::Waiting => due(st),
-                        _ => false,
-                    };
-                    this_turn
-                        && steps::dependents(&self.steps, name).iter().all(|d| {
-                            !running.contains(d)
-                                && run.steps.get(d).is_none_or(|s| s.compensation.is_settled())
-                        })
-                }
-            };
-            if ok {
-                ready.push(name);
-            }
-        }
-        ready
-    }
-
-    fn terminal(&self, run: &SagaRun) -> Option<Terminal> {
-        match run.phase {
-            Phase::Forward => run
-                .steps
-                .values()
-                .all(|s| matches!(s.forward, Status::Done | Status::Skipped))
-                .then_some(Terminal::Succeeded),
-            Phase::Compensating => {
-                if !run.steps.values().all(|s| s.compensation.is_settled()) {
-                    return None;
-                }
-                Some(
-                    if run.steps.values().any(|s| s.compensation == Status::Failed) {
-                        Terminal::CompensationFailed
-                    } else if matches!(run.command, Command::Offboard(_)) {
-                        Terminal::Offboarded
-                    } else {
-                        Terminal::Failed
-                    },
-                )
-            }
-        }
-    }
-
-    /// Record a step result. Returns the progress event to publish, if any.
-    fn apply(
-        &self,
-        rec: &mut TenantRecord,
-        res: StepResult,
-    ) -> Result<Option<CloudEvent>, EngineError> {
-        let saga = &*self.cx.settings;
-        let now = self.cx.clock.now();
-        let tenant = rec.tenant_id.clone();
-        let Some(run) = rec.active.as_mut() else {
-            return Ok(None);
-        };
-        let request_id = run.request_id.clone();
-        let traceparent = run.traceparent.clone();
-        let run_phase = run.phase;
-        let Some(st) = run.steps.get_mut(&res.step) else {
-            return Ok(None);
-        };
-        st.updated_at = Some(now);
-        self.cx.recorder.step_finished(
-            res.step.as_str(),
-            match res.phase {
-                Phase::Forward => "forward",
-                Phase::Compensating => "compensation",
-            },
-            match &res.result {
-                Ok(StepOutcome::Done(_)) => "succeeded",
-                Ok(StepOutcome::Pending(_)) => "pending",
-                Err(e) => match e.class() {
-                    ErrorClass::Transient => "transient",
-                    ErrorClass::Permanent => "permanent",
-                    ErrorClass::InvalidInput => "invalid_input",
-                },
-            },
-            res.elapsed,
-        );
-        let mut switch_failure = None;
-        let mut done_outputs = None;
-        match (res.phase, res.result) {
-            (Phase::Forward, Ok(StepOutcome::Done(outputs))) => {
-                st.forward = Status::Done;
-                st.operation = None;
-                st.wake_at = None;
-                st.last_error = None;
-                done_outputs = Some(outputs);
-            }
-            (Phase::Forward, Ok(StepOutcome::Pending(op))) => {
-                st.forward = Status::Waiting;
-                st.wake_at = Some(now + Duration::from_secs(op.retry_after_secs.max(1)));
-                // A run already compensating deletes instead of polling the creation.
-                st.operation = (run_phase == Phase::Forward).then_some(op);
-            }
-            (Phase::Forward, Err(e)) => {
-                let retry = e.is_transient()
-                    && st.attempts + 1 < saga.step_attempt_limit
-                    && run_phase == Phase::Forward;
-                if retry {
-                    st.attempts += 1;
-                    st.forward = Status::Waiting;
-                    st.wake_at = Some(now + continuation_delay(saga, st.attempts, e.retry_after()));
-                } else {
-                    st.forward = Status::Failed;
-                    switch_failure = Some(EventError {
-                        step: Some(res.step.to_string()),
-                        class: if e.is_transient() {
-                            "transient (attempt limit reached)".into()
-                        } else {
-                            e.class.to_string()
-                        },
-                        code: e.code.clone(),
-                        message: e.to_string(),
-                    });
-                }
-                tracing::warn!(step = %res.step, error = %e, retry, "step failed");
-                st.last_error = Some(e);
-            }
-            (Phase::Compensating, Ok(StepOutcome::Done(_))) => {
-                st.compensation = Status::Done;
-                st.operation = None;
-                st.wake_at = None;
-                st.last_error = None;
-                rec.resources.remove(&res.step);
-                return Ok(Some(step_event(
-                    &request_id,
-                    &tenant,
-                    res.step,
-                    "compensation",
-                    serde_json::Value::Null,
-                    now,
-                    traceparent,
-                )));
-            }
-            (Phase::Compensating, Ok(StepOutcome::Pending(op))) => {
-                st.compensation = Status::Waiting;
-                st.wake_at = Some(now + Duration::from_secs(op.retry_after_secs.max(1)));
-                st.operation = Some(op);
-            }
-            (Phase::Compensating, Err(e)) => {
-                if e.is_transient() && st.attempts + 1 < saga.compensation_attempt_limit {
-                    st.attempts += 1;
-                    st.compensation = Status::Waiting;
-                    st.wake_at = Some(now + continuation_delay(saga, st.attempts, e.retry_after()));
-                } else {
-                    st.compensation = Status::Failed;
-                }
-                tracing::warn!(step = %res.step, error = %e, "compensation failed");
-                st.last_error = Some(e);
-            }
-        }
-        if let Some(failure) = switch_failure
-            && run.phase == Phase::Forward
-        {
-            self.cx.recorder.compensation_started("step_failed");
-            switch_to_compensation(run, failure);
-        }
-        if let Some(outputs) = done_outputs {
-            rec.resources.insert(res.step, outputs.clone());
-            return Ok(Some(step_event(
-                &request_id,
-                &tenant,
-                res.step,
-                "forward",
-                outputs,
-                now,
-                traceparent,
-            )));
-        }
-        Ok(None)
-    }
-
-    /// End the active run: record its outcome event, then start the next queued request.
-    async fn finish(
-        &self,
-        rec: &mut TenantRecord,
-        outcome: Terminal,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), EngineError> {
-        let Some(run) = rec.active.clone() else {
-            return Ok(());
-        };
-        let now = self.cx.clock.now();
-        let input = self.step_input(rec, &run)?;
-        let mut remaining = Vec::new();
-        for step in &self.steps {
-            let Some(st) = run.steps.get(&step.name()) else {
-                continue;
-            };
-            let reason = match st.compensation {
-                Status::Failed => "failed",
-                Status::Kept => "kept",
-                _ => continue,
-            };
-            remaining.push(RemainingResource {
-                step: step.name().to_string(),
-                resource: step.resource(&input),
-                reason: reason.into(),
-            });
-        }
-        let first_compensation_error = run
-            .steps
-            .iter()
-            .find(|(_, s)| s.compensation == Status::Failed)
-            .and_then(|(name, s)| {
-                s.last_error.as_ref().map(|e| EventError {
-                    step: Some(name.to_string()),
-                    class: e.class.to_string(),
-                    code: e.code.clone(),
-                    message: e.to_string(),
-                })
-            });
-        let (ty, state, error) = match outcome {
-            Terminal::Succeeded => (events::ONBOARDED, TenantState::Onboarded, None),
-            Terminal::Offboarded => (events::OFFBOARDED, TenantState::Offboarded, None),
-            Terminal::Failed => (
-                events::ONBOARDING_FAILED,
-                if rec.resources.is_empty() {
-                    TenantState::Failed
-                } else {
-                    TenantState::Onboarded
-                },
-                run.failure.clone(),
-            ),
-            Terminal::CompensationFailed => (
-                events::COMPENSATION_FAILED,
-                TenantState::CompensationFailed,
-                first_compensation_error.or(run.failure.clone()),
-            ),
-        };
-        let state_name = match outcome {
-            Terminal::Succeeded => "Succeeded",
-            Terminal::Failed => "Failed",
-            Terminal::CompensationFailed => "CompensationFailed",
-            Terminal::Offboarded => "Offboarded",
-        };
-        let event = CloudEvent::new(
-            ty,
-            events::event_id(&run.request_id, ty, ""),
-            Some(rec.tenant_id.clone()),
-            now,
-            run.traceparent.clone(),
-            EventData::Outcome(OutcomeData {
-                request_id: run.request_id.clone(),
-                tenant_id: rec.tenant_id.clone(),
-                target: run.target.clone(),
-                state: state_name.into(),
-                resources: rec
-                    .resources
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-                error,
-                remaining,
-                duration_ms: u64::try_from((now - run.started_at).num_milliseconds()).unwrap_or(0),
-            }),
-        );
-        tracing::info!(tenant.id = %rec.tenant_id, request.id = %run.request_id, state = state_name, "saga finished");
-        self.cx.recorder.saga_finished(match outcome {
-            Terminal::Succeeded => "succeeded",
-            Terminal::Failed => "failed",
-            Terminal::CompensationFailed => "compensation_failed",
-            Terminal::Offboarded => "offboarded",
-        });
-        self.remember(rec, &run.request_id, event.clone());
-        rec.state = state;
-        rec.active = None;
-        rec.outbox.push(event.clone());
-        events.push(event);
-        while let Some(next) = rec.queued.pop_front() {
-            let command = next.command.clone();
-            match self.start(rec, next).await? {
-                Ok(()) => break,
-                Err(rejection) => {
-                    let event = events::rejected_event(&rejection, command.request_id(), now);
-                    self.remember(rec, command.request_id(), event.clone());
-                    rec.outbox.push(event.clone());
-                    events.push(event);
                 }
             }
         }
@@ -1016,62 +512,10 @@ impl Engine {
         })
     }
 
-    fn remember(&self, rec: &mut TenantRecord, request_id: &str, event: CloudEvent) {
-        rec.finished.push_back(FinishedRequest {
-            request_id: request_id.to_string(),
-            event,
-        });
-        while rec.finished.len() > self.cx.settings.remembered_requests.max(1) {
-            rec.finished.pop_front();
-        }
-    }
-
     async fn publish_progress(&self, event: CloudEvent) {
         // Progress is best effort: the outcome event is what consumers must rely on.
         self.cx.progress.progress(event).await;
     }
-}
-
-/// Switch a run to compensation of everything it may have created.
-fn switch_to_compensation(run: &mut SagaRun, failure: EventError) {
-    run.phase = Phase::Compensating;
-    run.failure = Some(failure);
-    for (name, st) in run.steps.iter_mut() {
-        let undo = st.forward.was_started() && !run.preexisting.contains(name);
-        st.compensation = if undo {
-            Status::Pending
-        } else {
-            Status::NotNeeded
-        };
-        st.attempts = 0;
-        st.operation = None;
-        st.wake_at = None;
-    }
-}
-
-fn next_wake(run: &SagaRun) -> Option<DateTime<Utc>> {
-    run.steps
-        .values()
-        .filter(|s| match run.phase {
-            Phase::Forward => s.forward == Status::Waiting,
-            Phase::Compensating => s.compensation == Status::Waiting,
-        })
-        .filter_map(|s| s.wake_at)
-        .min()
-}
-
-/// Base delay doubled per attempt, capped, with ±20 % jitter; never sooner than `Retry-After`.
-fn continuation_delay(
-    saga: &onboarding_config::SagaConfig,
-    attempts: u32,
-    retry_after: Option<Duration>,
-) -> Duration {
-    let base =
-        saga.continuation_base_delay_ms as f64 * 2f64.powi(attempts.saturating_sub(1) as i32);
-    let capped = base.min(saga.continuation_max_delay_ms as f64);
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    let delay = Duration::from_millis((capped * jitter) as u64);
-    retry_after.map_or(delay, |r| delay.max(r))
 }
 
 fn ms(v: u64) -> Duration {
@@ -1080,101 +524,6 @@ fn ms(v: u64) -> Duration {
 
 fn to_std(d: chrono::TimeDelta) -> Duration {
     d.to_std().unwrap_or(Duration::ZERO)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RetryPolicy {
-    budget: Duration,
-    initial: Duration,
-}
-
-impl From<&onboarding_config::SagaConfig> for RetryPolicy {
-    fn from(s: &onboarding_config::SagaConfig) -> Self {
-        Self {
-            budget: ms(s.step_retry_budget_ms),
-            initial: ms(s.retry_initial_delay_ms.max(1)),
-        }
-    }
-}
-
-/// One step call with in-process retries of transient errors, within the retry budget.
-async fn call_step(
-    step: Arc<dyn Step>,
-    input: Arc<StepInput>,
-    phase: Phase,
-    operation: Option<PendingOperation>,
-    clock: Arc<dyn onboarding_core::Clock>,
-    policy: RetryPolicy,
-    span: tracing::Span,
-) -> StepResult {
-    let name = step.name();
-    let started = std::time::Instant::now();
-    let work = async move {
-        let give_up_at = clock.now() + policy.budget;
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(policy.initial)
-            .with_max_delay(policy.initial * 16)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        loop {
-            let result = match phase {
-                Phase::Forward => step.forward(&input, operation.as_ref()).await,
-                Phase::Compensating => step.compensate(&input, operation.as_ref()).await,
-            };
-            match result {
-                Err(e) if e.is_transient() => {
-                    let mut delay = delays.next().unwrap_or(policy.initial);
-                    if let Some(after) = e.retry_after() {
-                        delay = delay.max(after);
-                    }
-                    if clock.now() + delay > give_up_at {
-                        return Err(e);
-                    }
-                    tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "transient error, retrying");
-                    clock.sleep(delay).await;
-                }
-                other => return other,
-            }
-        }
-    }
-    .instrument(span);
-    let result = work.await;
-    StepResult {
-        step: name,
-        phase,
-        result,
-        elapsed: started.elapsed(),
-    }
-}
-
-fn step_event(
-    request_id: &str,
-    tenant: &str,
-    step: StepName,
-    phase: &str,
-    outputs: serde_json::Value,
-    now: DateTime<Utc>,
-    traceparent: Option<String>,
-) -> CloudEvent {
-    CloudEvent::new(
-        events::STEP_COMPLETED,
-        events::event_id(
-            request_id,
-            events::STEP_COMPLETED,
-            &format!("{phase}:{step}"),
-        ),
-        Some(tenant.to_string()),
-        now,
-        traceparent,
-        EventData::Step(StepData {
-            request_id: request_id.to_string(),
-            tenant_id: tenant.to_string(),
-            step: step.to_string(),
-            phase: phase.to_string(),
-            outputs,
-        }),
-    )
 }
 
 /// The names that must belong to this tenant alone on `target`, as journal claims.

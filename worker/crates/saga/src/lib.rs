@@ -1,12 +1,14 @@
 //! The onboarding saga: tenant state in the journal ([`record`]), the steps ([`steps`], one file
-//! each), and the engine that advances a tenant's saga for one message's time budget
-//! ([`engine`]).
+//! each), the pure state machine over the record ([`machine`]), the one retry policy
+//! ([`retry`]), and the engine that drives them for one message's time budget ([`engine`]).
 //!
 //! May touch: the journal and the two provider traits it is handed in its [`SagaContext`]. Never
 //! a queue or topic (the runner sends what the engine hands back) and never a concrete provider.
 
 mod context;
 pub mod engine;
+pub mod machine;
+pub mod retry;
 pub mod step;
 pub mod steps;
 

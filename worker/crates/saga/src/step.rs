@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use onboarding_core::Classify;
 use onboarding_core::Clock;
@@ -16,6 +15,7 @@ use onboarding_providers::{AzureProvisioner, KubeProvisioner, PendingOperation, 
 use onboarding_providers::{Provisioning, Target};
 
 use super::record::StepName;
+use crate::retry::RetryPolicy;
 
 /// What a step call produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,9 +41,6 @@ pub struct StepInput {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Tries of one call inside a step made of several calls.
-const CALL_ATTEMPTS: u32 = 4;
-
 impl StepInput {
     pub fn output(&self, step: StepName) -> Option<&serde_json::Value> {
         self.outputs.get(&step)
@@ -65,23 +62,21 @@ impl StepInput {
             })
     }
 
-    /// Retry one call of a multi-call step a few times on transient errors (honouring
-    /// `Retry-After`, capped), so a throttled seventh call does not throw away the six that
-    /// succeeded: the engine's retry would restart the whole step.
+    /// Retry one call of a multi-call step on transient errors as [`RetryPolicy::inner_call`]
+    /// says, so a throttled seventh call does not throw away the six that succeeded: the
+    /// engine's retry would restart the whole step.
     pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 1;
+        let policy = RetryPolicy::inner_call();
+        let mut tries = 1;
         loop {
             match f().await {
-                Err(e) if e.is_transient() && attempt < CALL_ATTEMPTS => {
-                    let wait = e.retry_after().unwrap_or(delay).min(Duration::from_secs(2));
-                    self.clock.sleep(wait).await;
-                    delay *= 2;
-                    attempt += 1;
+                Err(e) if e.is_transient() && policy.allows_another_after(tries) => {
+                    self.clock.sleep(policy.delay(tries, e.retry_after())).await;
+                    tries += 1;
                 }
                 other => return other,
             }

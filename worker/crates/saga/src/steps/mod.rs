@@ -1,4 +1,7 @@
-//! The onboarding steps, one file each, and the dependency graph between them.
+//! The onboarding steps, one file each; each declares the steps it needs (the dependency graph
+//! the state machine walks, see [`crate::machine::StepGraph`]).
+//!
+//! May touch: nothing itself; the steps call the providers they are given in their input.
 
 mod blob_container;
 mod federated_credential;
@@ -12,7 +15,6 @@ mod workload;
 
 use std::sync::Arc;
 
-use super::record::StepName;
 use super::step::Step;
 
 /// Every step of the onboarding saga.
@@ -30,15 +32,6 @@ pub fn all() -> Vec<Arc<dyn Step>> {
     ]
 }
 
-/// Steps that need `step`, i.e. must be compensated before it.
-pub fn dependents(steps: &[Arc<dyn Step>], step: StepName) -> Vec<StepName> {
-    steps
-        .iter()
-        .filter(|s| s.needs().contains(&step))
-        .map(|s| s.name())
-        .collect()
-}
-
 /// A resource id for reports; an invalid name says so instead of failing the report.
 pub(crate) fn id_or_reason(id: Result<String, onboarding_providers::ProviderError>) -> String {
     id.unwrap_or_else(|e| format!("(no valid id: {e})"))
@@ -47,6 +40,7 @@ pub(crate) fn id_or_reason(id: Result<String, onboarding_providers::ProviderErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::StepName;
     use std::collections::BTreeSet;
 
     #[test]
