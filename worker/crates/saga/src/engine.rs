@@ -1,15 +1,17 @@
-//! The saga engine: advances one tenant's saga for one message's time budget.
+//! The saga engine, the driver: advances one tenant's saga for one message's time budget.
 //!
 //! For each message: load the tenant's journal record and take its lease with a
 //! compare-and-swap; answer replays of finished requests with their stored outcome event; queue
-//! or cancel on behalf of new requests; then run every step whose dependencies are done,
-//! concurrently, journalling each result as it arrives. Transient errors are retried in process
-//! (backoff with jitter, honouring `Retry-After`) within a short budget, then the step waits for a
-//! continuation with a growing delay, up to an attempt limit. A permanent failure switches the run
-//! to compensation: completed steps are undone in reverse dependency order. When the budget is
-//! spent with work left, the engine hands back the continuation message to schedule; when the run
-//! ends, the terminal event to publish. The engine writes only the journal and the progress
-//! events; settling the message is the runner's job.
+//! or cancel on behalf of new requests ([`start`]); then launch every step the state machine
+//! ([`crate::machine`]) says is ready, concurrently ([`call`]), and journal each result as it
+//! arrives ([`finish`]). Retries follow [`RetryPolicy`]: in process within the step retry budget,
+//! then across continuations. When the budget is spent with work left, the engine hands back the
+//! continuation message to schedule; when the run ends, the terminal event to publish.
+//!
+//! May touch: the journal (load, compare-and-swap store, name claims), the steps (and through
+//! them the providers), the clock, the recorder and the progress sink. Never a queue or topic:
+//! settling the message and publishing outcomes is the runner's job. Decisions about the run
+//! record belong in [`crate::machine`], not here.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -124,7 +126,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// The longest journal lease this engine writes: a message's budget, the step retry budget and
 /// the margin. A lease held by another worker never lasts longer than this from when it was taken.
 pub fn longest_lease(saga: &onboarding_config::SagaConfig) -> Duration {
-    ms(saga.message_budget_ms) + ms(saga.step_retry_budget_ms) + LEASE_MARGIN
+    ms(saga.message_budget_ms) + step_retry_budget(saga) + LEASE_MARGIN
 }
 
 /// Lets the runner see that a message's saga is compensating, which shutdown must not cut short.
@@ -278,8 +280,10 @@ impl Engine {
         let continuation = match doc.rec.active.as_mut() {
             Some(run) => {
                 let now = self.cx.clock.now();
-                let wake = machine::next_wake(run)
-                    .unwrap_or_else(|| now + ms(self.cx.settings.continuation_base_delay_ms));
+                // Nothing waiting (the budget ran out with steps ready): look again after the
+                // first continuation delay.
+                let first = RetryPolicy::continuation(&self.cx.settings, run.phase).first;
+                let wake = machine::next_wake(run).unwrap_or_else(|| now + first);
                 run.seq += 1;
                 let live = Continuation {
                     message_id: format!("{}:{}", run.request_id, run.seq),
@@ -348,7 +352,7 @@ impl Engine {
     /// Take the tenant's lease with a compare-and-swap: a second guard besides sessions.
     async fn take_lease(&self, doc: &mut Doc, deadline: DateTime<Utc>) -> Result<(), EngineError> {
         let saga = &*self.cx.settings;
-        let until = deadline + ms(saga.step_retry_budget_ms) + LEASE_MARGIN;
+        let until = deadline + step_retry_budget(saga) + LEASE_MARGIN;
         for _ in 0..10 {
             let now = self.cx.clock.now();
             if let Some(lease) = &doc.rec.lease
@@ -394,7 +398,7 @@ impl Engine {
         events: &mut Vec<CloudEvent>,
     ) -> Result<(), EngineError> {
         let saga = &*self.cx.settings;
-        let step_budget = ms(saga.step_retry_budget_ms);
+        let step_budget = step_retry_budget(saga);
         let mut inflight = FuturesUnordered::new();
         let mut running: BTreeSet<StepName> = BTreeSet::new();
         while let Some(run) = doc.rec.active.as_ref() {
@@ -516,6 +520,11 @@ impl Engine {
         // Progress is best effort: the outcome event is what consumers must rely on.
         self.cx.progress.progress(event).await;
     }
+}
+
+/// How long a step call may spend retrying in process ([`RetryPolicy::step_call`]).
+fn step_retry_budget(saga: &onboarding_config::SagaConfig) -> Duration {
+    RetryPolicy::step_call(saga).budget().unwrap_or_default()
 }
 
 fn ms(v: u64) -> Duration {
