@@ -1,7 +1,8 @@
-//! Shared harness for the end-to-end and reliability suites in `tests/tests/`: the ARM and
-//! Kubernetes simulators in process on loopback, the real `worker` and `producer` binaries as
-//! child processes on a worker configuration written to a temporary directory (embedded SQLite
-//! queue and journal in that directory, one target pointing at the simulators, short budgets),
+//! [`ProcessHarness`], the process-level harness of the end-to-end and reliability suites in
+//! `tests/tests/`: the ARM and Kubernetes simulators in process on loopback, the real `worker`
+//! and `producer` binaries as child processes on a worker configuration written to a temporary
+//! directory with the `toml` crate (embedded SQLite queue and journal in that directory, one
+//! target pointing at the simulators, short budgets),
 //! and readers of what came out: events from the topic, dead letters, the journal, and the
 //! simulators' inventories.
 //!
@@ -38,7 +39,7 @@ use onboarding_saga::record::TenantRecord;
 use onboarding_transport::{Queue, ReceivedMessage, Subscription, Topic};
 use serde_json::Value;
 use sim::faults::{FaultPlan, LatencyProfile};
-use worker::config::{Config, SagaConfig};
+use worker::config::{Config, SagaConfig, TransportConfig};
 
 /// The `worker` and `producer` executables the suites run.
 #[derive(Debug, Clone)]
@@ -259,7 +260,7 @@ impl ProducerOutput {
 }
 
 /// The simulators, the configuration, and the worker processes of one test.
-pub struct Harness {
+pub struct ProcessHarness {
     pub dir: tempfile::TempDir,
     pub sims: sim::Running,
     pub settings: Settings,
@@ -274,9 +275,9 @@ pub struct Harness {
     spawned: Mutex<usize>,
 }
 
-impl std::fmt::Debug for Harness {
+impl std::fmt::Debug for ProcessHarness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Harness")
+        f.debug_struct("ProcessHarness")
             .field("dir", &self.dir.path())
             .field("arm", &self.sims.arm_url())
             .field("kube", &self.sims.kube_url())
@@ -288,14 +289,9 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn toml_str(s: &str) -> String {
-    // TOML basic strings share JSON's escapes for everything a path can hold.
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
-}
-
-impl Harness {
+impl ProcessHarness {
     /// Start the simulators and write the configuration; no worker runs yet.
-    pub async fn start(settings: Settings) -> Harness {
+    pub async fn start(settings: Settings) -> ProcessHarness {
         let bins = binaries();
         let _ = bins;
         let sims = sim::start(
@@ -313,11 +309,13 @@ impl Harness {
             .prefix("e2e-")
             .tempdir()
             .expect("temp dir");
-        let config_path = dir.path().join("worker.toml");
-        let text = config_toml(&settings, dir.path(), &sims.arm_url(), &sims.kube_url());
-        std::fs::write(&config_path, &text).expect("write the worker configuration");
+        let config_path = onboarding_testkit::config::write_config(
+            dir.path(),
+            "worker.toml",
+            &worker_config(&settings, dir.path(), &sims.arm_url(), &sims.kube_url()),
+        );
         let config = Config::load(Some(&config_path), Vec::new()).unwrap_or_else(|e| {
-            panic!("the harness wrote a configuration the worker refuses: {e}\n{text}")
+            panic!("the harness wrote a configuration the worker refuses: {e}")
         });
         let (queue, topic) = worker::bootstrap::open_transport(&config, Arc::new(SystemClock))
             .await
@@ -328,7 +326,7 @@ impl Harness {
             .subscribe(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
             .await
             .expect("subscribe to the events topic");
-        Harness {
+        ProcessHarness {
             dir,
             sims,
             settings,
@@ -369,7 +367,7 @@ impl Harness {
         index
     }
 
-    /// SIGKILL worker `index` (as returned by [`Harness::spawn_worker`]).
+    /// SIGKILL worker `index` (as returned by [`ProcessHarness::spawn_worker`]).
     pub fn kill_worker(&self, index: usize) {
         let mut workers = lock(&self.workers);
         if let Some(w) = workers.iter_mut().find(|w| w.index == index) {
@@ -698,7 +696,7 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
+impl Drop for ProcessHarness {
     fn drop(&mut self) {
         self.kill_workers();
         if std::env::var_os("E2E_LOGS").is_some() && !std::thread::panicking() {
@@ -738,130 +736,42 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The worker configuration for `settings`, with the queue and journal inside `dir`.
-pub fn config_toml(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &str) -> String {
-    let s = &settings.saga;
-    let t = worker::config::Target::local("default");
-    let mut text = format!(
-        r#"default_target = "default"
-
-[transport]
-kind = "embedded"
-path = {queue}
-lock_duration_secs = {lock}
-max_delivery_count = {max_delivery}
-duplicate_detection_window_secs = 600
-
-[journal]
-kind = "sqlite"
-path = {journal}
-
-[saga]
-message_budget_ms = {budget}
-step_retry_budget_ms = {retry}
-retry_initial_delay_ms = {initial}
-continuation_base_delay_ms = {base}
-continuation_max_delay_ms = {max}
-step_attempt_limit = {attempts}
-compensation_attempt_limit = {comp_attempts}
-remembered_requests = {remembered}
-
-[worker]
-concurrency = {concurrency}
-shutdown_grace_ms = {grace}
-max_message_bytes = {max_bytes}
-receive_wait_ms = {wait}
-
-[health]
-# Off: several workers run side by side, and tests read the files, not /metrics.
-address = "127.0.0.1"
-port = 0
-
-[targets.default]
-subscription_id = {sub0}
-resource_group = {rg}
-location = {location}
-cluster_resource_group = {crg}
-cluster_name = {cluster}
-oidc_issuer = {issuer}
-storage_resource_group = {srg}
-storage_account = {account}
-identity_entra_tenant_id = {itenant}
-cluster_entra_tenant_id = {ctenant}
-arm_endpoint = {arm}
-
-[targets.default.credential]
-kind = "none"
-
-[targets.default.kubernetes]
-server = {kube}
-"#,
-        queue = toml_str(&dir.join("queue.db").to_string_lossy()),
-        journal = toml_str(&dir.join("journal.db").to_string_lossy()),
-        lock = settings.lock_duration_secs,
-        max_delivery = settings.max_delivery_count,
-        budget = s.message_budget_ms,
-        retry = s.step_retry_budget_ms,
-        initial = s.retry_initial_delay_ms,
-        base = s.continuation_base_delay_ms,
-        max = s.continuation_max_delay_ms,
-        attempts = s.step_attempt_limit,
-        comp_attempts = s.compensation_attempt_limit,
-        remembered = s.remembered_requests,
-        concurrency = settings.concurrency,
-        grace = settings.shutdown_grace_ms,
-        max_bytes = settings.max_message_bytes,
-        wait = settings.receive_wait_ms,
-        sub0 = toml_str(&t.subscription_id),
-        rg = toml_str(&t.resource_group),
-        location = toml_str(&t.location),
-        crg = toml_str(&t.cluster_resource_group),
-        cluster = toml_str(&t.cluster_name),
-        issuer = toml_str(&t.oidc_issuer),
-        srg = toml_str(&t.storage_resource_group),
-        account = toml_str(&t.storage_account),
-        itenant = toml_str(&t.identity_entra_tenant_id),
-        ctenant = toml_str(&t.cluster_entra_tenant_id),
-        arm = toml_str(arm_url),
-        kube = toml_str(kube_url),
-    );
+/// The worker configuration for `settings`, with the queue and journal inside `dir` and every
+/// target pointing at the simulators.
+pub fn worker_config(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &str) -> Config {
+    let mut config = onboarding_testkit::config::embedded(dir, arm_url, kube_url);
+    config.default_target = target_name(0);
+    if let TransportConfig::Embedded {
+        lock_duration_secs,
+        max_delivery_count,
+        ..
+    } = &mut config.transport
+    {
+        *lock_duration_secs = settings.lock_duration_secs;
+        *max_delivery_count = settings.max_delivery_count;
+    }
+    config.saga = settings.saga.clone();
+    config.worker.concurrency = settings.concurrency;
+    config.worker.shutdown_grace_ms = settings.shutdown_grace_ms;
+    config.worker.max_message_bytes = settings.max_message_bytes;
+    config.worker.receive_wait_ms = settings.receive_wait_ms;
+    // Off: several workers run side by side, and tests read the files, not /metrics.
+    config.health.address = "127.0.0.1".into();
+    config.health.port = 0;
     for i in 1..settings.targets.max(1) {
         let name = target_name(i);
-        text.push_str(&format!(
-            r#"
-[targets.{name}]
-subscription_id = "00000000-0000-0000-0001-{i:012x}"
-resource_group = {rg}
-location = {location}
-cluster_resource_group = {crg}
-cluster_name = {cluster}
-oidc_issuer = {issuer}
-storage_resource_group = {srg}
-storage_account = {account}
-identity_entra_tenant_id = {itenant}
-cluster_entra_tenant_id = {ctenant}
-arm_endpoint = {arm}
-
-[targets.{name}.credential]
-kind = "none"
-
-[targets.{name}.kubernetes]
-server = {kube}
-"#,
-            rg = toml_str(&t.resource_group),
-            location = toml_str(&t.location),
-            crg = toml_str(&t.cluster_resource_group),
-            cluster = toml_str(&t.cluster_name),
-            issuer = toml_str(&t.oidc_issuer),
-            srg = toml_str(&t.storage_resource_group),
-            account = toml_str(&t.storage_account),
-            itenant = toml_str(&t.identity_entra_tenant_id),
-            ctenant = toml_str(&t.cluster_entra_tenant_id),
-            arm = toml_str(arm_url),
-            kube = toml_str(kube_url),
-        ));
+        let mut target = worker::config::Target::local(&name);
+        target.subscription_id = format!("00000000-0000-0000-0001-{i:012x}");
+        target.arm_endpoint = arm_url.to_string();
+        target.kubernetes.server = Some(kube_url.to_string());
+        config.targets.insert(name, target);
     }
-    text
+    config
+}
+
+/// [`worker_config`] as the TOML file the `worker` binary reads, written by the `toml` crate.
+pub fn config_toml(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &str) -> String {
+    onboarding_testkit::config::to_toml(&worker_config(settings, dir, arm_url, kube_url))
 }
 
 /// The name of the `i`-th target (0: `default`).

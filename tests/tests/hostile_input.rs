@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::{Harness, Settings};
+use e2e::{ProcessHarness, Settings};
 use onboarding_contract::events::EventData;
 use onboarding_contract::names::TenantNames;
 use onboarding_contract::{Command, ValidationContext, parse_command};
@@ -81,7 +81,7 @@ fn every_corpus_file_has_an_expectation_and_every_expectation_a_file() {
     );
 }
 
-fn body_file(h: &Harness, e: &Entry) -> PathBuf {
+fn body_file(h: &ProcessHarness, e: &Entry) -> PathBuf {
     match &e.generate {
         None => corpus_dir().join(&e.name),
         Some(g) => {
@@ -102,7 +102,7 @@ fn body_file(h: &Harness, e: &Entry) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_message_is_dead_lettered_with_its_reason_and_nothing_is_provisioned() {
-    let h = Harness::start(Settings {
+    let h = ProcessHarness::start(Settings {
         // Large enough that 100 000 nested arrays reach the JSON parser (and its recursion
         // limit), small enough that the 235 KiB body is refused for its size.
         max_message_bytes: 192 * 1024,

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{Harness, Settings, slow_latency, terminal_ids};
+use e2e::{ProcessHarness, Settings, slow_latency, terminal_ids};
 use onboarding_providers::rbac::role_assignment_name;
 use onboarding_saga::record::{Lease, Status, StepName, TenantRecord, TenantState};
 use rand::{Rng, SeedableRng};
@@ -98,7 +98,7 @@ struct Case {
     elapsed: Duration,
 }
 
-async fn in_flight(h: &Harness) -> Vec<String> {
+async fn in_flight(h: &ProcessHarness) -> Vec<String> {
     let Some((_, rec)) = h.record(TENANT).await else {
         return vec!["(no record)".into()];
     };
@@ -116,7 +116,7 @@ async fn in_flight(h: &Harness) -> Vec<String> {
     out
 }
 
-async fn finished(h: &Harness) -> bool {
+async fn finished(h: &ProcessHarness) -> bool {
     h.record(TENANT)
         .await
         .is_some_and(|(_, r)| r.active.is_none() && r.outbox.is_empty() && !r.finished.is_empty())
@@ -124,7 +124,7 @@ async fn finished(h: &Harness) -> bool {
 
 async fn run_case(fail_ops: Vec<&'static str>, kill: Kill) -> Case {
     let started = Instant::now();
-    let h = Harness::start(settings(&fail_ops)).await;
+    let h = ProcessHarness::start(settings(&fail_ops)).await;
     let mut worker = h.spawn_worker();
     h.send_onboard(TENANT, REQUEST, true).await;
     let mut landed = Vec::new();
@@ -248,7 +248,7 @@ fn comparable_arm(arm: BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, B
 
 /// The role assignment and the service account point at the identity that exists, and the
 /// journal's outputs are the simulators' truth.
-async fn assert_nothing_orphaned(h: &Harness) {
+async fn assert_nothing_orphaned(h: &ProcessHarness) {
     let (_, rec) = h.record(TENANT).await.expect("record");
     let out = |s: StepName, f: &str| -> String {
         rec.resources[&s][f]
@@ -435,8 +435,7 @@ async fn a_worker_killed_at_every_journal_write_of_a_compensation_converges_to_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_at_random_moments_again_and_again_converges_to_the_clean_end_state() {
-    let seed: u64 = std::env::var("E2E_SEED")
-        .ok()
+    let seed: u64 = onboarding_testkit::env::optional("E2E_SEED")
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     eprintln!("random kills: seed {seed} (E2E_SEED={seed} repeats this run)");
@@ -465,7 +464,7 @@ async fn a_worker_killed_at_random_moments_again_and_again_converges_to_the_clea
 /// runs out before giving it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_meets_a_dead_workers_lease_waits_for_it_instead_of_being_dead_lettered() {
-    let h = Harness::start(Settings {
+    let h = ProcessHarness::start(Settings {
         max_delivery_count: 3,
         ..Settings::default()
     })

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use e2e::{Harness, Settings, target_name};
+use e2e::{ProcessHarness, Settings, target_name};
 use onboarding_contract::events::{REQUEST_REJECTED, TERMINAL_TYPES};
 use onboarding_contract::{Command, OnboardTenant};
 use onboarding_transport::{OutgoingMessage, SendOutcome};
@@ -56,7 +56,7 @@ fn message(i: usize, targets: usize) -> (String, OutgoingMessage, bool) {
 }
 
 async fn burst(n: usize, targets: usize, time_limit: Duration) {
-    let h = Harness::start(Settings {
+    let h = ProcessHarness::start(Settings {
         targets,
         concurrency: 32,
         lock_duration_secs: 30,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use e2e::{Harness, Settings};
+use e2e::{ProcessHarness, Settings};
 use onboarding_contract::events::{EventData, OutcomeData, STEP_COMPLETED};
 use onboarding_saga::record::TenantState;
 use sim::faults::FaultPlan;
@@ -56,7 +56,7 @@ struct Failed {
 }
 
 async fn onboard_against(fail_ops: Vec<&'static str>, tenant: &str) -> Failed {
-    let h = Harness::start(Settings {
+    let h = ProcessHarness::start(Settings {
         faults: plan(&fail_ops),
         ..Settings::default()
     })

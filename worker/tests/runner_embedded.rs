@@ -21,8 +21,10 @@ use onboarding_transport::{OutgoingMessage, Queue, Subscription, Topic};
 use worker::context::Context;
 use worker::runner::Runner;
 
-/// 6 cloud resources + namespace, service account, workload and 7 guard-rail objects.
-const OBJECTS_PER_TENANT: usize = 15;
+/// 5 cloud resources (node pool, identity, federated credential, container, role assignment) +
+/// namespace, service account, workload and 6 guard-rail objects (quota, limit range, three
+/// network policies, the admin RoleBinding; no Role since admins bind a shipped ClusterRole).
+const OBJECTS_PER_TENANT: usize = 14;
 
 struct Files {
     dir: tempfile::TempDir,
