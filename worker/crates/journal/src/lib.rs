@@ -5,7 +5,7 @@
 //! that two workers can never both advance one tenant's saga. It also keeps a registry of
 //! derived resource names, so two tenants whose names shorten to the same string are refused
 //! instead of sharing a resource. Implementations: SQLite ([`sqlite`]) for the embedded default,
-//! Azure Table Storage in production; both pass [`conformance`].
+//! Azure Table Storage in production; both pass `onboarding_testkit::journal_conformance`.
 
 use serde::Serialize;
 

@@ -2,7 +2,8 @@
 //!
 //! The worker and the producer only ever talk to these traits. The embedded default is a SQLite
 //! file ([`sqlite`]); production is Azure Service Bus. Both must pass the same conformance suite
-//! ([`conformance`]).
+//! (`onboarding_testkit::transport_conformance`), and [`envelope`] is the one mapping of commands,
+//! continuations and events to messages.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
