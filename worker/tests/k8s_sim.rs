@@ -181,7 +181,7 @@ async fn every_onboarding_object_is_server_side_applied_with_the_fixed_field_man
     let env = Env::start().await;
     let objects = onboarding_objects();
     let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
-    assert_eq!(kinds.len(), 8, "every kind is covered: {kinds:?}");
+    assert_eq!(kinds.len(), 7, "every kind is covered: {kinds:?}");
 
     let live = env.apply_all(&objects).await;
 
@@ -606,4 +606,27 @@ async fn objects_are_addressed_exactly_as_their_references_say() {
             expected_path(&o)
         );
     }
+}
+
+/// The `KubeProvisioner` conformance suite against the simulator (the local run's fallback), held
+/// to the same properties as the real API server (`kube_real.rs`).
+mod conformance {
+    use super::*;
+
+    async fn simulated() -> Option<onboarding_testkit::kube_conformance::KubeEnv> {
+        let Env {
+            sim,
+            applier,
+            target,
+            ..
+        } = Env::start().await;
+        Some(onboarding_testkit::kube_conformance::KubeEnv {
+            kube: std::sync::Arc::new(applier),
+            target,
+            namespace_deletion: Duration::from_secs(5),
+            guard: Box::new(sim),
+        })
+    }
+
+    onboarding_testkit::kube_conformance_tests!(simulated);
 }

@@ -4,8 +4,6 @@
 //! prevention, Pod Security admission, asynchronous namespace deletion, the scheduler honouring
 //! the tenant's taints.
 
-mod real_cluster;
-
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
@@ -18,7 +16,7 @@ use onboarding_core::{Classify, ErrorClass};
 use onboarding_kube::KubeApplier;
 use onboarding_providers::manifests::{self, GuardrailSpec};
 use onboarding_providers::{KubeObject, KubeProvisioner, Target};
-use real_cluster::RealCluster;
+use onboarding_testkit::real_cluster::{self, RealCluster};
 use serde_json::json;
 
 fn unique(prefix: &str) -> String {
@@ -315,4 +313,24 @@ async fn a_deleted_namespace_is_gone_only_when_the_api_server_says_so() {
             }
         })
         .await;
+}
+
+/// The `KubeProvisioner` conformance suite against the real API server, as the worker.
+mod conformance {
+    use super::*;
+
+    async fn real() -> Option<onboarding_testkit::kube_conformance::KubeEnv> {
+        let cluster = RealCluster::connect("KubeProvisioner conformance (real API server)").await?;
+        let (kube, target) = applier(&cluster).await;
+        Some(onboarding_testkit::kube_conformance::KubeEnv {
+            kube: std::sync::Arc::new(kube),
+            target,
+            // Content is removed first (the namespace controller): seconds, not minutes, when
+            // no pods are bound.
+            namespace_deletion: Duration::from_secs(90),
+            guard: Box::new(cluster),
+        })
+    }
+
+    onboarding_testkit::kube_conformance_tests!(real);
 }

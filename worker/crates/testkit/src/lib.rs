@@ -19,6 +19,8 @@ pub mod env;
 pub mod fakes;
 pub mod fixtures;
 pub mod journal_conformance;
+pub mod kube_conformance;
+pub mod real_cluster;
 pub mod transport_conformance;
 
 pub use engine::EngineHarness;

@@ -7,8 +7,6 @@
 //! Reads `ONBOARD_KUBE_SERVER`, `ONBOARD_KUBE_CA` and `KUBECONFIG` (what `scripts/kube.sh env`
 //! prints); without them the tests that need a cluster say so and skip.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +16,8 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
 use onboarding_config::{KubernetesConfig, Target};
+
+use crate::env::require;
 
 /// The worker's namespace and ServiceAccount, as `k8s/base/` names them.
 pub const WORKER_NAMESPACE: &str = "tenant-onboarding";
@@ -36,28 +36,23 @@ pub struct RealCluster {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
 
 impl RealCluster {
     /// Connect, install the worker's identity and issue it a token; `None` (with a message
     /// naming what is missing) when no control plane is configured.
     pub async fn connect(test: &str) -> Option<Self> {
-        let vars = ["ONBOARD_KUBE_SERVER", "ONBOARD_KUBE_CA", "KUBECONFIG"];
-        let missing: Vec<_> = vars
-            .iter()
-            .filter(|v| std::env::var(v).map_or(true, |s| s.is_empty()))
-            .collect();
-        if !missing.is_empty() {
-            eprintln!(
-                "SKIPPED {test}: needs a real Kubernetes control plane; set {missing:?} with eval \"$(scripts/kube.sh env)\" after `scripts/kube.sh start` (scripts/test.sh does both)"
-            );
-            return None;
-        }
+        let env = require(
+            &["ONBOARD_KUBE_SERVER", "ONBOARD_KUBE_CA", "KUBECONFIG"],
+            &format!(
+                "{test} (a real Kubernetes control plane: eval \"$(scripts/kube.sh env)\" after `scripts/kube.sh start`; scripts/test.sh does both)"
+            ),
+        )?;
         // More than one rustls provider is linked; the worker binary picks ring the same way.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let server = std::env::var("ONBOARD_KUBE_SERVER").ok()?;
-        let ca = PathBuf::from(std::env::var("ONBOARD_KUBE_CA").ok()?);
+        let server = env["ONBOARD_KUBE_SERVER"].clone();
+        let ca = PathBuf::from(&env["ONBOARD_KUBE_CA"]);
         let admin = kube::Client::try_default()
             .await
             .expect("the admin kubeconfig ($KUBECONFIG) gives a client");
@@ -73,6 +68,22 @@ impl RealCluster {
             worker_kubeconfig,
             _dir: dir,
         })
+    }
+
+    /// Install the worker's identity in the cluster the admin kubeconfig names and write a
+    /// kubeconfig that authenticates as the worker's ServiceAccount to `out` (for the local run,
+    /// which starts the worker binary with it).
+    pub async fn write_worker_kubeconfig(
+        server: &str,
+        ca: &Path,
+        out: &Path,
+    ) -> Result<(), kube::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let admin = kube::Client::try_default().await?;
+        install_worker_identity(&admin).await;
+        let token = worker_token(&admin).await;
+        write_token_kubeconfig(out, server, ca, &token);
+        Ok(())
     }
 
     /// A target whose Kubernetes side is this cluster, reached as the worker.
