@@ -8,10 +8,12 @@
 //! hands it over (`onboarding_config::Config::load`).
 
 pub mod bootstrap;
+pub mod cli;
 pub mod context;
 pub mod health;
 pub mod metrics;
 pub mod runner;
+pub mod serve;
 pub mod telemetry;
 
 pub use onboarding_config as config;
