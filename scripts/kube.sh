@@ -9,7 +9,9 @@
 #   scripts/kube.sh status   say what runs, where
 #   scripts/kube.sh env      print the exports the tests read: eval "$(scripts/kube.sh env)"
 #                            (KUBECONFIG: the admin kubeconfig, O=system:masters; ONBOARD_KUBE_SERVER:
-#                            https://127.0.0.1:PORT; ONBOARD_KUBE_CA: the cluster CA certificate)
+#                            https://127.0.0.1:PORT; ONBOARD_KUBE_CA: the cluster CA certificate;
+#                            ONBOARD_KUBE_ADMIN_CERT/_KEY: the admin's client certificate, with
+#                            which the ARM simulator registers node pools' Nodes, as AKS would)
 #   scripts/kube.sh reset    stop, then delete the state directory (certificates, etcd data, logs)
 #
 # Versions: k8s.io/kubernetes v1.34.12 (with its staging modules at v0.34.12) and etcd v3.6.5, the
@@ -598,6 +600,8 @@ print_env() {
   printf 'export KUBECONFIG=%q\n' "$state/admin.kubeconfig"
   printf 'export ONBOARD_KUBE_SERVER=%q\n' "https://$host:$APISERVER_PORT"
   printf 'export ONBOARD_KUBE_CA=%q\n' "$pki/ca.crt"
+  printf 'export ONBOARD_KUBE_ADMIN_CERT=%q\n' "$pki/admin.crt"
+  printf 'export ONBOARD_KUBE_ADMIN_KEY=%q\n' "$pki/admin.key"
 }
 
 reset() {

@@ -47,7 +47,6 @@ if [ "${KUBE:-real}" != sim ]; then
     echo "the real control plane could not be built or started (above); falling back to the Kubernetes SIMULATOR" >&2
   fi
 fi
-kube_state="${KUBE_STATE_DIR:-$HOME/.cache/tenant-onboarding-worker/kube-state}"
 sim_kube_args=()
 # The defaults as a file (the embedded default, simulated ARM), then the cluster patched in.
 env -u ONBOARD_CONFIG "$bin/worker" config check >.local/config.toml
@@ -64,7 +63,7 @@ text = re.sub(r'(\[targets\.default\.kubernetes\]\n(?:[^\[]*\n)?)server = "[^"]*
 open(path, "w").write(text)
 PY
   sim_kube_args=(--kube-server "$ONBOARD_KUBE_SERVER" --kube-ca "$ONBOARD_KUBE_CA"
-                 --kube-client-cert "$kube_state/pki/admin.crt" --kube-client-key "$kube_state/pki/admin.key")
+                 --kube-client-cert "$ONBOARD_KUBE_ADMIN_CERT" --kube-client-key "$ONBOARD_KUBE_ADMIN_KEY")
 fi
 # The simulators keep their state in memory, so the queue and journal start afresh too.
 rm -f .local/queue.db* .local/journal.db*
@@ -106,7 +105,7 @@ if [ "$kube_mode" = real ]; then
   echo "== in the REAL cluster: the tenant's nodes (registered by the simulated AKS) and where its pods were scheduled"
   sleep 2
   for what in nodes "namespaces/tenant-$tenant/pods"; do
-    curl -s --cacert "$ONBOARD_KUBE_CA" --cert "$kube_state/pki/admin.crt" --key "$kube_state/pki/admin.key" \
+    curl -s --cacert "$ONBOARD_KUBE_CA" --cert "$ONBOARD_KUBE_ADMIN_CERT" --key "$ONBOARD_KUBE_ADMIN_KEY" \
       "$ONBOARD_KUBE_SERVER/api/v1/$what" | python3 -c '
 import json, sys
 for o in json.load(sys.stdin).get("items", []):

@@ -162,6 +162,26 @@ pub struct Settings {
     /// Provisioning targets: `default`, then `t1`, `t2`... each its own subscription (the
     /// worker's ARM write budget is per subscription, as ARM's is) on the same simulators.
     pub targets: usize,
+    /// Which Kubernetes the default target provisions into.
+    pub kube: KubeSide,
+}
+
+/// The Kubernetes side of a harness.
+#[derive(Debug, Clone, Default)]
+pub enum KubeSide {
+    /// The loopback simulator (no authorizer, no admission, no scheduler).
+    #[default]
+    Simulated,
+    /// A real control plane (`scripts/kube.sh`): the worker reaches it with `worker_kubeconfig`
+    /// (its own ServiceAccount, see `onboarding_testkit::real_cluster`), and the ARM simulator
+    /// registers each agent pool's Nodes there with the admin's client certificate, as AKS does.
+    Real {
+        worker_kubeconfig: PathBuf,
+        server: String,
+        ca: PathBuf,
+        admin_cert: PathBuf,
+        admin_key: PathBuf,
+    },
 }
 
 impl Default for Settings {
@@ -189,6 +209,7 @@ impl Default for Settings {
             max_message_bytes: 64 * 1024,
             log_filter: "info".into(),
             targets: 1,
+            kube: KubeSide::Simulated,
         }
     }
 }
@@ -300,6 +321,23 @@ impl ProcessHarness {
             sim::SimOptions {
                 latency: settings.latency.clone(),
                 faults: settings.faults.clone(),
+                kube_nodes: match &settings.kube {
+                    KubeSide::Simulated => None,
+                    KubeSide::Real {
+                        server,
+                        ca,
+                        admin_cert,
+                        admin_key,
+                        ..
+                    } => Some(sim::arm::KubeNodeSink {
+                        server: server.clone(),
+                        ca_pem: Some(ca.clone()),
+                        auth: sim::arm::KubeAuth::ClientCert {
+                            cert_pem: admin_cert.clone(),
+                            key_pem: admin_key.clone(),
+                        },
+                    }),
+                },
                 ..sim::SimOptions::default()
             },
         )
@@ -758,6 +796,16 @@ pub fn worker_config(settings: &Settings, dir: &Path, arm_url: &str, kube_url: &
     // Off: several workers run side by side, and tests read the files, not /metrics.
     config.health.address = "127.0.0.1".into();
     config.health.port = 0;
+    if let KubeSide::Real {
+        worker_kubeconfig, ..
+    } = &settings.kube
+        && let Some(target) = config.targets.get_mut(&target_name(0))
+    {
+        target.kubernetes = worker::config::KubernetesConfig {
+            kubeconfig: Some(worker_kubeconfig.clone()),
+            ..worker::config::KubernetesConfig::default()
+        };
+    }
     for i in 1..settings.targets.max(1) {
         let name = target_name(i);
         let mut target = worker::config::Target::local(&name);

@@ -11,11 +11,11 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
-use onboarding_config::{GuardrailDefaults, WorkloadTemplate};
 use onboarding_core::{Classify, ErrorClass};
 use onboarding_kube::KubeApplier;
-use onboarding_providers::manifests::{self, GuardrailSpec};
+use onboarding_providers::manifests;
 use onboarding_providers::{KubeObject, KubeProvisioner, Target};
+use onboarding_testkit::kube_conformance::tenant_objects;
 use onboarding_testkit::real_cluster::{self, RealCluster};
 use serde_json::json;
 
@@ -35,31 +35,6 @@ async fn applier(cluster: &RealCluster) -> (KubeApplier, Target) {
         .await
         .expect("a client for the real API server");
     (applier, target)
-}
-
-/// Everything the guardrails, service-account and workload steps apply for one tenant.
-fn tenant_objects(tenant: &str) -> (String, Vec<KubeObject>) {
-    let ns = format!("tenant-{tenant}");
-    let mut objects = vec![
-        manifests::namespace(&ns, tenant),
-        manifests::service_account(&ns, "tenant-workload", tenant, "client-id", None),
-    ];
-    objects.extend(manifests::guardrails(
-        &ns,
-        tenant,
-        &GuardrailSpec::from_defaults(
-            &GuardrailDefaults::default(),
-            Some("11111111-2222-3333-4444-555555555555".into()),
-        ),
-    ));
-    objects.push(manifests::workload(
-        &ns,
-        tenant,
-        "tenant-workload",
-        &WorkloadTemplate::default(),
-        2,
-    ));
-    (ns, objects)
 }
 
 #[tokio::test]

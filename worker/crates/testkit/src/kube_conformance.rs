@@ -62,7 +62,9 @@ fn tenant() -> String {
     format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
-fn tenant_objects(tenant: &str) -> (String, Vec<KubeObject>) {
+/// Every object the namespace, service-account, guardrails and workload steps apply for
+/// `tenant` (with an admin group and one replica), and the tenant's namespace.
+pub fn tenant_objects(tenant: &str) -> (String, Vec<KubeObject>) {
     let ns = format!("tenant-{tenant}");
     let mut objects = vec![
         manifests::namespace(&ns, tenant),
