@@ -244,6 +244,7 @@ fn cx() -> ValidationContext {
             .into_iter()
             .collect(),
         workload_template: true,
+        reserved_namespaces: ["tenant-onboarding".to_string()].into_iter().collect(),
     }
 }
 

@@ -77,6 +77,13 @@ impl Runner {
             max_message_bytes: cx.config.worker.max_message_bytes,
             targets: cx.config.targets.keys().cloned().collect(),
             workload_template: cx.config.workload.is_some(),
+            reserved_namespaces: cx
+                .config
+                .worker
+                .reserved_namespaces
+                .iter()
+                .cloned()
+                .collect(),
         };
         Self {
             inner: Arc::new(Inner {

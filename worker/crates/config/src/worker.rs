@@ -18,6 +18,10 @@ pub struct WorkerSettings {
     pub receive_wait_ms: u64,
     /// The worker exits once the queue has been empty this long (0: never). For batch runs.
     pub exit_when_idle_ms: u64,
+    /// Namespaces no tenant may land on: the worker's own (`tenant-onboarding`, so tenant id
+    /// `onboarding` is refused) and any the platform keeps for itself. `default` and `kube-*`
+    /// are always refused.
+    pub reserved_namespaces: Vec<String>,
 }
 
 impl Default for WorkerSettings {
@@ -28,6 +32,7 @@ impl Default for WorkerSettings {
             max_message_bytes: 64 * 1024,
             receive_wait_ms: 1_000,
             exit_when_idle_ms: 0,
+            reserved_namespaces: vec!["tenant-onboarding".into()],
         }
     }
 }

@@ -77,6 +77,27 @@ impl TenantNames {
     }
 }
 
+/// Why a (well-formed) tenant id may not be used: its namespace would be one the worker must
+/// never touch (`reserved`: the worker's own namespace and the configured list), or the id
+/// names what Kubernetes reserves (`default`, `kube-*`). `None` when it is free to use.
+pub fn reserved_tenant_id(
+    id: &str,
+    reserved: &std::collections::BTreeSet<String>,
+) -> Option<String> {
+    let namespace = format!("tenant-{id}");
+    if reserved.contains(&namespace) {
+        return Some(format!(
+            "tenant id {id:?} is reserved: its namespace {namespace:?} belongs to the platform (the worker's own or the configured worker.reserved_namespaces); choose another tenant id"
+        ));
+    }
+    if id == "default" || id.starts_with("kube-") || id == "kube" {
+        return Some(format!(
+            "tenant id {id:?} is reserved: `default` and `kube-*` name what Kubernetes itself owns; choose another tenant id"
+        ));
+    }
+    None
+}
+
 /// Tenant ids: 3-40 lowercase ASCII alphanumerics and single hyphens, starting and ending with
 /// an alphanumeric (so every derived name is a DNS-1123 label and a valid container name).
 pub fn validate_tenant_id(id: &str) -> Result<(), NameError> {
@@ -237,6 +258,17 @@ mod tests {
             &"a".repeat(41),
         ] {
             assert!(validate_tenant_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tenant_ids_that_land_on_reserved_names_are_refused() {
+        let reserved = std::collections::BTreeSet::from(["tenant-onboarding".to_string()]);
+        for id in ["onboarding", "default", "kube-system", "kube-public"] {
+            assert!(reserved_tenant_id(id, &reserved).is_some(), "{id} accepted");
+        }
+        for id in ["acme", "kubelet-fans", "defaults"] {
+            assert_eq!(reserved_tenant_id(id, &reserved), None, "{id}");
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct ValidationContext {
     pub max_message_bytes: usize,
     pub targets: BTreeSet<String>,
     pub workload_template: bool,
+    /// Namespaces no tenant may land on (the worker's own, and the configured list), besides
+    /// the ones Kubernetes reserves (see [`names::reserved_tenant_id`]).
+    pub reserved_namespaces: BTreeSet<String>,
 }
 
 const MAX_ERRORS: usize = 50;
@@ -256,6 +259,10 @@ fn semantic_checks(command: &Command, cx: &ValidationContext) -> Result<(), Reje
     let mut reason = RejectReason::SchemaViolation;
     if let Err(e) = names::validate_tenant_id(command.tenant_id()) {
         errors.push(FieldError::new("/tenantId", e.to_string()));
+    } else if let Some(why) =
+        names::reserved_tenant_id(command.tenant_id(), &cx.reserved_namespaces)
+    {
+        errors.push(FieldError::new("/tenantId", why));
     }
     if let Some(target) = command.target()
         && !cx.targets.contains(target)
@@ -368,6 +375,7 @@ mod tests {
             max_message_bytes: 64 * 1024,
             targets: ["default".to_string()].into_iter().collect(),
             workload_template: true,
+            reserved_namespaces: BTreeSet::from(["tenant-onboarding".to_string()]),
         }
     }
 
