@@ -200,6 +200,53 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     assert_eq!(binding.role_ref.kind, "ClusterRole");
     assert_eq!(binding.role_ref.name, "tenant-onboarding:tenant-admin");
 
+    // An autoscaler takes over the replicas (as the HPA controller does, through the scale
+    // subresource): a later update leaves them alone instead of fighting it.
+    deployments
+        .patch_scale(
+            "workload",
+            &kube::api::PatchParams {
+                field_manager: Some("horizontal-pod-autoscaler".into()),
+                ..kube::api::PatchParams::default()
+            },
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("scale as an autoscaler would");
+    send(
+        &h,
+        &[
+            "send",
+            "--tenant",
+            &tenant,
+            "--request-id",
+            "on-2b",
+            "--workload",
+            "3",
+            "--admin-group",
+            "11111111-2222-3333-4444-555555555555",
+        ],
+    )
+    .await;
+    let event = outcome(&h, "on-2b").await;
+    assert_eq!(
+        event.ty,
+        "tenant.onboarded",
+        "{event:?}\n{}",
+        h.worker_logs(40)
+    );
+    let replicas = deployments
+        .get("workload")
+        .await
+        .expect("deployment")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(
+        replicas,
+        Some(5),
+        "the update took the replicas back from the autoscaler"
+    );
+
     // Offboard (purging data), then onboard again at once: the namespace is waited for.
     send(
         &h,

@@ -6,9 +6,10 @@
 //! removed), so compensation is done only when the namespace is gone, and a forward apply onto a
 //! terminating namespace waits for it to go first. Touches the target's API server only.
 
-use onboarding_providers::manifests::{self, FIELD_MANAGER, MANAGED_BY_LABEL, TENANT_LABEL};
+use onboarding_providers::manifests;
 use onboarding_providers::{KubeObject, OperationKind, PendingOperation, ProviderError};
 
+use super::ownership::{Owner, owner, terminating};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 
@@ -20,39 +21,6 @@ pub struct NamespaceStep;
 
 fn object(input: &StepInput) -> KubeObject {
     manifests::namespace(&input.names.namespace, &input.names.tenant_id)
-}
-
-/// Who a live object says it belongs to.
-#[derive(Debug, PartialEq)]
-enum Owner {
-    /// Ours, for this tenant.
-    Us,
-    /// Anyone else: unlabelled, another manager, or another tenant.
-    Foreign(String),
-}
-
-fn owner(live: &serde_json::Value, tenant_id: &str) -> Owner {
-    let label = |key: &str| {
-        live.get("metadata")
-            .and_then(|m| m.get("labels"))
-            .and_then(|l| l.get(key))
-            .and_then(|v| v.as_str())
-    };
-    match (label(MANAGED_BY_LABEL), label(TENANT_LABEL)) {
-        (Some(FIELD_MANAGER), Some(t)) if t == tenant_id => Owner::Us,
-        (Some(FIELD_MANAGER), Some(t)) => Owner::Foreign(format!("tenant {t:?}")),
-        (manager, _) => Owner::Foreign(format!(
-            "{} (it lacks the worker's {MANAGED_BY_LABEL}={FIELD_MANAGER} and {TENANT_LABEL} labels)",
-            manager.map_or("an unmanaged owner".to_string(), |m| format!(
-                "manager {m:?}"
-            ))
-        )),
-    }
-}
-
-fn terminating(live: &serde_json::Value) -> bool {
-    live.pointer("/status/phase").and_then(|v| v.as_str()) == Some("Terminating")
-        || live.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 /// Look at the namespace again shortly.
@@ -136,51 +104,5 @@ impl Step for NamespaceStep {
             None => Ok(StepOutcome::Done(serde_json::Value::Null)),
             Some(_) => Ok(wait_for(&reference.to_string())),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn labelled(labels: serde_json::Value) -> serde_json::Value {
-        json!({"metadata": {"name": "tenant-acme", "labels": labels}})
-    }
-
-    #[test]
-    fn a_namespace_with_the_worker_marker_for_this_tenant_is_ours() {
-        let live = labelled(json!({MANAGED_BY_LABEL: FIELD_MANAGER, TENANT_LABEL: "acme"}));
-        assert_eq!(owner(&live, "acme"), Owner::Us);
-    }
-
-    #[test]
-    fn an_unlabelled_namespace_is_foreign() {
-        assert!(matches!(
-            owner(&labelled(json!({})), "acme"),
-            Owner::Foreign(_)
-        ));
-        assert!(matches!(
-            owner(&json!({"metadata": {}}), "acme"),
-            Owner::Foreign(_)
-        ));
-    }
-
-    #[test]
-    fn a_namespace_of_another_tenant_or_manager_is_foreign() {
-        let other = labelled(json!({MANAGED_BY_LABEL: FIELD_MANAGER, TENANT_LABEL: "beta"}));
-        assert!(matches!(owner(&other, "acme"), Owner::Foreign(w) if w.contains("beta")));
-        let helm = labelled(json!({MANAGED_BY_LABEL: "Helm", TENANT_LABEL: "acme"}));
-        assert!(matches!(owner(&helm, "acme"), Owner::Foreign(w) if w.contains("Helm")));
-    }
-
-    #[test]
-    fn a_namespace_being_deleted_is_terminating() {
-        assert!(terminating(&json!({"status": {"phase": "Terminating"}})));
-        assert!(terminating(
-            &json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
-        ));
-        assert!(!terminating(&json!({"status": {"phase": "Active"}})));
     }
 }
