@@ -135,15 +135,27 @@ def check_references(checks: Checks) -> None:
             ) is None:
                 checks.fail(binding, f"subject ServiceAccount {subject.get('namespace')}/{subject['name']} is not rendered")
 
+    # Roles bound to a subject cluster-wide or to the worker are the worker's rights; the tenant
+    # admins' ClusterRole is only ever bound inside a tenant namespace (by the worker, which may
+    # `bind` it by name and nothing else).
+    tenant_admin = "tenant-onboarding:tenant-admin"
+    for binding in checks.of_kind("ClusterRoleBinding"):
+        if binding["roleRef"]["name"] == tenant_admin:
+            checks.fail(binding, f"binds {tenant_admin} cluster-wide; it is for tenant namespaces only")
     for role in checks.of_kind("ClusterRole") + checks.of_kind("Role"):
+        is_tenant_admin = role["metadata"]["name"] == tenant_admin
         for rule in role.get("rules", []):
             for verb in rule.get("verbs", []):
-                if verb in {"*", "escalate", "bind", "impersonate"}:
+                bind_by_name = (verb == "bind" and rule.get("resources") == ["clusterroles"]
+                                and rule.get("resourceNames") == [tenant_admin])
+                if verb in {"*", "escalate", "bind", "impersonate"} and not bind_by_name:
                     checks.fail(role, f"grants the verb {verb!r}")
             if "*" in rule.get("resources", []) or "*" in rule.get("apiGroups", []):
                 checks.fail(role, "uses a wildcard resource or API group")
-            if "secrets" in rule.get("resources", []):
+            if "secrets" in rule.get("resources", []) and not is_tenant_admin:
                 checks.fail(role, "grants access to secrets")
+            if is_tenant_admin and "rbac.authorization.k8s.io" in rule.get("apiGroups", []):
+                checks.fail(role, "lets tenant admins touch RBAC")
 
     for deployment in checks.of_kind("Deployment"):
         ns = deployment["metadata"]["namespace"]

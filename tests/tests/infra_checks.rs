@@ -862,7 +862,12 @@ fn worker_cluster_role_has_exactly_the_verbs_the_provider_uses() {
     let objects = rendered("base");
     let role = object(&objects, "ClusterRole", "onboarding-worker");
     let mut granted = BTreeSet::new();
+    let mut binds = Vec::new();
     for rule in role["rules"].as_sequence().expect("rules") {
+        if strings(&rule["verbs"]) == BTreeSet::from(["bind".to_string()]) {
+            binds.push((strings(&rule["resources"]), strings(&rule["resourceNames"])));
+            continue;
+        }
         assert_eq!(
             strings(&rule["verbs"]),
             BTreeSet::from(["get", "create", "patch", "delete"].map(String::from))
@@ -877,16 +882,27 @@ fn worker_cluster_role_has_exactly_the_verbs_the_provider_uses() {
         "resourcequotas",
         "limitranges",
         "networkpolicies",
-        "roles",
         "rolebindings",
         "deployments",
     ]
     .map(String::from);
-    assert_eq!(granted, BTreeSet::from(expected));
+    assert_eq!(
+        granted,
+        BTreeSet::from(expected),
+        "no roles: the worker writes none"
+    );
+    // `bind` on exactly one ClusterRole, by name: what the tenant admins' RoleBinding grants.
+    assert_eq!(
+        binds,
+        vec![(
+            BTreeSet::from(["clusterroles".to_string()]),
+            BTreeSet::from(["tenant-onboarding:tenant-admin".to_string()])
+        )]
+    );
 }
 
 #[test]
-fn no_cluster_role_grants_escalate_bind_impersonate_secrets_or_wildcards() {
+fn no_cluster_role_grants_escalate_impersonate_wildcards_or_unnamed_bind() {
     let objects = rendered("base");
     let roles: Vec<&Value> = objects
         .iter()
@@ -894,18 +910,31 @@ fn no_cluster_role_grants_escalate_bind_impersonate_secrets_or_wildcards() {
         .collect();
     assert_eq!(roles.len(), 2);
     for role in roles {
+        let name = role["metadata"]["name"].as_str().unwrap_or_default();
         for rule in role["rules"].as_sequence().expect("rules") {
             let verbs = strings(&rule["verbs"]);
-            for forbidden in ["escalate", "bind", "impersonate", "*"] {
-                assert!(!verbs.contains(forbidden), "{:?}", role["metadata"]["name"]);
+            for forbidden in ["escalate", "impersonate", "*"] {
+                assert!(!verbs.contains(forbidden), "{name}");
+            }
+            if verbs.contains("bind") {
+                assert!(
+                    !strings(&rule["resourceNames"]).is_empty(),
+                    "{name}: bind by name only"
+                );
             }
             let resources = strings(&rule["resources"]);
-            assert!(!resources.contains("secrets") && !resources.contains("*"));
+            assert!(!resources.contains("*"), "{name}");
+            // The worker holds no secrets; tenant admins may manage their own namespace's.
+            if name == "onboarding-worker" {
+                assert!(!resources.contains("secrets"), "{name}");
+            }
         }
     }
-    // Both are bound to the worker: it can only grant what it holds.
+    // Only the worker is bound cluster-wide, and only to its own role: the tenant admins'
+    // ClusterRole is granted inside tenant namespaces alone.
     for binding in objects.iter().filter(|o| o["kind"] == "ClusterRoleBinding") {
         assert_eq!(binding["subjects"][0]["name"], "onboarding-worker");
+        assert_eq!(binding["roleRef"]["name"], "onboarding-worker");
     }
 }
 
