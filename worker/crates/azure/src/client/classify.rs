@@ -42,9 +42,15 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 fn is_transient_code(code: &str, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    // Storage deletes a container asynchronously; re-creating the name meanwhile is refused
+    // with "The specified container is being deleted. Try operation later." (ARM's code is
+    // ContainerOperationFailure, the data plane's ContainerBeingDeleted). It passes by waiting.
+    if message.contains("being deleted") {
+        return true;
+    }
     // Compute reports exhausted quota as OperationNotAllowed too; that will not pass by waiting.
-    TRANSIENT_CODES.iter().any(|c| c.eq_ignore_ascii_case(code))
-        && !message.to_ascii_lowercase().contains("quota")
+    TRANSIENT_CODES.iter().any(|c| c.eq_ignore_ascii_case(code)) && !message.contains("quota")
 }
 
 /// Classifies a non-2xx answer.
@@ -185,6 +191,29 @@ mod tests {
             let e = classify(&resp(s, err("PrincipalNotFound", "replication"), None), OP);
             assert_eq!(e.class, ErrorClass::Transient);
         }
+    }
+
+    #[test]
+    fn a_container_still_being_deleted_is_a_wait_not_a_failure() {
+        for code in ["ContainerOperationFailure", "ContainerBeingDeleted"] {
+            let e = classify(
+                &resp(
+                    409,
+                    err(
+                        code,
+                        "The specified container is being deleted. Try operation later.",
+                    ),
+                    None,
+                ),
+                OP,
+            );
+            assert_eq!(e.class, ErrorClass::Transient, "{code}");
+        }
+        let e = classify(
+            &resp(409, err("ContainerOperationFailure", "other"), None),
+            OP,
+        );
+        assert_eq!(e.class, ErrorClass::Permanent);
     }
 
     #[test]
