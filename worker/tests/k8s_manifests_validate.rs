@@ -140,7 +140,7 @@ fn every_manifest_the_builders_produce_validates_strictly_against_kubernetes_1_3
     let variants = every_variant();
     let kinds: std::collections::BTreeSet<&str> =
         variants.iter().map(|(_, o)| o.kind.as_str()).collect();
-    assert_eq!(kinds.len(), 8, "every kind is rendered: {kinds:?}");
+    assert_eq!(kinds.len(), 7, "every kind is rendered: {kinds:?}");
     let dir = tempfile::tempdir().expect("temp dir");
     let files = render(dir.path(), &variants);
 
