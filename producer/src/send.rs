@@ -18,7 +18,7 @@ use onboarding_transport::{OutgoingMessage, SendOutcome, Subscription};
 use serde_json::json;
 
 use crate::output::Output;
-use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, Failure};
+use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_TIMEOUT, Failure};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -315,6 +315,17 @@ async fn follow(
         let elapsed = started.elapsed().as_secs_f64();
         out.emit(&event, || describe(&event, elapsed));
         if event.is_terminal() || event.ty == events::REQUEST_REJECTED {
+            if let EventData::Outcome(o) = &event.data
+                && o.not_found
+            {
+                return Err(Failure::new(
+                    EXIT_NOT_FOUND,
+                    format!(
+                        "not found: the worker has no record of tenant {}; nothing was deleted",
+                        o.tenant_id
+                    ),
+                ));
+            }
             return match event.ty.as_str() {
                 events::ONBOARDED | events::OFFBOARDED => Ok(()),
                 _ => Err(Failure::new(EXIT_FAILED, String::new())),
@@ -326,10 +337,10 @@ async fn follow(
 fn describe(event: &CloudEvent, elapsed: f64) -> String {
     match &event.data {
         EventData::Step(s) => {
-            let verb = if s.phase == "forward" {
-                "done"
-            } else {
-                "undone"
+            let verb = match s.phase.as_str() {
+                "forward" => "done",
+                "removal" => "removed (no longer asked for)",
+                _ => "undone",
             };
             format!("  [{elapsed:6.1}s] {:<22} {verb}", s.step)
         }

@@ -148,3 +148,16 @@ async fn send_wait_exits_1_and_names_the_cause_when_the_saga_compensates() {
     assert!(t.contains("undone"), "compensations are shown: {t}");
     sys.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboard_wait_of_an_unknown_tenant_exits_4_saying_not_found() {
+    let sys = start(FaultPlan::default()).await;
+    let out = sys
+        .producer(&["offboard", "--tenant", "ghost", "--wait", "--timeout", "60"])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("NotFound") && t.contains("not found"), "{t}");
+    assert!(t.contains("nothing was deleted"), "{t}");
+    sys.stop().await;
+}

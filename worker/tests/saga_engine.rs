@@ -677,3 +677,181 @@ async fn two_tenants_whose_names_collide_are_refused_not_shared() {
     );
     assert_eq!(h.cloud.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// Onboard acme with a workload and an admin group, then update it with `update`.
+async fn onboard_then_update(h: &EngineHarness, update: OnboardBuilder) {
+    let engine = h.engine("w");
+    h.drive(
+        &engine,
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-1")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
+    )
+    .await;
+    assert!(has_everything(&h.cloud.inventory()));
+    h.drive(
+        &engine,
+        EngineHarness::first_message(&update.request("req-2").build()),
+    )
+    .await;
+}
+
+fn listed(o: &onboarding_contract::events::OutcomeData, what: &str) -> bool {
+    serde_json::Value::Object(o.resources.clone())
+        .to_string()
+        .contains(what)
+}
+
+#[tokio::test]
+async fn dropping_the_admin_group_revokes_its_binding() {
+    let h = EngineHarness::new();
+    onboard_then_update(&h, OnboardBuilder::tenant("acme").with_workload()).await;
+    let terminal = h.terminal_events("req-2");
+    assert_eq!(terminal[0].ty, events::ONBOARDED);
+    let inventory = h.cloud.inventory();
+    assert!(
+        !inventory.iter().any(|r| r.starts_with("RoleBinding/")),
+        "the admin binding must be revoked: {inventory:?}"
+    );
+    assert!(inventory.iter().any(|r| r.starts_with("Deployment/")));
+    let EventData::Outcome(o) = &terminal[0].data else {
+        panic!()
+    };
+    assert!(!listed(o, "RoleBinding"), "{:?}", o.resources);
+    let rec = h.record("acme");
+    assert!(
+        !rec.resources[&StepName::Guardrails]
+            .to_string()
+            .contains("RoleBinding")
+    );
+    assert_eq!(rec.state, TenantState::Onboarded);
+}
+
+#[tokio::test]
+async fn dropping_the_workload_deletes_it_and_the_record_no_longer_lists_it() {
+    let h = EngineHarness::new();
+    onboard_then_update(&h, OnboardBuilder::tenant("acme").with_admin_group()).await;
+    let terminal = h.terminal_events("req-2");
+    assert_eq!(terminal[0].ty, events::ONBOARDED);
+    let inventory = h.cloud.inventory();
+    assert!(
+        !inventory.iter().any(|r| r.starts_with("Deployment/")),
+        "the workload must be deleted: {inventory:?}"
+    );
+    assert!(inventory.iter().any(|r| r.starts_with("RoleBinding/")));
+    let EventData::Outcome(o) = &terminal[0].data else {
+        panic!()
+    };
+    assert!(!o.resources.contains_key("workload"), "{:?}", o.resources);
+    assert!(!listed(o, "Deployment"));
+    let rec = h.record("acme");
+    assert!(!rec.resources.contains_key(&StepName::Workload));
+    assert_eq!(rec.state, TenantState::Onboarded);
+
+    // Asking for it again brings it back, and the record lists it again.
+    let engine = h.engine("w");
+    h.drive(
+        &engine,
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-3")
+                .with_workload()
+                .with_admin_group()
+                .build(),
+        ),
+    )
+    .await;
+    assert!(has_everything(&h.cloud.inventory()));
+    assert!(h.record("acme").resources.contains_key(&StepName::Workload));
+}
+
+#[tokio::test]
+async fn a_foreign_admin_binding_is_not_deleted_by_an_update() {
+    use onboarding_providers::KubeProvisioner;
+    let h = EngineHarness::new();
+    onboard_then_update(&h, OnboardBuilder::tenant("acme").with_workload()).await;
+    // Someone else puts a binding of that name in the namespace.
+    let mut binding = onboarding_providers::KubeObject {
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "RoleBinding".into(),
+        namespace: Some("tenant-acme".into()),
+        name: "tenant-admin".into(),
+        manifest: serde_json::json!({"metadata": {"name": "tenant-admin", "labels": {"app.kubernetes.io/managed-by": "Helm"}}}),
+    };
+    binding.manifest["metadata"]["namespace"] = "tenant-acme".into();
+    let target = worker::config::Target::local("default");
+    h.cloud.apply(&target, &binding).await.unwrap();
+    let engine = h.engine("w");
+    h.drive(
+        &engine,
+        EngineHarness::first_message(
+            &OnboardBuilder::tenant("acme")
+                .request("req-3")
+                .with_workload()
+                .build(),
+        ),
+    )
+    .await;
+    assert_eq!(h.terminal_events("req-3")[0].ty, events::ONBOARDED);
+    assert!(
+        h.cloud
+            .inventory()
+            .contains(&"RoleBinding/tenant-acme/tenant-admin".to_string()),
+        "{:?}",
+        h.cloud.inventory()
+    );
+}
+
+#[tokio::test]
+async fn offboarding_an_unknown_tenant_is_answered_not_found_and_deletes_nothing() {
+    use onboarding_providers::KubeProvisioner;
+    let h = EngineHarness::new();
+    // A namespace that happens to carry the unknown tenant's name, not the worker's.
+    let ns = onboarding_providers::KubeObject {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: "tenant-ghost".into(),
+        manifest: serde_json::json!({"metadata": {"name": "tenant-ghost"}}),
+    };
+    h.cloud
+        .apply(&worker::config::Target::local("default"), &ns)
+        .await
+        .unwrap();
+    let before = h.cloud.inventory();
+    let calls = h.cloud.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let engine = h.engine("w");
+    let cmd = OffboardBuilder::tenant("ghost")
+        .request("req-1")
+        .purge_data()
+        .build();
+    h.drive(&engine, EngineHarness::first_message(&cmd)).await;
+    let terminal = h.terminal_events("req-1");
+    assert_eq!(terminal.len(), 1);
+    assert_eq!(terminal[0].ty, events::OFFBOARDED);
+    assert_eq!(
+        terminal[0].id,
+        events::event_id("req-1", events::OFFBOARDED, "")
+    );
+    let EventData::Outcome(o) = &terminal[0].data else {
+        panic!()
+    };
+    assert!(o.not_found);
+    assert_eq!(o.state, "NotFound");
+    assert!(o.resources.is_empty() && o.remaining.is_empty());
+    assert_eq!(h.cloud.inventory(), before);
+    assert_eq!(
+        h.cloud.calls.load(std::sync::atomic::Ordering::SeqCst),
+        calls,
+        "nothing may be touched"
+    );
+    assert_eq!(h.record("ghost").state, TenantState::New);
+
+    // A replay answers the same.
+    h.drive(&engine, EngineHarness::first_message(&cmd)).await;
+    assert_eq!(h.terminal_events("req-1")[0].id, terminal[0].id);
+}

@@ -61,7 +61,8 @@ pub struct OutcomeData {
     pub request_id: String,
     pub tenant_id: String,
     pub target: String,
-    /// `Succeeded`, `Failed`, `CompensationFailed` or `Offboarded`.
+    /// `Succeeded`, `Failed`, `CompensationFailed`, `Offboarded`, or `NotFound` (an offboarding of
+    /// a tenant the worker has no record of; `notFound` is then true).
     pub state: String,
     /// Outputs of the provisioned steps (ids, client id, namespace...).
     #[serde(default)]
@@ -73,6 +74,10 @@ pub struct OutcomeData {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remaining: Vec<RemainingResource>,
     pub duration_ms: u64,
+    /// On `tenant.offboarded`: the worker has no record of the tenant, so it deleted nothing
+    /// (the tenant was never onboarded, or the request names the wrong tenant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_found: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -210,6 +215,7 @@ mod tests {
                 error: None,
                 remaining: vec![],
                 duration_ms: 5,
+                not_found: false,
             }),
         )
     }

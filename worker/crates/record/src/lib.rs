@@ -138,6 +138,14 @@ pub struct SagaRun {
     /// Steps whose resources existed before this run (an update): a failed update leaves them.
     #[serde(default)]
     pub preexisting: BTreeSet<StepName>,
+    /// Steps of an update that the new spec no longer asks for but whose resources exist: going
+    /// forward, they remove them (their compensation), so that the tenant converges on the spec.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removing: BTreeSet<StepName>,
+    /// An offboarding of a tenant the worker has no record of: nothing to do, answered "not
+    /// found".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_found: bool,
     /// Continuations sent so far; the next one is `<request-id>:<seq+1>`.
     pub seq: u32,
     /// The live continuation: any other message of this request is a stale duplicate.

@@ -424,6 +424,7 @@ impl Engine {
                 let phase = run.phase;
                 let input = Arc::new(self.step_input(&doc.rec, run)?);
                 let request_id = run.request_id.clone();
+                let removing = run.removing.clone();
                 let launches = match doc.rec.active.as_mut() {
                     Some(run) => machine::launch(run, &ready, now),
                     None => Vec::new(),
@@ -439,7 +440,7 @@ impl Engine {
                     inflight.push(call::call_step(
                         step,
                         input.clone(),
-                        phase,
+                        call::Action::of(phase, name, &removing),
                         operation,
                         self.cx.clock.clone(),
                         RetryPolicy::step_call(saga),

@@ -213,6 +213,19 @@ pub fn apply(
     let poll_at = |op: &PendingOperation| now + Duration::from_secs(op.retry_after_secs.max(1));
     let mut switch_failure = None;
     match (phase, result) {
+        (Phase::Forward, Ok(StepOutcome::Done(_))) if run.removing.contains(&step) => {
+            // An update removed what the new spec no longer asks for.
+            st.forward = Status::Done;
+            st.operation = None;
+            st.wake_at = None;
+            st.last_error = None;
+            rec.resources.remove(&step);
+            applied.completed = Some(Completed {
+                step,
+                phase: "removal",
+                outputs: serde_json::Value::Null,
+            });
+        }
         (Phase::Forward, Ok(StepOutcome::Done(outputs))) => {
             st.forward = Status::Done;
             st.operation = None;
@@ -309,6 +322,8 @@ pub enum Terminal {
     Failed,
     CompensationFailed,
     Offboarded,
+    /// An offboarding of a tenant the worker has no record of: nothing was touched.
+    NotFound,
 }
 
 impl Terminal {
@@ -318,7 +333,7 @@ impl Terminal {
             Terminal::Succeeded => events::ONBOARDED,
             Terminal::Failed => events::ONBOARDING_FAILED,
             Terminal::CompensationFailed => events::COMPENSATION_FAILED,
-            Terminal::Offboarded => events::OFFBOARDED,
+            Terminal::Offboarded | Terminal::NotFound => events::OFFBOARDED,
         }
     }
 
@@ -331,6 +346,8 @@ impl Terminal {
             Terminal::Failed => TenantState::Failed,
             Terminal::CompensationFailed => TenantState::CompensationFailed,
             Terminal::Offboarded => TenantState::Offboarded,
+            // Still unknown: the answer changes nothing.
+            Terminal::NotFound => TenantState::New,
         }
     }
 
@@ -341,6 +358,7 @@ impl Terminal {
             Terminal::Failed => "Failed",
             Terminal::CompensationFailed => "CompensationFailed",
             Terminal::Offboarded => "Offboarded",
+            Terminal::NotFound => "NotFound",
         }
     }
 
@@ -351,6 +369,7 @@ impl Terminal {
             Terminal::Failed => "failed",
             Terminal::CompensationFailed => "compensation_failed",
             Terminal::Offboarded => "offboarded",
+            Terminal::NotFound => "not_found",
         }
     }
 
@@ -358,7 +377,7 @@ impl Terminal {
     /// compensation, the first compensation error.
     pub fn error(self, run: &SagaRun) -> Option<EventError> {
         match self {
-            Terminal::Succeeded | Terminal::Offboarded => None,
+            Terminal::Succeeded | Terminal::Offboarded | Terminal::NotFound => None,
             Terminal::Failed => run.failure.clone(),
             Terminal::CompensationFailed => run
                 .steps
@@ -389,15 +408,15 @@ pub fn terminal(run: &SagaRun) -> Option<Terminal> {
             if !run.steps.values().all(|s| s.compensation.is_settled()) {
                 return None;
             }
-            Some(
-                if run.steps.values().any(|s| s.compensation == Status::Failed) {
-                    Terminal::CompensationFailed
-                } else if matches!(run.command, Command::Offboard(_)) {
-                    Terminal::Offboarded
-                } else {
-                    Terminal::Failed
-                },
-            )
+            Some(if run.not_found {
+                Terminal::NotFound
+            } else if run.steps.values().any(|s| s.compensation == Status::Failed) {
+                Terminal::CompensationFailed
+            } else if matches!(run.command, Command::Offboard(_)) {
+                Terminal::Offboarded
+            } else {
+                Terminal::Failed
+            })
         }
     }
 }

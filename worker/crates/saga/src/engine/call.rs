@@ -23,11 +23,45 @@ pub(super) struct StepResult {
     pub elapsed: Duration,
 }
 
-/// Call `step` in `phase`, retrying transient errors as `policy` says until its budget is spent.
+/// What a call does to the step's resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Create or update it (forward).
+    Ensure,
+    /// Remove it going forward: an update no longer asks for it (the step's compensation, but
+    /// the result counts as forward progress).
+    Remove,
+    /// Undo it (compensation).
+    Undo,
+}
+
+impl Action {
+    /// The action of `step` in a run going in `phase`, `removing` these steps.
+    pub(super) fn of(
+        phase: Phase,
+        step: StepName,
+        removing: &std::collections::BTreeSet<StepName>,
+    ) -> Self {
+        match phase {
+            Phase::Forward if removing.contains(&step) => Action::Remove,
+            Phase::Forward => Action::Ensure,
+            Phase::Compensating => Action::Undo,
+        }
+    }
+    fn phase(self) -> Phase {
+        match self {
+            Action::Ensure | Action::Remove => Phase::Forward,
+            Action::Undo => Phase::Compensating,
+        }
+    }
+}
+
+/// Call `step` to do `action`, retrying transient errors as `policy` says until its budget is
+/// spent.
 pub(super) async fn call_step(
     step: Arc<dyn Step>,
     input: Arc<StepInput>,
-    phase: Phase,
+    action: Action,
     operation: Option<PendingOperation>,
     clock: Arc<dyn onboarding_core::Clock>,
     policy: RetryPolicy,
@@ -39,9 +73,9 @@ pub(super) async fn call_step(
         let give_up_at = policy.budget().map(|budget| clock.now() + budget);
         let mut retry = 0;
         loop {
-            let result = match phase {
-                Phase::Forward => step.forward(&input, operation.as_ref()).await,
-                Phase::Compensating => step.compensate(&input, operation.as_ref()).await,
+            let result = match action {
+                Action::Ensure => step.forward(&input, operation.as_ref()).await,
+                Action::Remove | Action::Undo => step.compensate(&input, operation.as_ref()).await,
             };
             retry += 1;
             match result {
@@ -61,7 +95,7 @@ pub(super) async fn call_step(
     let result = work.await;
     StepResult {
         step: name,
-        phase,
+        phase: action.phase(),
         result,
         elapsed: started.elapsed(),
     }

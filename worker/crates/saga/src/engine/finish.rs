@@ -132,6 +132,7 @@ impl Engine {
                 error: outcome.error(&run),
                 remaining,
                 duration_ms: u64::try_from((now - run.started_at).num_milliseconds()).unwrap_or(0),
+                not_found: outcome == Terminal::NotFound,
             }),
         );
         tracing::info!(tenant.id = %rec.tenant_id, request.id = %run.request_id, state = state_name, "saga finished");

@@ -68,6 +68,8 @@ impl Engine {
         };
         let now = self.cx.clock.now();
         let mut steps_state = BTreeMap::new();
+        let mut removing = BTreeSet::new();
+        let mut not_found = false;
         let (phase, preexisting) = match &command {
             Command::Onboard(spec) => {
                 match self
@@ -85,6 +87,10 @@ impl Engine {
                 for step in &self.steps {
                     let forward = if step.enabled(spec, config) {
                         Status::Pending
+                    } else if rec.resources.contains_key(&step.name()) {
+                        // An update that no longer asks for what exists: remove it.
+                        removing.insert(step.name());
+                        Status::Pending
                     } else {
                         Status::Skipped
                     };
@@ -101,9 +107,13 @@ impl Engine {
                 (Phase::Forward, preexisting)
             }
             Command::Offboard(off) => {
+                // A tenant the worker has no record of: answered "not found", nothing touched
+                // (not even what happens to carry the tenant's names).
+                not_found = rec.state == TenantState::New && rec.resources.is_empty();
                 for step in &self.steps {
-                    let compensation = if step.name() == StepName::BlobContainer && !off.purge_data
-                    {
+                    let compensation = if not_found {
+                        Status::NotNeeded
+                    } else if step.name() == StepName::BlobContainer && !off.purge_data {
                         Status::Kept
                     } else {
                         Status::Pending
@@ -116,11 +126,15 @@ impl Engine {
                         },
                     );
                 }
-                rec.state = TenantState::Offboarding;
+                if !not_found {
+                    rec.state = TenantState::Offboarding;
+                }
                 (Phase::Compensating, BTreeSet::new())
             }
         };
-        rec.target = Some(target.clone());
+        if !not_found {
+            rec.target = Some(target.clone());
+        }
         rec.active = Some(SagaRun {
             request_id: command.request_id().to_string(),
             command,
@@ -129,6 +143,8 @@ impl Engine {
             failure: None,
             steps: steps_state,
             preexisting,
+            removing,
+            not_found,
             seq: 0,
             next_continuation: None,
             started_at: now,

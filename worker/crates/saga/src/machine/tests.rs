@@ -69,6 +69,8 @@ fn run(command: Command, phase: Phase, steps: &[(StepName, Status, Status)]) -> 
             })
             .collect::<BTreeMap<_, _>>(),
         preexisting: BTreeSet::new(),
+        removing: BTreeSet::new(),
+        not_found: false,
         seq: 0,
         next_continuation: None,
         started_at: t0(),
@@ -510,4 +512,47 @@ fn a_compensation_failed_outcome_reports_the_first_compensation_error() {
         "a failed onboarding reports why it compensated"
     );
     assert_eq!(Terminal::Succeeded.error(&r), None);
+}
+
+#[test]
+fn a_step_an_update_removes_gives_up_its_resource_going_forward() {
+    let mut r = run(
+        onboard(),
+        Phase::Forward,
+        &[(NS, Status::Running, Status::NotNeeded)],
+    );
+    r.removing.insert(NS);
+    let mut rec = record(r);
+    rec.resources.insert(NS, json!({"name": "t-acme"}));
+    let applied = apply(
+        &mut rec,
+        NS,
+        Phase::Forward,
+        Ok(StepOutcome::Done(json!(null))),
+        t0(),
+        &saga(),
+        0.5,
+    );
+    assert!(rec.resources.is_empty(), "the record lists what exists");
+    assert_eq!(step(&rec, NS).forward, Status::Done);
+    assert_eq!(applied.completed.unwrap().phase, "removal");
+    assert_eq!(
+        terminal(rec.active.as_ref().unwrap()),
+        Some(Terminal::Succeeded)
+    );
+}
+
+#[test]
+fn an_offboarding_of_an_unknown_tenant_ends_not_found_and_leaves_it_unknown() {
+    let mut r = run(
+        offboard(),
+        Phase::Compensating,
+        &[(NS, Status::Pending, Status::NotNeeded)],
+    );
+    r.not_found = true;
+    assert_eq!(terminal(&r), Some(Terminal::NotFound));
+    assert_eq!(Terminal::NotFound.event_type(), events::OFFBOARDED);
+    assert_eq!(Terminal::NotFound.state_name(), "NotFound");
+    assert_eq!(Terminal::NotFound.tenant_state(false), TenantState::New);
+    assert_eq!(Terminal::NotFound.error(&r), None);
 }

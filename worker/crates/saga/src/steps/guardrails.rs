@@ -1,6 +1,11 @@
 //! Step `guardrails`: quota, limit range, network policies and the tenant admins' role binding
 //! in the tenant's namespace.
+//!
+//! Updates converge: without an admin group in the spec, the admins' role binding an earlier run
+//! created is deleted (access revoked), but only when it carries the worker's marker for this
+//! tenant; a binding of that name that is not the worker's is left alone.
 
+use super::ownership::{Owner, owner};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 use onboarding_providers::manifests::{self, GuardrailSpec};
@@ -50,6 +55,27 @@ impl Step for GuardrailsStep {
         let objects = objects(input);
         for obj in &objects {
             input.call(|| input.kube.apply(&input.target, obj)).await?;
+        }
+        let binding = manifests::guardrail_refs(&input.names.namespace)
+            .into_iter()
+            .find(|r| r.kind == "RoleBinding");
+        if let Some(binding) = binding
+            && !objects.iter().any(|o| o.reference() == binding)
+        {
+            match input
+                .call(|| input.kube.get(&input.target, &binding))
+                .await?
+            {
+                Some(live) if owner(&live, &input.names.tenant_id) == Owner::Us => {
+                    input
+                        .call(|| input.kube.delete(&input.target, &binding))
+                        .await?;
+                }
+                Some(_) => {
+                    tracing::warn!(role_binding = %binding, "role binding not ours: left in place");
+                }
+                None => {}
+            }
         }
         Ok(StepOutcome::Done(serde_json::json!({
             "objects": objects.iter().map(|o| o.reference().to_string()).collect::<Vec<_>>(),
