@@ -179,7 +179,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     }
     cleanup.push(
         retrying("delete container", || {
-            arm.delete_blob_container(&target, &c.name)
+            arm.delete_blob_container(&target, &c.name, &c.tenant_id)
         })
         .await,
     );
@@ -191,7 +191,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     );
     cleanup.push(
         retrying("delete identity", || {
-            arm.delete_identity(&target, &id_spec.name)
+            arm.delete_identity(&target, &id_spec.name, &id_spec.tenant_id)
         })
         .await,
     );

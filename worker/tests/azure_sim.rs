@@ -336,7 +336,7 @@ async fn hostile_container_names_produce_no_condition_and_no_request() {
         assert_eq!(err.class, ErrorClass::InvalidInput, "{name:?}: {err}");
         assert!(
             env.arm
-                .delete_blob_container(&env.target, name)
+                .delete_blob_container(&env.target, name, "acme")
                 .await
                 .is_err()
         );
@@ -373,7 +373,7 @@ async fn deleting_what_does_not_exist_is_success() {
         .await
         .unwrap();
     env.arm
-        .delete_blob_container(&env.target, "tenant-none")
+        .delete_blob_container(&env.target, "tenant-none", "none")
         .await
         .unwrap();
     env.arm
@@ -381,7 +381,7 @@ async fn deleting_what_does_not_exist_is_success() {
         .await
         .unwrap();
     env.arm
-        .delete_identity(&env.target, "id-none")
+        .delete_identity(&env.target, "id-none", "none")
         .await
         .unwrap();
     assert_eq!(
@@ -391,4 +391,165 @@ async fn deleting_what_does_not_exist_is_success() {
             .unwrap(),
         Progress::Done(())
     );
+}
+
+// ---------------------------------------------------------------- ownership markers
+
+/// PUTs a resource straight to the simulator, as someone other than the worker would.
+async fn put_foreign(env: &Env, id: &str, api_version: &str, body: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .put(format!(
+            "{}{id}?api-version={api_version}",
+            env.running.arm_url()
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+async fn arm_get(env: &Env, id: &str, api_version: &str) -> serde_json::Value {
+    reqwest::get(format!(
+        "{}{id}?api-version={api_version}",
+        env.running.arm_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_identity_and_a_container_are_created_with_the_workers_marker_for_the_tenant() {
+    let env = start(SimOptions::default()).await;
+    let specs = TenantResources::tenant("acme");
+    let id = env
+        .arm
+        .ensure_identity(&env.target, &specs.identity())
+        .await
+        .unwrap();
+    let c = env
+        .arm
+        .ensure_blob_container(&env.target, &specs.container())
+        .await
+        .unwrap();
+    let identity = arm_get(&env, &id.id, onboarding_azure::api::MANAGED_IDENTITY).await;
+    assert_eq!(identity["tags"]["managed-by"], "tenant-onboarding-worker");
+    assert_eq!(identity["tags"]["tenant"], "acme");
+    let container = arm_get(&env, &c.id, onboarding_azure::api::BLOB_CONTAINERS).await;
+    let metadata = &container["properties"]["metadata"];
+    assert_eq!(metadata["managed_by"], "tenant-onboarding-worker");
+    assert_eq!(metadata["tenant"], "acme");
+}
+
+#[tokio::test]
+async fn an_existing_foreign_identity_and_container_are_refused_by_name_and_left_unchanged() {
+    let env = start(SimOptions::default()).await;
+    let specs = TenantResources::tenant("acme");
+    let identity_id =
+        onboarding_providers::arm_ids::identity_id(&env.target, &specs.identity().name).unwrap();
+    let container_id =
+        onboarding_providers::arm_ids::blob_container_id(&env.target, &specs.container().name)
+            .unwrap();
+    let (id_api, c_api) = (
+        onboarding_azure::api::MANAGED_IDENTITY,
+        onboarding_azure::api::BLOB_CONTAINERS,
+    );
+    put_foreign(
+        &env,
+        &identity_id,
+        id_api,
+        serde_json::json!({"location": "westeurope", "tags": {"owner": "payments-team"}}),
+    )
+    .await;
+    put_foreign(
+        &env,
+        &container_id,
+        c_api,
+        serde_json::json!({"properties": {"metadata": {"owner": "payments", "tenant": "acme"}}}),
+    )
+    .await;
+    let identity_before = arm_get(&env, &identity_id, id_api).await;
+    let container_before = arm_get(&env, &container_id, c_api).await;
+
+    let err = env
+        .arm
+        .ensure_identity(&env.target, &specs.identity())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"));
+    assert!(err.to_string().contains(&identity_id), "{err}");
+    let err = env
+        .arm
+        .ensure_blob_container(&env.target, &specs.container())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"), "{err}");
+    assert!(err.to_string().contains(&container_id), "{err}");
+
+    // Deleting them for the tenant is a no-op: neither carries the marker.
+    env.arm
+        .delete_identity(&env.target, &specs.identity().name, "acme")
+        .await
+        .unwrap();
+    env.arm
+        .delete_blob_container(&env.target, &specs.container().name, "acme")
+        .await
+        .unwrap();
+
+    assert_eq!(arm_get(&env, &identity_id, id_api).await, identity_before);
+    assert_eq!(arm_get(&env, &container_id, c_api).await, container_before);
+    let writes: Vec<_> = env
+        .running
+        .arm
+        .recorded_requests()
+        .into_iter()
+        .filter(|r| r.operation.ends_with(".put") || r.operation.ends_with(".delete"))
+        .map(|r| r.operation)
+        .collect();
+    assert_eq!(writes.len(), 2, "only the two foreign PUTs: {writes:?}");
+}
+
+#[tokio::test]
+async fn another_tenants_identity_and_container_are_neither_adopted_nor_deleted() {
+    let env = start(SimOptions::default()).await;
+    let beta = TenantResources::tenant("beta");
+    env.arm
+        .ensure_identity(&env.target, &beta.identity())
+        .await
+        .unwrap();
+    env.arm
+        .ensure_blob_container(&env.target, &beta.container())
+        .await
+        .unwrap();
+    let mut as_acme = beta.identity();
+    as_acme.tenant_id = "acme".into();
+    let err = env
+        .arm
+        .ensure_identity(&env.target, &as_acme)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"beta\""), "{err}");
+    env.arm
+        .delete_identity(&env.target, &beta.identity().name, "acme")
+        .await
+        .unwrap();
+    env.arm
+        .delete_blob_container(&env.target, &beta.container().name, "acme")
+        .await
+        .unwrap();
+    assert_eq!(inventory(&env).await["total"], 2);
+    // Its own tenant deletes them.
+    env.arm
+        .delete_identity(&env.target, &beta.identity().name, "beta")
+        .await
+        .unwrap();
+    env.arm
+        .delete_blob_container(&env.target, &beta.container().name, "beta")
+        .await
+        .unwrap();
+    assert_eq!(inventory(&env).await["total"], 0);
 }

@@ -136,7 +136,7 @@ pub async fn delete_all(
     arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name)
         .await?;
     let specs = TenantResources::tenant(tenant);
-    arm.delete_blob_container(target, &specs.container().name)
+    arm.delete_blob_container(target, &specs.container().name, tenant)
         .await?;
     arm.delete_federated_credential(
         target,
@@ -144,6 +144,7 @@ pub async fn delete_all(
         &specs.federated_credential(target).name,
     )
     .await?;
-    arm.delete_identity(target, &specs.identity().name).await?;
+    arm.delete_identity(target, &specs.identity().name, tenant)
+        .await?;
     drive_pool_delete(arm, target, &specs.pool().name, false).await
 }

@@ -14,8 +14,8 @@ pub mod provisioner;
 pub use budget::{WriteBudgetConfig, WriteBudgets};
 pub use client::{ArmClient, ArmClientOptions, ArmResponse};
 pub use provisioner::{
-    ArmProvisioner, TENANT_TAG, agent_pool_body, blob_container_body, federated_credential_body,
-    identity_body, role_assignment_body,
+    ArmProvisioner, CONTAINER_MANAGED_BY_KEY, MANAGED_BY_TAG, MANAGER, TENANT_TAG, agent_pool_body,
+    blob_container_body, federated_credential_body, identity_body, role_assignment_body,
 };
 
 /// The api-versions of the official specs in `shared/azure-rest-specs`.

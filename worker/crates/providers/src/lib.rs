@@ -225,6 +225,8 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         name: &str,
     ) -> Result<Progress<()>, ProviderError>;
 
+    /// Creates the identity with the worker's marker; an existing one without the marker for
+    /// `spec.tenant_id` is refused (permanent, `ResourceNotOwned`) and left unchanged.
     async fn ensure_identity(
         &self,
         target: &Target,
@@ -235,7 +237,14 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         target: &Target,
         name: &str,
     ) -> Result<Option<IdentityInfo>, ProviderError>;
-    async fn delete_identity(&self, target: &Target, name: &str) -> Result<(), ProviderError>;
+    /// Deletes the identity only if it carries the worker's marker for `tenant_id`, checked
+    /// right before the delete; anything else is left in place (there is nothing of ours).
+    async fn delete_identity(
+        &self,
+        target: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<(), ProviderError>;
 
     async fn ensure_federated_credential(
         &self,
@@ -249,13 +258,21 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         name: &str,
     ) -> Result<(), ProviderError>;
 
+    /// Creates the container with the worker's marker in its metadata; an existing one without
+    /// it for `spec.tenant_id` is refused (permanent, `ResourceNotOwned`) and left unchanged.
     async fn ensure_blob_container(
         &self,
         target: &Target,
         spec: &BlobContainerSpec,
     ) -> Result<BlobContainerInfo, ProviderError>;
-    async fn delete_blob_container(&self, target: &Target, name: &str)
-    -> Result<(), ProviderError>;
+    /// Deletes the container only if its metadata carries the worker's marker for `tenant_id`,
+    /// checked right before the delete; anything else is left in place.
+    async fn delete_blob_container(
+        &self,
+        target: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<(), ProviderError>;
 
     /// An existing assignment with the same principal, role and condition is success.
     async fn ensure_role_assignment(

@@ -5,7 +5,7 @@
 //! [`ArmClient`].
 
 use super::bodies::blob_container_body;
-use super::{parse, sync_delete, to_json};
+use super::{CONTAINER_MANAGED_BY_KEY, foreign_owner, not_owned, parse, sync_delete, to_json};
 use crate::api;
 use crate::client::{ArmClient, Op};
 use crate::models::BlobContainer;
@@ -22,6 +22,15 @@ pub(super) async fn ensure(
         operation: "create blob container",
         resource: &path,
     };
+    if let Some(existing) = read(client, &path).await?
+        && let Some(who) = foreign_owner(
+            metadata(&existing),
+            CONTAINER_MANAGED_BY_KEY,
+            &spec.tenant_id,
+        )
+    {
+        return Err(not_owned(op.operation, &path, "blob container", &who));
+    }
     let body = to_json(&blob_container_body(spec), op)?;
     let resp = client.put(&path, api::BLOB_CONTAINERS, &body, op).await?;
     let container: BlobContainer = parse(&resp, op)?;
@@ -31,15 +40,41 @@ pub(super) async fn ensure(
     })
 }
 
+fn metadata(c: &BlobContainer) -> Option<&std::collections::BTreeMap<String, String>> {
+    c.properties.as_ref().and_then(|p| p.metadata.as_ref())
+}
+
+/// The container at `path` as ARM has it now, if any.
+async fn read(client: &ArmClient, path: &str) -> Result<Option<BlobContainer>, ProviderError> {
+    let op = Op {
+        operation: "read blob container",
+        resource: path,
+    };
+    match client.get(path, api::BLOB_CONTAINERS, op).await? {
+        Some(resp) => parse(&resp, op).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn delete(
     client: &ArmClient,
     target: &Target,
     name: &str,
+    tenant_id: &str,
 ) -> Result<(), ProviderError> {
     let path = blob_container_id(target, name)?;
     let op = Op {
         operation: "delete blob container",
         resource: &path,
     };
+    // Verified immediately before the delete: only ours, for this tenant, is ever deleted
+    // (a container holds data; someone else's is never touched).
+    let Some(existing) = read(client, &path).await? else {
+        return Ok(());
+    };
+    if let Some(who) = foreign_owner(metadata(&existing), CONTAINER_MANAGED_BY_KEY, tenant_id) {
+        tracing::warn!(container = %path, owner = %who, "blob container not ours: left in place");
+        return Ok(());
+    }
     sync_delete(client.delete(&path, api::BLOB_CONTAINERS, op).await?, op)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::TENANT_TAG;
+use super::{CONTAINER_MANAGED_BY_KEY, MANAGED_BY_TAG, MANAGER, TENANT_TAG};
 use crate::models::{
     AgentPool, AgentPoolProperties, BlobContainer, ContainerProperties,
     FederatedIdentityCredential, FederatedIdentityCredentialProperties, Identity,
@@ -16,10 +16,21 @@ use onboarding_providers::{
     RoleAssignmentSpec, Target,
 };
 
+/// `tags` plus the worker's ownership marker (`managed-by`, `tenant`), which wins over any
+/// caller-supplied value of those keys.
 pub(super) fn tagged(tags: &BTreeMap<String, String>, tenant_id: &str) -> BTreeMap<String, String> {
-    let mut tags = tags.clone();
-    tags.insert(TENANT_TAG.to_string(), tenant_id.to_string());
-    tags
+    marked(tags, MANAGED_BY_TAG, tenant_id)
+}
+
+fn marked(
+    marks: &BTreeMap<String, String>,
+    managed_key: &str,
+    tenant_id: &str,
+) -> BTreeMap<String, String> {
+    let mut marks = marks.clone();
+    marks.insert(managed_key.to_string(), MANAGER.to_string());
+    marks.insert(TENANT_TAG.to_string(), tenant_id.to_string());
+    marks
 }
 
 /// The agent pool PUT body: a Linux user pool with the tenant's taints, labels and tags.
@@ -78,7 +89,11 @@ pub fn federated_credential_body(spec: &FederatedCredentialSpec) -> FederatedIde
 pub fn blob_container_body(spec: &BlobContainerSpec) -> BlobContainer {
     BlobContainer {
         properties: Some(ContainerProperties {
-            metadata: Some(tagged(&spec.metadata, &spec.tenant_id)),
+            metadata: Some(marked(
+                &spec.metadata,
+                CONTAINER_MANAGED_BY_KEY,
+                &spec.tenant_id,
+            )),
             public_access: Some("None".into()),
             ..Default::default()
         }),

@@ -5,7 +5,7 @@
 //! resource group, through the target's [`ArmClient`].
 
 use super::bodies::{federated_credential_body, identity_body};
-use super::{parse, sync_delete, to_json};
+use super::{MANAGED_BY_TAG, foreign_owner, not_owned, parse, sync_delete, to_json};
 use crate::api;
 use crate::client::ArmResponse;
 use crate::client::{ArmClient, Op};
@@ -25,6 +25,11 @@ pub(super) async fn ensure(
         operation: "create managed identity",
         resource: &path,
     };
+    if let Some(existing) = read(client, &path).await?
+        && let Some(who) = foreign_owner(existing.tags.as_ref(), MANAGED_BY_TAG, &spec.tenant_id)
+    {
+        return Err(not_owned(op.operation, &path, "managed identity", &who));
+    }
     let body = to_json(&identity_body(target, spec), op)?;
     let resp = client.put(&path, api::MANAGED_IDENTITY, &body, op).await?;
     identity_info(&resp, &path, &spec.name, op)
@@ -46,16 +51,37 @@ pub(super) async fn get(
     }
 }
 
+/// The identity at `path` as ARM has it now, if any.
+async fn read(client: &ArmClient, path: &str) -> Result<Option<Identity>, ProviderError> {
+    let op = Op {
+        operation: "read managed identity",
+        resource: path,
+    };
+    match client.get(path, api::MANAGED_IDENTITY, op).await? {
+        Some(resp) => parse(&resp, op).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn delete(
     client: &ArmClient,
     target: &Target,
     name: &str,
+    tenant_id: &str,
 ) -> Result<(), ProviderError> {
     let path = identity_id(target, name)?;
     let op = Op {
         operation: "delete managed identity",
         resource: &path,
     };
+    // Verified immediately before the delete: only ours, for this tenant, is ever deleted.
+    let Some(existing) = read(client, &path).await? else {
+        return Ok(());
+    };
+    if let Some(who) = foreign_owner(existing.tags.as_ref(), MANAGED_BY_TAG, tenant_id) {
+        tracing::warn!(identity = %path, owner = %who, "managed identity not ours: left in place");
+        return Ok(());
+    }
     sync_delete(client.delete(&path, api::MANAGED_IDENTITY, op).await?, op)
 }
 

@@ -45,6 +45,48 @@ pub use bodies::{
 /// The ARM tag (on the pool: `properties.tags`) naming the tenant that owns a resource.
 pub const TENANT_TAG: &str = "tenant";
 
+/// The ARM tag saying the worker made a resource; its value is [`MANAGER`].
+pub const MANAGED_BY_TAG: &str = "managed-by";
+
+/// The same marker in a blob container's metadata. Blob metadata names must be C# identifiers
+/// (Blob service, "Naming and referencing containers, blobs, and metadata"), so no hyphen.
+pub const CONTAINER_MANAGED_BY_KEY: &str = "managed_by";
+
+/// The value of the worker's marker: the same name as its Kubernetes field manager.
+pub const MANAGER: &str = onboarding_providers::manifests::FIELD_MANAGER;
+
+/// `None` when `marks` (ARM tags, or a container's metadata) carry the worker's marker for
+/// `tenant_id`; otherwise who the resource belongs to, for an error message.
+pub(crate) fn foreign_owner(
+    marks: Option<&BTreeMap<String, String>>,
+    managed_key: &str,
+    tenant_id: &str,
+) -> Option<String> {
+    let mark = |k: &str| marks.and_then(|m| m.get(k)).map(String::as_str);
+    match (mark(managed_key), mark(TENANT_TAG)) {
+        (Some(MANAGER), Some(t)) if t == tenant_id => None,
+        (Some(MANAGER), Some(t)) => Some(format!("tenant {t:?}")),
+        (manager, _) => Some(format!(
+            "{} (it lacks the worker's {managed_key}={MANAGER} and {TENANT_TAG}={tenant_id} marker)",
+            manager.map_or("an owner unknown to the worker".to_string(), |m| format!(
+                "manager {m:?}"
+            ))
+        )),
+    }
+}
+
+/// The permanent error of a forward step that found `resource` existing and not its own.
+pub(crate) fn not_owned(operation: &str, resource: &str, kind: &str, who: &str) -> ProviderError {
+    ProviderError::permanent(
+        operation,
+        resource,
+        format!(
+            "the {kind} exists and belongs to {who}; the worker adopts nothing it did not create: choose another tenant id or remove it"
+        ),
+    )
+    .with_code("ResourceNotOwned")
+}
+
 /// One [`ArmClient`] per configured target.
 #[derive(Debug, Clone)]
 pub struct ArmProvisioner {
@@ -185,8 +227,13 @@ impl AzureProvisioner for ArmProvisioner {
         identity::get(self.client(target)?, target, name).await
     }
 
-    async fn delete_identity(&self, target: &Target, name: &str) -> Result<(), ProviderError> {
-        identity::delete(self.client(target)?, target, name).await
+    async fn delete_identity(
+        &self,
+        target: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<(), ProviderError> {
+        identity::delete(self.client(target)?, target, name, tenant_id).await
     }
 
     async fn ensure_federated_credential(
@@ -219,8 +266,9 @@ impl AzureProvisioner for ArmProvisioner {
         &self,
         target: &Target,
         name: &str,
+        tenant_id: &str,
     ) -> Result<(), ProviderError> {
-        blob_container::delete(self.client(target)?, target, name).await
+        blob_container::delete(self.client(target)?, target, name, tenant_id).await
     }
 
     async fn ensure_role_assignment(
@@ -274,6 +322,7 @@ pub(super) fn sync_delete(progress: Progress<()>, op: Op<'_>) -> Result<(), Prov
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use onboarding_providers::Target;
     use onboarding_providers::arm_ids::{identity_id, node_pool_id};
 
@@ -285,5 +334,75 @@ mod tests {
             assert!(node_pool_id(&t, bad).is_err(), "{bad:?}");
             assert!(identity_id(&t, bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn marks(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_resource_with_the_workers_marker_for_this_tenant_is_ours() {
+        let tags = marks(&[(MANAGED_BY_TAG, MANAGER), (TENANT_TAG, "acme")]);
+        assert_eq!(foreign_owner(Some(&tags), MANAGED_BY_TAG, "acme"), None);
+        let metadata = marks(&[(CONTAINER_MANAGED_BY_KEY, MANAGER), (TENANT_TAG, "acme")]);
+        assert_eq!(
+            foreign_owner(Some(&metadata), CONTAINER_MANAGED_BY_KEY, "acme"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_resource_without_the_marker_or_of_another_tenant_or_manager_is_foreign() {
+        assert!(foreign_owner(None, MANAGED_BY_TAG, "acme").is_some());
+        let tenant_only = marks(&[(TENANT_TAG, "acme")]);
+        assert!(foreign_owner(Some(&tenant_only), MANAGED_BY_TAG, "acme").is_some());
+        let beta = marks(&[(MANAGED_BY_TAG, MANAGER), (TENANT_TAG, "beta")]);
+        assert!(
+            foreign_owner(Some(&beta), MANAGED_BY_TAG, "acme").is_some_and(|w| w.contains("beta"))
+        );
+        let terraform = marks(&[(MANAGED_BY_TAG, "terraform"), (TENANT_TAG, "acme")]);
+        assert!(
+            foreign_owner(Some(&terraform), MANAGED_BY_TAG, "acme")
+                .is_some_and(|w| w.contains("terraform"))
+        );
+        // The tag's key in a container's metadata does not count there, and vice versa.
+        let tag_key = marks(&[(MANAGED_BY_TAG, MANAGER), (TENANT_TAG, "acme")]);
+        assert!(foreign_owner(Some(&tag_key), CONTAINER_MANAGED_BY_KEY, "acme").is_some());
+    }
+
+    #[test]
+    fn identity_and_container_bodies_carry_the_marker_over_any_caller_value() {
+        use onboarding_providers::{BlobContainerSpec, IdentitySpec};
+        let t = Target::local("default");
+        let identity = super::identity_body(
+            &t,
+            &IdentitySpec {
+                name: "id-tenant-acme".into(),
+                tenant_id: "acme".into(),
+                tags: marks(&[(MANAGED_BY_TAG, "someone"), ("cost", "1")]),
+            },
+        );
+        let tags = identity.tags.unwrap();
+        assert_eq!(foreign_owner(Some(&tags), MANAGED_BY_TAG, "acme"), None);
+        assert_eq!(tags["cost"], "1");
+        let container = super::blob_container_body(&BlobContainerSpec {
+            name: "tenant-acme".into(),
+            tenant_id: "acme".into(),
+            metadata: marks(&[(TENANT_TAG, "beta")]),
+        });
+        let metadata = container.properties.unwrap().metadata.unwrap();
+        assert_eq!(
+            foreign_owner(Some(&metadata), CONTAINER_MANAGED_BY_KEY, "acme"),
+            None
+        );
+        // Blob metadata names are C# identifiers: no hyphen.
+        assert!(
+            metadata
+                .keys()
+                .all(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        );
     }
 }

@@ -49,7 +49,11 @@ impl Step for BlobContainerStep {
     ) -> Result<StepOutcome, ProviderError> {
         input
             .azure
-            .delete_blob_container(&input.target, &input.names.blob_container)
+            .delete_blob_container(
+                &input.target,
+                &input.names.blob_container,
+                &input.names.tenant_id,
+            )
             .await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }

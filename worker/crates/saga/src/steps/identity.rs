@@ -46,7 +46,7 @@ impl Step for IdentityStep {
     ) -> Result<StepOutcome, ProviderError> {
         input
             .azure
-            .delete_identity(&input.target, &input.names.identity)
+            .delete_identity(&input.target, &input.names.identity, &input.names.tenant_id)
             .await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }

@@ -95,6 +95,29 @@ impl FakeCloud {
     fn remove(&self, key: &str) {
         self.inventory.lock().unwrap().remove(key);
     }
+    /// What the provisioner does: an existing resource without the marker for this tenant is
+    /// never adopted.
+    fn refuse_foreign(&self, key: &str, tenant_id: &str) -> Result<(), ProviderError> {
+        match self.get(key) {
+            Some(v) if v["tenant"].as_str() != Some(tenant_id) => Err(ProviderError::permanent(
+                "create",
+                key,
+                format!("{key} exists and is not the worker's for tenant {tenant_id}"),
+            )
+            .with_code("ResourceNotOwned")),
+            _ => Ok(()),
+        }
+    }
+    /// What the provisioner does: deletes only what carries the marker for this tenant.
+    fn remove_if_ours(&self, key: &str, tenant_id: &str) {
+        let mut inv = self.inventory.lock().unwrap();
+        if inv
+            .get(key)
+            .is_some_and(|v| v["tenant"].as_str() == Some(tenant_id))
+        {
+            inv.remove(key);
+        }
+    }
 }
 
 fn ids(name: &str) -> (String, String) {
@@ -161,6 +184,7 @@ impl AzureProvisioner for FakeCloud {
     ) -> Result<IdentityInfo, ProviderError> {
         let key = format!("identity/{}", spec.name);
         self.gate("create:identity", &key)?;
+        self.refuse_foreign(&key, &spec.tenant_id)?;
         let (client_id, principal_id) = ids(&spec.name);
         self.put(key.clone(), json!({"tenant": spec.tenant_id}));
         Ok(IdentityInfo {
@@ -189,10 +213,15 @@ impl AzureProvisioner for FakeCloud {
             }
         }))
     }
-    async fn delete_identity(&self, _t: &Target, name: &str) -> Result<(), ProviderError> {
+    async fn delete_identity(
+        &self,
+        _t: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<(), ProviderError> {
         let key = format!("identity/{name}");
         self.gate("delete:identity", &key)?;
-        self.remove(&key);
+        self.remove_if_ours(&key, tenant_id);
         Ok(())
     }
     async fn ensure_federated_credential(
@@ -234,16 +263,22 @@ impl AzureProvisioner for FakeCloud {
     ) -> Result<BlobContainerInfo, ProviderError> {
         let key = format!("blob_container/{}", spec.name);
         self.gate("create:blob_container", &key)?;
+        self.refuse_foreign(&key, &spec.tenant_id)?;
         self.put(key.clone(), json!({"tenant": spec.tenant_id}));
         Ok(BlobContainerInfo {
             id: format!("/containers/{}", spec.name),
             name: spec.name.clone(),
         })
     }
-    async fn delete_blob_container(&self, _t: &Target, name: &str) -> Result<(), ProviderError> {
+    async fn delete_blob_container(
+        &self,
+        _t: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<(), ProviderError> {
         let key = format!("blob_container/{name}");
         self.gate("delete:blob_container", &key)?;
-        self.remove(&key);
+        self.remove_if_ours(&key, tenant_id);
         Ok(())
     }
     async fn ensure_role_assignment(
