@@ -172,7 +172,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
         let spec = TenantResources::role_assignment(&target, &scope, &id.principal_id, &c.name);
         cleanup.push(
             retrying("delete role assignment", || {
-                arm.delete_role_assignment(&target, &scope, &spec.name)
+                arm.delete_role_assignment(&target, &spec)
             })
             .await,
         );

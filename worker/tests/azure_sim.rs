@@ -369,7 +369,15 @@ async fn deleting_what_does_not_exist_is_success() {
     let scope =
         onboarding_providers::arm_ids::blob_container_id(&env.target, "tenant-none").unwrap();
     env.arm
-        .delete_role_assignment(&env.target, &scope, "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11")
+        .delete_role_assignment(
+            &env.target,
+            &TenantResources::role_assignment(
+                &env.target,
+                &scope,
+                "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
+                "tenant-none",
+            ),
+        )
         .await
         .unwrap();
     env.arm
@@ -552,4 +560,53 @@ async fn another_tenants_identity_and_container_are_neither_adopted_nor_deleted(
         .await
         .unwrap();
     assert_eq!(inventory(&env).await["total"], 0);
+}
+
+#[tokio::test]
+async fn a_role_assignment_under_the_workers_name_but_for_another_principal_is_neither_adopted_nor_deleted()
+ {
+    let env = start(SimOptions::default()).await;
+    let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    let theirs = TenantResources::role_assignment(
+        &env.target,
+        &created.container_id,
+        "6f0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a12",
+        "tenant-acme",
+    );
+    // The worker's name for another principal's assignment: what is there is not that one.
+    let mut mine = theirs.clone();
+    mine.principal_id = created.identity_principal.clone();
+    mine.name = created.role_assignment_name.clone();
+    let mut other_principal = mine.clone();
+    other_principal.principal_id = theirs.principal_id.clone();
+    let err = env
+        .arm
+        .ensure_role_assignment(&env.target, &other_principal)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"), "{err}");
+    assert!(
+        err.to_string().contains(&created.role_assignment_id),
+        "{err}"
+    );
+    env.arm
+        .delete_role_assignment(&env.target, &other_principal)
+        .await
+        .unwrap();
+    assert_eq!(
+        inventory(&env).await["resources"]["roleAssignments"][0],
+        created.role_assignment_id
+    );
+    // The one it describes is deleted.
+    env.arm
+        .delete_role_assignment(&env.target, &mine)
+        .await
+        .unwrap();
+    assert_eq!(
+        inventory(&env).await["resources"]["roleAssignments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }

@@ -133,9 +133,15 @@ pub async fn delete_all(
     tenant: &str,
     created: &Created,
 ) -> Result<(), ProviderError> {
-    arm.delete_role_assignment(target, &created.container_id, &created.role_assignment_name)
-        .await?;
     let specs = TenantResources::tenant(tenant);
+    let mut assignment = TenantResources::role_assignment(
+        target,
+        &created.container_id,
+        &created.identity_principal,
+        &specs.container().name,
+    );
+    assignment.name = created.role_assignment_name.clone();
+    arm.delete_role_assignment(target, &assignment).await?;
     arm.delete_blob_container(target, &specs.container().name, tenant)
         .await?;
     arm.delete_federated_credential(

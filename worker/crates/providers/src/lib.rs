@@ -280,11 +280,14 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         target: &Target,
         spec: &RoleAssignmentSpec,
     ) -> Result<RoleAssignmentInfo, ProviderError>;
+    /// Deletes the assignment `spec.name` at `spec.scope` only if it is the one `spec`
+    /// describes (principal, role and condition), checked right before the delete; a role
+    /// assignment has no tags, so that is what identifies it as the worker's. Anything else
+    /// under that name is left in place.
     async fn delete_role_assignment(
         &self,
         target: &Target,
-        scope: &str,
-        name: &str,
+        spec: &RoleAssignmentSpec,
     ) -> Result<(), ProviderError>;
 
     /// Look at a long-running operation once. `Done` when it finished successfully; a failed

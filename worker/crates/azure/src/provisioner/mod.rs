@@ -282,10 +282,9 @@ impl AzureProvisioner for ArmProvisioner {
     async fn delete_role_assignment(
         &self,
         target: &Target,
-        scope: &str,
-        name: &str,
+        spec: &RoleAssignmentSpec,
     ) -> Result<(), ProviderError> {
-        role_assignment::delete(self.client(target)?, target, scope, name).await
+        role_assignment::delete(self.client(target)?, target, spec).await
     }
 
     async fn poll_operation(

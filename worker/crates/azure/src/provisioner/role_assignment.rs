@@ -128,6 +128,19 @@ pub(super) async fn ensure(
         operation: "create role assignment",
         resource: &path,
     };
+    if let Some(existing) = read(client, &path).await?
+        && !same_assignment(spec, &existing.properties)
+    {
+        return Err(super::not_owned(
+            op.operation,
+            &path,
+            "role assignment",
+            &format!(
+                "principal {} with another role or condition (the worker's assignment under this name would be for principal {})",
+                existing.properties.principal_id, spec.principal_id
+            ),
+        ));
+    }
     let body = to_json(&role_assignment_body(spec), op)?;
     match client.put(&path, api::ROLE_ASSIGNMENTS, &body, op).await {
         Ok(resp) => {
@@ -169,13 +182,25 @@ pub(super) async fn ensure(
     }
 }
 
+/// The assignment at `path` as ARM has it now, if any.
+async fn read(client: &ArmClient, path: &str) -> Result<Option<RoleAssignment>, ProviderError> {
+    let op = Op {
+        operation: "read role assignment",
+        resource: path,
+    };
+    match client.get(path, api::ROLE_ASSIGNMENTS, op).await? {
+        Some(resp) => parse(&resp, op).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn delete(
     client: &ArmClient,
     target: &Target,
-    scope: &str,
-    name: &str,
+    spec: &RoleAssignmentSpec,
 ) -> Result<(), ProviderError> {
-    let scope = checked_scope(target, scope)?;
+    let scope = checked_scope(target, &spec.scope)?;
+    let name = &spec.name;
     if Uuid::parse_str(name).is_err() {
         return Err(ProviderError::new(
             ErrorClass::InvalidInput,
@@ -189,6 +214,15 @@ pub(super) async fn delete(
         operation: "delete role assignment",
         resource: &path,
     };
+    // Verified immediately before the delete: a role assignment has no tags, so only the one
+    // with the principal, role and condition the worker gives its assignments is deleted.
+    let Some(existing) = read(client, &path).await? else {
+        return Ok(());
+    };
+    if !same_assignment(spec, &existing.properties) {
+        tracing::warn!(role_assignment = %path, principal = %existing.properties.principal_id, "role assignment not the worker's: left in place");
+        return Ok(());
+    }
     sync_delete(client.delete(&path, api::ROLE_ASSIGNMENTS, op).await?, op)
 }
 

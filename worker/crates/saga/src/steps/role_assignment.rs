@@ -31,6 +31,18 @@ fn role_definition(input: &StepInput) -> String {
     )
 }
 
+/// The ABAC condition narrowing the assignment to the tenant's container.
+fn condition(input: &StepInput, scope: &str) -> Result<String, ProviderError> {
+    blob_container_condition(&input.names.blob_container).map_err(|e| {
+        ProviderError::new(
+            ErrorClass::InvalidInput,
+            "build ABAC condition",
+            scope,
+            e.to_string(),
+        )
+    })
+}
+
 #[async_trait::async_trait]
 impl Step for RoleAssignmentStep {
     fn name(&self) -> StepName {
@@ -57,14 +69,7 @@ impl Step for RoleAssignmentStep {
         let principal = input.output_str(StepName::Identity, "principal_id")?;
         let scope = input.output_str(StepName::BlobContainer, "id")?;
         let role = role_definition(input);
-        let condition = blob_container_condition(&input.names.blob_container).map_err(|e| {
-            ProviderError::new(
-                ErrorClass::InvalidInput,
-                "build ABAC condition",
-                &scope,
-                e.to_string(),
-            )
-        })?;
+        let condition = condition(input, &scope)?;
         let spec = RoleAssignmentSpec {
             name: role_assignment_name(&scope, &principal, &role),
             scope: scope.clone(),
@@ -92,11 +97,12 @@ impl Step for RoleAssignmentStep {
     ) -> Result<StepOutcome, ProviderError> {
         // Prefer what the journal recorded; an offboarding of a tenant the journal lost falls
         // back to asking Azure for the identity's principal.
-        let (scope, name) = match (
+        let (scope, name, principal) = match (
             input.output_str(StepName::RoleAssignment, "scope"),
             input.output_str(StepName::RoleAssignment, "name"),
+            input.output_str(StepName::RoleAssignment, "principal_id"),
         ) {
-            (Ok(scope), Ok(name)) => (scope, name),
+            (Ok(scope), Ok(name), Ok(principal)) => (scope, name, principal),
             _ => {
                 let principal = match input.output_str(StepName::Identity, "principal_id") {
                     Ok(p) => p,
@@ -115,12 +121,23 @@ impl Step for RoleAssignmentStep {
                 };
                 let scope = scope(input)?;
                 let name = role_assignment_name(&scope, &principal, &role_definition(input));
-                (scope, name)
+                (scope, name, principal)
             }
+        };
+        // The provisioner deletes it only if it still is this principal's, with this role and
+        // condition: a role assignment has no tags to say whose it is.
+        let spec = RoleAssignmentSpec {
+            name,
+            scope: scope.clone(),
+            role_definition_id: role_definition(input),
+            principal_id: principal,
+            principal_type: "ServicePrincipal".into(),
+            condition: condition(input, &scope)?,
+            condition_version: "2.0".into(),
         };
         input
             .azure
-            .delete_role_assignment(&input.target, &scope, &name)
+            .delete_role_assignment(&input.target, &spec)
             .await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }

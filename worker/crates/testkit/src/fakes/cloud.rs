@@ -300,12 +300,18 @@ impl AzureProvisioner for FakeCloud {
     async fn delete_role_assignment(
         &self,
         _t: &Target,
-        _scope: &str,
-        name: &str,
+        spec: &RoleAssignmentSpec,
     ) -> Result<(), ProviderError> {
-        let key = format!("role_assignment/{name}");
+        let key = format!("role_assignment/{}", spec.name);
         self.gate("delete:role_assignment", &key)?;
-        self.remove(&key);
+        // What the provisioner does: only the assignment the spec describes is deleted.
+        let mut inv = self.inventory.lock().unwrap();
+        if inv
+            .get(&key)
+            .is_some_and(|v| v["principal"].as_str() == Some(spec.principal_id.as_str()))
+        {
+            inv.remove(&key);
+        }
         Ok(())
     }
     async fn poll_operation(
