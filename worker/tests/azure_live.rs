@@ -185,7 +185,12 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
     );
     cleanup.push(
         retrying("delete federated credential", || {
-            arm.delete_federated_credential(&target, &id_spec.name, &fic_spec.name)
+            arm.delete_federated_credential(
+                &target,
+                &id_spec.name,
+                &fic_spec.name,
+                &id_spec.tenant_id,
+            )
         })
         .await,
     );

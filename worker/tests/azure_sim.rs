@@ -385,7 +385,7 @@ async fn deleting_what_does_not_exist_is_success() {
         .await
         .unwrap();
     env.arm
-        .delete_federated_credential(&env.target, "id-none", "fic-none")
+        .delete_federated_credential(&env.target, "id-none", "fic-none", "none")
         .await
         .unwrap();
     env.arm
@@ -609,4 +609,41 @@ async fn a_role_assignment_under_the_workers_name_but_for_another_principal_is_n
             .len(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_federated_credential_under_a_foreign_identity_is_not_deleted() {
+    let env = start(SimOptions::default()).await;
+    let specs = TenantResources::tenant("acme");
+    let fic = specs.federated_credential(&env.target);
+    let identity_id =
+        onboarding_providers::arm_ids::identity_id(&env.target, &specs.identity().name).unwrap();
+    let fic_id = onboarding_providers::arm_ids::federated_credential_id(
+        &env.target,
+        &specs.identity().name,
+        &fic.name,
+    )
+    .unwrap();
+    let api = onboarding_azure::api::MANAGED_IDENTITY;
+    put_foreign(
+        &env,
+        &identity_id,
+        api,
+        serde_json::json!({"location": "westeurope", "tags": {"tenant": "acme"}}),
+    )
+    .await;
+    put_foreign(
+        &env,
+        &fic_id,
+        api,
+        serde_json::json!({"properties": {"issuer": "https://issuer.example", "subject": "system:serviceaccount:x:y", "audiences": ["api://AzureADTokenExchange"]}}),
+    )
+    .await;
+    let before = arm_get(&env, &fic_id, api).await;
+    env.arm
+        .delete_federated_credential(&env.target, &specs.identity().name, &fic.name, "acme")
+        .await
+        .unwrap();
+    assert_eq!(arm_get(&env, &fic_id, api).await, before);
+    assert_eq!(inventory(&env).await["total"], 2);
 }

@@ -148,6 +148,7 @@ pub async fn delete_all(
         target,
         &specs.identity().name,
         &specs.federated_credential(target).name,
+        tenant,
     )
     .await?;
     arm.delete_identity(target, &specs.identity().name, tenant)

@@ -251,11 +251,15 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         target: &Target,
         spec: &FederatedCredentialSpec,
     ) -> Result<(), ProviderError>;
+    /// Deletes the credential only if its identity carries the worker's marker for
+    /// `tenant_id` (a credential has no tags of its own), checked right before the delete;
+    /// one under anyone else's identity is left in place.
     async fn delete_federated_credential(
         &self,
         target: &Target,
         identity_name: &str,
         name: &str,
+        tenant_id: &str,
     ) -> Result<(), ProviderError>;
 
     /// Creates the container with the worker's marker in its metadata; an existing one without

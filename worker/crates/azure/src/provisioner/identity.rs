@@ -105,12 +105,23 @@ pub(super) async fn delete_federated_credential(
     target: &Target,
     identity_name: &str,
     name: &str,
+    tenant_id: &str,
 ) -> Result<(), ProviderError> {
     let path = federated_credential_id(target, identity_name, name)?;
     let op = Op {
         operation: "delete federated identity credential",
         resource: &path,
     };
+    // A credential has no tags: it is the worker's when its identity is, checked immediately
+    // before the delete. Under no identity, or someone else's, nothing is deleted.
+    let identity_path = identity_id(target, identity_name)?;
+    let Some(identity) = read(client, &identity_path).await? else {
+        return Ok(());
+    };
+    if let Some(who) = foreign_owner(identity.tags.as_ref(), MANAGED_BY_TAG, tenant_id) {
+        tracing::warn!(credential = %path, owner = %who, "federated credential under an identity not ours: left in place");
+        return Ok(());
+    }
     sync_delete(client.delete(&path, api::MANAGED_IDENTITY, op).await?, op)
 }
 

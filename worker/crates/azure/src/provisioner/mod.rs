@@ -249,9 +249,16 @@ impl AzureProvisioner for ArmProvisioner {
         target: &Target,
         identity_name: &str,
         name: &str,
+        tenant_id: &str,
     ) -> Result<(), ProviderError> {
-        identity::delete_federated_credential(self.client(target)?, target, identity_name, name)
-            .await
+        identity::delete_federated_credential(
+            self.client(target)?,
+            target,
+            identity_name,
+            name,
+            tenant_id,
+        )
+        .await
     }
 
     async fn ensure_blob_container(

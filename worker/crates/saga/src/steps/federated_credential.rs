@@ -59,6 +59,7 @@ impl Step for FederatedCredentialStep {
                 &input.target,
                 &input.names.identity,
                 &input.names.federated_credential,
+                &input.names.tenant_id,
             )
             .await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))

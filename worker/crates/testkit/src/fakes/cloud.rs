@@ -250,6 +250,7 @@ impl AzureProvisioner for FakeCloud {
         _t: &Target,
         _i: &str,
         name: &str,
+        _tenant_id: &str,
     ) -> Result<(), ProviderError> {
         let key = format!("federated_credential/{name}");
         self.gate("delete:federated_credential", &key)?;
