@@ -311,6 +311,41 @@ fn loopback() -> SocketAddr {
 }
 
 impl ProcessHarness {
+    /// A harness whose default target is the real control plane `cluster`, with one worker
+    /// running; `None` (saying what is missing) without the admin certificate the ARM simulator
+    /// registers Nodes with (`scripts/kube.sh env` exports it).
+    pub async fn on_real_cluster(
+        cluster: &onboarding_testkit::real_cluster::RealCluster,
+    ) -> Option<ProcessHarness> {
+        let env = onboarding_testkit::env::require(
+            &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
+            "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
+        )?;
+        let h = ProcessHarness::start(Settings {
+            kube: KubeSide::Real {
+                worker_kubeconfig: cluster.worker_kubeconfig.clone(),
+                server: cluster.server.clone(),
+                ca: cluster.ca.clone(),
+                admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
+                admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
+            },
+            ..Settings::default()
+        })
+        .await;
+        h.spawn_worker();
+        Some(h)
+    }
+
+    /// Run `producer ARGS` (which must be accepted) and wait for the outcome of `request_id`.
+    pub async fn request(&self, args: &[&str], request_id: &str) -> CloudEvent {
+        let out = self.producer(args, Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(0), "producer {args:?}: {out:?}");
+        let found = self
+            .wait_for_outcomes(&[request_id.to_string()], Duration::from_secs(120))
+            .await;
+        found[request_id].clone()
+    }
+
     /// Start the simulators and write the configuration; no worker runs yet.
     pub async fn start(settings: Settings) -> ProcessHarness {
         let bins = binaries();

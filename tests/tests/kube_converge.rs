@@ -3,75 +3,41 @@
 //! no longer lists them. The real `worker` and `producer` binaries, the worker authenticated as its
 //! own ServiceAccount with exactly the RBAC in `k8s/`.
 
-use std::time::Duration;
-
-use e2e::{KubeSide, ProcessHarness, Settings};
+use e2e::ProcessHarness;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::Api;
-use onboarding_contract::CloudEvent;
 use onboarding_contract::events::EventData;
 use onboarding_testkit::real_cluster::RealCluster;
-
-const OUTCOME: Duration = Duration::from_secs(120);
-
-async fn harness(cluster: &RealCluster) -> Option<ProcessHarness> {
-    let env = onboarding_testkit::env::require(
-        &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
-        "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
-    )?;
-    let h = ProcessHarness::start(Settings {
-        kube: KubeSide::Real {
-            worker_kubeconfig: cluster.worker_kubeconfig.clone(),
-            server: cluster.server.clone(),
-            ca: cluster.ca.clone(),
-            admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
-            admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
-        },
-        ..Settings::default()
-    })
-    .await;
-    h.spawn_worker();
-    Some(h)
-}
-
-async fn run(h: &ProcessHarness, args: &[&str], request_id: &str) -> CloudEvent {
-    let out = h.producer(args, Duration::from_secs(30)).await;
-    assert_eq!(out.code, Some(0), "producer {args:?}: {out:?}");
-    let found = h
-        .wait_for_outcomes(&[request_id.to_string()], OUTCOME)
-        .await;
-    found[request_id].clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_removes_the_dropped_admin_binding_and_workload_from_a_real_cluster() {
     let Some(cluster) = RealCluster::connect("convergent updates on a real cluster").await else {
         return;
     };
-    let Some(h) = harness(&cluster).await else {
+    let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
     let tenant = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let ns = format!("tenant-{tenant}");
     let admin = "11111111-2222-3333-4444-555555555555";
 
-    let event = run(
-        &h,
-        &[
-            "send",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let event = h
+        .request(
+            &[
+                "send",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "on-1",
+                "--workload",
+                "1",
+                "--admin-group",
+                admin,
+            ],
             "on-1",
-            "--workload",
-            "1",
-            "--admin-group",
-            admin,
-        ],
-        "on-1",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarded",
@@ -96,12 +62,12 @@ async fn an_update_removes_the_dropped_admin_binding_and_workload_from_a_real_cl
     );
 
     // The new spec asks for neither.
-    let event = run(
-        &h,
-        &["send", "--tenant", &tenant, "--request-id", "on-2"],
-        "on-2",
-    )
-    .await;
+    let event = h
+        .request(
+            &["send", "--tenant", &tenant, "--request-id", "on-2"],
+            "on-2",
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarded",
@@ -129,18 +95,18 @@ async fn an_update_removes_the_dropped_admin_binding_and_workload_from_a_real_cl
     let listed = serde_json::Value::Object(o.resources.clone()).to_string();
     assert!(!listed.contains("RoleBinding"), "{listed}");
 
-    let off = run(
-        &h,
-        &[
-            "offboard",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let off = h
+        .request(
+            &[
+                "offboard",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "off-1",
+                "--purge-data",
+            ],
             "off-1",
-            "--purge-data",
-        ],
-        "off-1",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(off.ty, "tenant.offboarded", "{off:?}");
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{KubeSide, ProcessHarness, Settings};
+use e2e::ProcessHarness;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -17,26 +17,6 @@ use onboarding_testkit::real_cluster::RealCluster;
 use sim::faults::FaultPlan;
 
 const OUTCOME: Duration = Duration::from_secs(120);
-
-async fn harness(cluster: &RealCluster) -> Option<ProcessHarness> {
-    let env = onboarding_testkit::env::require(
-        &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
-        "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
-    )?;
-    let h = ProcessHarness::start(Settings {
-        kube: KubeSide::Real {
-            worker_kubeconfig: cluster.worker_kubeconfig.clone(),
-            server: cluster.server.clone(),
-            ca: cluster.ca.clone(),
-            admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
-            admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
-        },
-        ..Settings::default()
-    })
-    .await;
-    h.spawn_worker();
-    Some(h)
-}
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -112,27 +92,27 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     let Some(cluster) = RealCluster::connect("end to end on a real cluster").await else {
         return;
     };
-    let Some(h) = harness(&cluster).await else {
+    let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
     let tenant = unique("e");
 
     // Onboard, with the workload: pods admitted under Pod Security restricted, on the tenant's
     // own nodes only.
-    send(
-        &h,
-        &[
-            "send",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let event = h
+        .request(
+            &[
+                "send",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "on-1",
+                "--workload",
+                "2",
+            ],
             "on-1",
-            "--workload",
-            "2",
-        ],
-    )
-    .await;
-    let event = outcome(&h, "on-1").await;
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarded",
@@ -166,22 +146,22 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     );
 
     // Update: more replicas, and an admin group whose binding grants the shipped ClusterRole.
-    send(
-        &h,
-        &[
-            "send",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let event = h
+        .request(
+            &[
+                "send",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "on-2",
+                "--workload",
+                "3",
+                "--admin-group",
+                "11111111-2222-3333-4444-555555555555",
+            ],
             "on-2",
-            "--workload",
-            "3",
-            "--admin-group",
-            "11111111-2222-3333-4444-555555555555",
-        ],
-    )
-    .await;
-    let event = outcome(&h, "on-2").await;
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarded",
@@ -213,22 +193,22 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
         )
         .await
         .expect("scale as an autoscaler would");
-    send(
-        &h,
-        &[
-            "send",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let event = h
+        .request(
+            &[
+                "send",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "on-2b",
+                "--workload",
+                "3",
+                "--admin-group",
+                "11111111-2222-3333-4444-555555555555",
+            ],
             "on-2b",
-            "--workload",
-            "3",
-            "--admin-group",
-            "11111111-2222-3333-4444-555555555555",
-        ],
-    )
-    .await;
-    let event = outcome(&h, "on-2b").await;
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarded",
@@ -284,19 +264,19 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     );
 
     // Offboard for good: namespace and nodes go.
-    send(
-        &h,
-        &[
-            "offboard",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let off = h
+        .request(
+            &[
+                "offboard",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "off-2",
+                "--purge-data",
+            ],
             "off-2",
-            "--purge-data",
-        ],
-    )
-    .await;
-    let off = outcome(&h, "off-2").await;
+        )
+        .await;
     assert_eq!(off.ty, "tenant.offboarded", "{off:?}");
     tenant_gone(&cluster, &tenant).await;
 }
@@ -306,7 +286,7 @@ async fn a_permanent_failure_compensates_and_leaves_nothing_in_the_real_cluster(
     let Some(cluster) = RealCluster::connect("compensation on a real cluster").await else {
         return;
     };
-    let Some(h) = harness(&cluster).await else {
+    let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
     let tenant = unique("f");
@@ -314,20 +294,20 @@ async fn a_permanent_failure_compensates_and_leaves_nothing_in_the_real_cluster(
         fail_ops: vec!["role_assignments.put".into()],
         ..FaultPlan::default()
     });
-    send(
-        &h,
-        &[
-            "send",
-            "--tenant",
-            &tenant,
-            "--request-id",
+    let event = h
+        .request(
+            &[
+                "send",
+                "--tenant",
+                &tenant,
+                "--request-id",
+                "on-1",
+                "--workload",
+                "1",
+            ],
             "on-1",
-            "--workload",
-            "1",
-        ],
-    )
-    .await;
-    let event = outcome(&h, "on-1").await;
+        )
+        .await;
     assert_eq!(
         event.ty,
         "tenant.onboarding_failed",
