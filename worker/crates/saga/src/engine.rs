@@ -461,8 +461,11 @@ impl Engine {
             let wake = machine::next_wake(run);
             if running.is_empty() {
                 match wake {
-                    // Worth waiting in process: the step can still run within the budget.
-                    Some(w) if w + step_budget < deadline => {
+                    // Worth waiting in process: the step can still run within the budget. A wake
+                    // time already passed whose step is still not ready (or past the launch
+                    // window) is not waited for: sleeping zero and looking again would spin
+                    // until the message's lock expires.
+                    Some(w) if may_launch && w > now && w + step_budget < deadline => {
                         self.cx.clock.sleep(to_std(w - now)).await;
                         continue;
                     }
@@ -470,7 +473,7 @@ impl Engine {
                 }
             }
             let sleep_for = wake
-                .filter(|w| *w + step_budget < deadline)
+                .filter(|w| *w > now && *w + step_budget < deadline)
                 .map(|w| to_std(w - now));
             let finished = match sleep_for {
                 Some(d) => tokio::select! {

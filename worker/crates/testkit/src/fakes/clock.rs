@@ -41,7 +41,11 @@ impl Clock for ManualClock {
         self.base + chrono::TimeDelta::milliseconds(self.offset_ms.load(Ordering::SeqCst))
     }
     async fn sleep(&self, d: Duration) {
-        self.advance(d);
+        // Whole milliseconds, rounded up and at least one: time must move on every sleep, or a
+        // caller that sleeps until a sub-millisecond deadline (or sleeps zero in a loop) would
+        // spin forever on a clock that never reaches it.
+        let ms = d.as_micros().div_ceil(1000).max(1);
+        self.advance(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)));
         tokio::task::yield_now().await;
     }
 }
