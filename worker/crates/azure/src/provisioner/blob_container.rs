@@ -46,14 +46,7 @@ fn metadata(c: &BlobContainer) -> Option<&std::collections::BTreeMap<String, Str
 
 /// The container at `path` as ARM has it now, if any.
 async fn read(client: &ArmClient, path: &str) -> Result<Option<BlobContainer>, ProviderError> {
-    let op = Op {
-        operation: "read blob container",
-        resource: path,
-    };
-    match client.get(path, api::BLOB_CONTAINERS, op).await? {
-        Some(resp) => parse(&resp, op).map(Some),
-        None => Ok(None),
-    }
+    super::read_existing(client, path, api::BLOB_CONTAINERS, "read blob container").await
 }
 
 pub(super) async fn delete(

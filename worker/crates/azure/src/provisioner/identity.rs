@@ -53,14 +53,7 @@ pub(super) async fn get(
 
 /// The identity at `path` as ARM has it now, if any.
 async fn read(client: &ArmClient, path: &str) -> Result<Option<Identity>, ProviderError> {
-    let op = Op {
-        operation: "read managed identity",
-        resource: path,
-    };
-    match client.get(path, api::MANAGED_IDENTITY, op).await? {
-        Some(resp) => parse(&resp, op).map(Some),
-        None => Ok(None),
-    }
+    super::read_existing(client, path, api::MANAGED_IDENTITY, "read managed identity").await
 }
 
 pub(super) async fn delete(

@@ -176,6 +176,23 @@ pub(super) fn to_json<T: serde::Serialize>(value: &T, op: Op<'_>) -> Result<Valu
     })
 }
 
+/// The resource at `path` as ARM has it now, if any: the read before an ownership decision.
+pub(super) async fn read_existing<T: serde::de::DeserializeOwned>(
+    client: &ArmClient,
+    path: &str,
+    api_version: &str,
+    operation: &'static str,
+) -> Result<Option<T>, ProviderError> {
+    let op = Op {
+        operation,
+        resource: path,
+    };
+    match client.get(path, api_version, op).await? {
+        Some(resp) => parse(&resp, op).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn parse<T: serde::de::DeserializeOwned>(
     resp: &ArmResponse,
     op: Op<'_>,

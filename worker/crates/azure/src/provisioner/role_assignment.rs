@@ -184,14 +184,7 @@ pub(super) async fn ensure(
 
 /// The assignment at `path` as ARM has it now, if any.
 async fn read(client: &ArmClient, path: &str) -> Result<Option<RoleAssignment>, ProviderError> {
-    let op = Op {
-        operation: "read role assignment",
-        resource: path,
-    };
-    match client.get(path, api::ROLE_ASSIGNMENTS, op).await? {
-        Some(resp) => parse(&resp, op).map(Some),
-        None => Ok(None),
-    }
+    super::read_existing(client, path, api::ROLE_ASSIGNMENTS, "read role assignment").await
 }
 
 pub(super) async fn delete(
