@@ -16,7 +16,9 @@ pub mod manifests;
 pub mod rbac;
 mod target;
 
-pub use target::{GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate};
+pub use target::{
+    EgressRule, GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate,
+};
 
 /// An error from Azure or Kubernetes, classified for the engine.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]

@@ -75,7 +75,8 @@ pub struct KubernetesConfig {
     pub in_cluster: bool,
 }
 
-/// Quota and limits a tenant gets when its command does not say.
+/// Quota and limits a tenant gets when its command does not say, and the egress every tenant's
+/// pods are allowed beyond DNS and their own namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardrailDefaults {
@@ -84,6 +85,53 @@ pub struct GuardrailDefaults {
     pub pods: u32,
     pub default_container_cpu: String,
     pub default_container_memory: String,
+    /// Egress the tenant's pods need outside the cluster, one `[[guardrails.egress]]` table per
+    /// purpose; all of them go into the NetworkPolicy `allow-egress-azure`. Empty (the default):
+    /// no such policy, and the namespace's default deny leaves the tenant's pods DNS and their
+    /// own namespace only, so they can reach neither Entra (the workload identity token
+    /// exchange) nor their storage account: the identity and the blob container onboarding made
+    /// are unusable from inside the cluster (`worker config check` warns).
+    ///
+    /// A Kubernetes NetworkPolicy matches addresses, not host names, so each rule gives CIDRs.
+    /// On AKS take them from the Azure service tags (`az network list-service-tags --location
+    /// <region>`, or the weekly "Azure IP Ranges and Service Tags" file): `AzureActiveDirectory`
+    /// for Entra (login.microsoftonline.com), `Storage.<region>` (e.g. `Storage.WestEurope`) for
+    /// the storage account's blob endpoint. Service tags change: refresh the rules when they do.
+    /// Traffic that leaves through a firewall or a private endpoint needs the firewall's or the
+    /// private endpoint's addresses instead.
+    ///
+    /// ```toml
+    /// [[guardrails.egress]]
+    /// name = "entra"
+    /// cidrs = ["20.190.128.0/18", "40.126.0.0/18"]
+    ///
+    /// [[guardrails.egress]]
+    /// name = "storage"
+    /// cidrs = ["20.60.0.0/16"]
+    /// ports = [443]
+    /// ```
+    pub egress: Vec<EgressRule>,
+}
+
+/// One purpose the tenant's pods may reach outside the cluster: TCP to these ports of these
+/// address ranges, nothing else. Becomes one egress rule of the NetworkPolicy
+/// `allow-egress-azure` (`ipBlock` peers, TCP ports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    /// What the rule is for (`entra`, `storage`): names it in validation messages.
+    pub name: String,
+    /// Destination address ranges, IPv4 or IPv6 CIDR notation (`20.190.128.0/18`), each with
+    /// its host bits zero. On AKS: the service tag's `addressPrefixes` (see
+    /// [`GuardrailDefaults::egress`]).
+    pub cidrs: Vec<String>,
+    /// Destination TCP ports, 1 to 65535; 443 (HTTPS) unless set.
+    #[serde(default = "https_port")]
+    pub ports: Vec<u16>,
+}
+
+fn https_port() -> Vec<u16> {
+    vec![443]
 }
 
 impl Default for GuardrailDefaults {
@@ -94,6 +142,7 @@ impl Default for GuardrailDefaults {
             pods: 50,
             default_container_cpu: "250m".into(),
             default_container_memory: "256Mi".into(),
+            egress: Vec::new(),
         }
     }
 }

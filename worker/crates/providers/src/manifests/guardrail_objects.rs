@@ -1,5 +1,6 @@
 //! The guard rails of a tenant's namespace: resource quota, default container limits, network
-//! policies (deny by default, allow DNS and the namespace itself) and the admins' RoleBinding.
+//! policies (deny by default, allow DNS, the namespace itself and, when configured, the egress
+//! the tenant's identity needs: Entra and its storage account) and the admins' RoleBinding.
 //!
 //! May touch: nothing; pure builders.
 
@@ -7,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -16,9 +17,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::{GuardrailDefaults, KubeObject};
+use crate::{EgressRule, GuardrailDefaults, KubeObject};
 
-/// Quota, default container resources and the admins of one tenant's namespace.
+/// Quota, default container resources, allowed egress and the admins of one tenant's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardrailSpec {
     /// Namespace total of CPU requests and of CPU limits, e.g. `8`.
@@ -31,6 +32,10 @@ pub struct GuardrailSpec {
     pub default_container_memory: String,
     /// Object id of the Entra group whose members administer the namespace; `None`: no binding.
     pub admin_group_id: Option<String>,
+    /// Egress beyond DNS and the namespace (validated CIDRs and ports, from the configuration's
+    /// `[[guardrails.egress]]`); empty: no `allow-egress-azure` policy.
+    #[serde(default)]
+    pub egress: Vec<EgressRule>,
 }
 
 impl GuardrailSpec {
@@ -43,13 +48,15 @@ impl GuardrailSpec {
             default_container_cpu: defaults.default_container_cpu.clone(),
             default_container_memory: defaults.default_container_memory.clone(),
             admin_group_id,
+            egress: defaults.egress.clone(),
         }
     }
 }
 
 /// The namespace's guard rails: quota, container defaults, network policies (deny everything,
-/// then allow DNS and traffic inside the namespace) and, when an admin group is given, its
-/// RoleBinding to [`TENANT_ADMIN_CLUSTER_ROLE`].
+/// then allow DNS and traffic inside the namespace and, when egress rules are given, TCP to
+/// their CIDRs and ports) and, when an admin group is given, its RoleBinding to
+/// [`TENANT_ADMIN_CLUSTER_ROLE`].
 pub fn guardrails(namespace: &str, tenant_id: &str, spec: &GuardrailSpec) -> Vec<KubeObject> {
     let mut objects = vec![
         resource_quota(namespace, tenant_id, spec),
@@ -58,6 +65,9 @@ pub fn guardrails(namespace: &str, tenant_id: &str, spec: &GuardrailSpec) -> Vec
         allow_dns_policy(namespace, tenant_id),
         allow_same_namespace_policy(namespace, tenant_id),
     ];
+    if let Some(policy) = allow_egress_policy(namespace, tenant_id, &spec.egress) {
+        objects.push(policy);
+    }
     if let Some(group) = &spec.admin_group_id {
         objects.push(tenant_admin_binding(namespace, tenant_id, group));
     }
@@ -177,6 +187,59 @@ fn allow_same_namespace_policy(namespace: &str, tenant_id: &str) -> KubeObject {
             }]),
         },
     )
+}
+
+/// TCP to the configured CIDRs and ports, one egress rule per configured rule; `None` when
+/// nothing is configured. A rule without CIDRs or without ports is left out rather than built:
+/// in a NetworkPolicy an empty `to` means every destination and an empty `ports` every port, so
+/// it would widen the policy (configuration validation refuses such rules before they get here).
+fn allow_egress_policy(
+    namespace: &str,
+    tenant_id: &str,
+    rules: &[EgressRule],
+) -> Option<KubeObject> {
+    let egress: Vec<NetworkPolicyEgressRule> = rules
+        .iter()
+        .filter(|r| !r.cidrs.is_empty() && !r.ports.is_empty())
+        .map(|r| NetworkPolicyEgressRule {
+            to: Some(
+                r.cidrs
+                    .iter()
+                    .map(|cidr| NetworkPolicyPeer {
+                        ip_block: Some(IPBlock {
+                            cidr: cidr.clone(),
+                            except: None,
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(
+                r.ports
+                    .iter()
+                    .map(|port| NetworkPolicyPort {
+                        protocol: Some("TCP".into()),
+                        port: Some(IntOrString::Int(i32::from(*port))),
+                        ..NetworkPolicyPort::default()
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    if egress.is_empty() {
+        return None;
+    }
+    Some(network_policy(
+        namespace,
+        tenant_id,
+        ALLOW_EGRESS_AZURE_POLICY_NAME,
+        NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(egress),
+            ..NetworkPolicySpec::default()
+        },
+    ))
 }
 
 fn network_policy(

@@ -51,6 +51,9 @@ pub const LIMIT_RANGE_NAME: &str = "tenant-limits";
 pub const DEFAULT_DENY_POLICY_NAME: &str = "default-deny";
 pub const ALLOW_DNS_POLICY_NAME: &str = "allow-dns";
 pub const ALLOW_SAME_NAMESPACE_POLICY_NAME: &str = "allow-same-namespace";
+/// The NetworkPolicy allowing the configured egress (Entra, the storage account), built only
+/// when `[[guardrails.egress]]` rules are configured.
+pub const ALLOW_EGRESS_AZURE_POLICY_NAME: &str = "allow-egress-azure";
 /// Name of the tenant admins' RoleBinding in the tenant's namespace.
 pub const TENANT_ADMIN_ROLE_NAME: &str = "tenant-admin";
 /// The ClusterRole (shipped in `k8s/base/rbac.yaml`) the admins' RoleBinding grants. The worker
@@ -67,12 +70,13 @@ pub fn service_account_ref(namespace: &str, name: &str) -> ObjectRef {
     object_ref::<ServiceAccount>(Some(namespace), name)
 }
 
-/// Every object [`guardrails`] can produce, the RoleBinding included (deleting one that was never
-/// created is success), in reverse order of creation.
+/// Every object [`guardrails`] can produce, the RoleBinding and the egress policy included
+/// (deleting one that was never created is success), in reverse order of creation.
 pub fn guardrail_refs(namespace: &str) -> Vec<ObjectRef> {
     let ns = Some(namespace);
     vec![
         object_ref::<RoleBinding>(ns, TENANT_ADMIN_ROLE_NAME),
+        object_ref::<NetworkPolicy>(ns, ALLOW_EGRESS_AZURE_POLICY_NAME),
         object_ref::<NetworkPolicy>(ns, ALLOW_SAME_NAMESPACE_POLICY_NAME),
         object_ref::<NetworkPolicy>(ns, ALLOW_DNS_POLICY_NAME),
         object_ref::<NetworkPolicy>(ns, DEFAULT_DENY_POLICY_NAME),

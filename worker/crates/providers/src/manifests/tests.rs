@@ -1,12 +1,36 @@
 //! Tests of the manifest builders: coordinates, labels, the guard rails and the workload.
 
 use super::*;
-use crate::{GuardrailDefaults, WorkloadTemplate};
+use crate::{EgressRule, GuardrailDefaults, WorkloadTemplate};
 use serde::Deserialize;
 use serde_json::json;
 
 fn spec(admin: Option<&str>) -> GuardrailSpec {
     GuardrailSpec::from_defaults(&GuardrailDefaults::default(), admin.map(str::to_string))
+}
+
+fn rule(name: &str, cidrs: &[&str], ports: &[u16]) -> EgressRule {
+    EgressRule {
+        name: name.into(),
+        cidrs: cidrs.iter().map(|c| (*c).to_string()).collect(),
+        ports: ports.to_vec(),
+    }
+}
+
+/// Guard rails with Entra and storage egress configured, as `[[guardrails.egress]]` gives them.
+fn spec_with_egress(admin: Option<&str>) -> GuardrailSpec {
+    let defaults = GuardrailDefaults {
+        egress: vec![
+            rule("entra", &["20.190.128.0/18", "2603:1006:2000::/48"], &[443]),
+            rule("storage", &["20.60.0.0/16"], &[443, 8443]),
+        ],
+        ..GuardrailDefaults::default()
+    };
+    GuardrailSpec::from_defaults(&defaults, admin.map(str::to_string))
+}
+
+fn find<'a>(objects: &'a [KubeObject], kind: &str, name: &str) -> Option<&'a KubeObject> {
+    objects.iter().find(|o| o.kind == kind && o.name == name)
 }
 
 #[test]
@@ -22,7 +46,11 @@ fn every_manifest_carries_its_api_version_kind_and_coordinates() {
             2,
         ),
     ];
-    objects.extend(guardrails("tenant-acme", "acme", &spec(Some("g"))));
+    objects.extend(guardrails(
+        "tenant-acme",
+        "acme",
+        &spec_with_egress(Some("g")),
+    ));
     for o in &objects {
         assert_eq!(o.manifest["apiVersion"], json!(o.api_version), "{o:?}");
         assert_eq!(o.manifest["kind"], json!(o.kind), "{o:?}");
@@ -142,6 +170,87 @@ fn the_network_policies_deny_by_default_and_allow_dns_and_the_namespace() {
     assert_eq!(same["egress"], json!([{"to": [{"podSelector": {}}]}]));
 }
 
+#[test]
+fn the_egress_policy_allows_exactly_the_configured_cidrs_and_ports_over_tcp_and_nothing_else() {
+    let objects = guardrails("ns", "acme", &spec_with_egress(None));
+    let policy = find(&objects, "NetworkPolicy", ALLOW_EGRESS_AZURE_POLICY_NAME).expect("policy");
+    assert_eq!(policy.namespace.as_deref(), Some("ns"));
+    assert_eq!(
+        policy.manifest["spec"],
+        json!({
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "20.190.128.0/18"}},
+                           {"ipBlock": {"cidr": "2603:1006:2000::/48"}}],
+                    "ports": [{"protocol": "TCP", "port": 443}],
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": "20.60.0.0/16"}}],
+                    "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8443}],
+                },
+            ],
+        })
+    );
+}
+
+#[test]
+fn no_egress_policy_is_built_when_no_egress_is_configured() {
+    let objects = guardrails("ns", "acme", &spec(Some("g")));
+    assert!(find(&objects, "NetworkPolicy", ALLOW_EGRESS_AZURE_POLICY_NAME).is_none());
+    assert_eq!(
+        objects.iter().filter(|o| o.kind == "NetworkPolicy").count(),
+        3
+    );
+}
+
+#[test]
+fn configuring_egress_leaves_every_other_guard_rail_as_it_was() {
+    let without = guardrails("ns", "acme", &spec(Some("g")));
+    let with = guardrails("ns", "acme", &spec_with_egress(Some("g")));
+    let others: Vec<_> = with
+        .iter()
+        .filter(|o| o.name != ALLOW_EGRESS_AZURE_POLICY_NAME)
+        .cloned()
+        .collect();
+    // Default deny, DNS and the same namespace: byte for byte what they were.
+    assert_eq!(others, without);
+    assert_eq!(with.len(), without.len() + 1);
+}
+
+#[test]
+fn an_egress_rule_without_cidrs_or_ports_is_left_out_rather_than_allowing_everything() {
+    // An empty `to` would mean every destination, an empty `ports` every port.
+    let defaults = GuardrailDefaults {
+        egress: vec![
+            rule("no-cidrs", &[], &[443]),
+            rule("no-ports", &["20.60.0.0/16"], &[]),
+        ],
+        ..GuardrailDefaults::default()
+    };
+    let objects = guardrails("ns", "acme", &GuardrailSpec::from_defaults(&defaults, None));
+    assert!(find(&objects, "NetworkPolicy", ALLOW_EGRESS_AZURE_POLICY_NAME).is_none());
+
+    let defaults = GuardrailDefaults {
+        egress: vec![
+            rule("no-cidrs", &[], &[443]),
+            rule("entra", &["20.190.128.0/18"], &[443]),
+        ],
+        ..GuardrailDefaults::default()
+    };
+    let objects = guardrails("ns", "acme", &GuardrailSpec::from_defaults(&defaults, None));
+    let policy = find(&objects, "NetworkPolicy", ALLOW_EGRESS_AZURE_POLICY_NAME).expect("policy");
+    let egress = policy.manifest["spec"]["egress"]
+        .as_array()
+        .expect("egress");
+    assert_eq!(egress.len(), 1);
+    assert_eq!(
+        egress[0]["to"],
+        json!([{"ipBlock": {"cidr": "20.190.128.0/18"}}])
+    );
+}
+
 /// The admins' ClusterRole ships in `k8s/base/rbac.yaml`; this reads that very file.
 #[test]
 fn the_tenant_admin_cluster_role_cannot_touch_rbac_or_the_guardrails() {
@@ -223,7 +332,7 @@ fn tenant_object_refs_cover_every_object_the_builders_make_namespace_last() {
         service_account("ns", "sa", "acme", "cid", None),
         workload("ns", "acme", "sa", &WorkloadTemplate::default(), 1),
     ];
-    built.extend(guardrails("ns", "acme", &spec(Some("g"))));
+    built.extend(guardrails("ns", "acme", &spec_with_egress(Some("g"))));
     let refs = tenant_object_refs("ns", "sa");
     assert_eq!(refs.len(), built.len());
     for o in &built {

@@ -28,6 +28,7 @@ fn objects(input: &StepInput) -> Vec<KubeObject> {
         default_container_cpu: d.default_container_cpu.clone(),
         default_container_memory: d.default_container_memory.clone(),
         admin_group_id: input.spec.as_ref().and_then(|s| s.admin_group_id.clone()),
+        egress: d.egress.clone(),
     };
     manifests::guardrails(&input.names.namespace, &input.names.tenant_id, &spec)
 }
