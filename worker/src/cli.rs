@@ -52,7 +52,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Print the effective configuration (secrets redacted) and exit 0, or list every problem
-    /// on stderr and exit 2.
+    /// on stderr and exit 2. Settings that are valid but leave tenants with something that does
+    /// not work (no egress for the tenants' pods) are warned about on stderr.
     Check {
         /// TOML (the configuration file's format: the output can be read back with --config)
         /// or JSON.
@@ -61,8 +62,12 @@ pub enum ConfigAction {
     },
 }
 
-/// `worker config check`: the effective configuration, secrets redacted, as TOML or JSON.
+/// `worker config check`: the effective configuration, secrets redacted, as TOML or JSON on
+/// stdout, and [`Config::warnings`] on stderr (stdout stays a configuration that reads back).
 pub fn print_config(config: &Config, format: &str) -> ExitCode {
+    for warning in config.warnings() {
+        eprintln!("worker: warning: {warning}");
+    }
     let text = if format == "json" {
         config.redacted_json()
     } else {

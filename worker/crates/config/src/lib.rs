@@ -18,7 +18,7 @@ pub use health::HealthConfig;
 pub use journal::{JournalConfig, TableCredentialConfig};
 pub use onboarding_core::{CredentialConfig, REDACTED, Secret};
 pub use onboarding_providers::{
-    GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate,
+    EgressRule, GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate,
 };
 pub use redact::SECRET_FIELDS;
 pub use saga::SagaConfig;

@@ -273,3 +273,113 @@ fn the_environment_alone_can_switch_the_journal_to_azure_table() {
         }
     );
 }
+
+const EGRESS: &str = r#"
+[[guardrails.egress]]
+name = "entra"
+cidrs = ["20.190.128.0/18", "2603:1006:2000::/48"]
+
+[[guardrails.egress]]
+name = "storage"
+cidrs = ["20.60.0.0/16"]
+ports = [443, 8443]
+"#;
+
+#[test]
+fn guardrails_egress_rules_load_from_toml_with_https_as_the_default_port() {
+    let cfg = load_toml(EGRESS).expect("loads");
+    assert_eq!(
+        cfg.guardrails.egress,
+        vec![
+            EgressRule {
+                name: "entra".into(),
+                cidrs: vec!["20.190.128.0/18".into(), "2603:1006:2000::/48".into()],
+                ports: vec![443],
+            },
+            EgressRule {
+                name: "storage".into(),
+                cidrs: vec!["20.60.0.0/16".into()],
+                ports: vec![443, 8443],
+            },
+        ]
+    );
+    // The rest of [guardrails] keeps its defaults, and the saga sees the rules.
+    assert_eq!(cfg.guardrails.pods, GuardrailDefaults::default().pods);
+    assert_eq!(cfg.provisioning().guardrails.egress, cfg.guardrails.egress);
+    assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+}
+
+#[test]
+fn egress_rules_survive_the_printed_configuration() {
+    let cfg = load_toml(EGRESS).expect("loads");
+    let text = cfg.redacted_toml().expect("toml");
+    assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
+}
+
+#[test]
+fn a_bad_cidr_or_port_0_in_an_egress_rule_is_refused_naming_the_field() {
+    let err = load_toml(
+        r#"
+[[guardrails.egress]]
+name = "entra"
+cidrs = ["20.190.128.0/18", "login.microsoftonline.com", "300.1.2.0/24", "10.1.2.3/8", "10.0.0.0/33", "0.0.0.0/0", "2603:1006::1/32"]
+ports = [443, 0]
+
+[[guardrails.egress]]
+name = ""
+cidrs = []
+ports = []
+"#,
+    )
+    .expect_err("invalid");
+    let ConfigError::Invalid(problems) = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let text = err.to_string();
+    for expected in [
+        "guardrails.egress[0].cidrs[1] \"login.microsoftonline.com\" is not a CIDR",
+        "guardrails.egress[0].cidrs[2] \"300.1.2.0/24\" is not a CIDR",
+        "guardrails.egress[0].cidrs[3] \"10.1.2.3/8\" has host bits set: the network is 10.0.0.0/8",
+        "guardrails.egress[0].cidrs[4] \"10.0.0.0/33\" has a prefix longer than 32 bits",
+        "guardrails.egress[0].cidrs[5] \"0.0.0.0/0\" allows every address",
+        "guardrails.egress[0].cidrs[6] \"2603:1006::1/32\" has host bits set: the network is 2603:1006::/32",
+        "guardrails.egress[0].ports[1] is 0: a port is 1 to 65535",
+        "guardrails.egress[1].name is empty",
+        "guardrails.egress[1].cidrs is empty",
+        "guardrails.egress[1].ports is empty",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    // The good CIDR and the good port are not among the problems.
+    assert_eq!(problems.len(), 10, "{text}");
+}
+
+#[test]
+fn a_port_above_65535_in_an_egress_rule_is_refused_naming_the_field() {
+    let err = load_toml(
+        "[[guardrails.egress]]\nname = \"entra\"\ncidrs = [\"20.190.128.0/18\"]\nports = [65536]\n",
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains("guardrails.egress"), "{text}");
+    assert!(text.contains("65536"), "{text}");
+}
+
+#[test]
+fn no_egress_configured_is_a_warning_that_tenant_pods_cannot_reach_entra_or_storage() {
+    let cfg = Config::load(None, Vec::new()).expect("defaults load");
+    let warnings = cfg.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    for expected in [
+        "guardrails.egress is empty",
+        "cannot reach Entra",
+        "storage account",
+        "AzureActiveDirectory",
+        "Storage.<region>",
+    ] {
+        assert!(warnings[0].contains(expected), "{expected:?}: {warnings:?}");
+    }
+}

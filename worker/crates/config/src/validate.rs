@@ -1,10 +1,14 @@
 //! Validation of a whole configuration: every problem at once, each naming the setting, so an
 //! operator fixes a file in one pass. Section checks live with their sections; this module
-//! checks what spans sections (the default target, the saga budget against the lock duration).
+//! checks what spans sections (the default target, the saga budget against the lock duration)
+//! and the guard rails' egress rules (whose types live in `onboarding_providers`). Warnings are
+//! settings that are valid but leave tenants with something that does not work.
 //!
 //! May touch: nothing; pure validation.
 
-use crate::{Config, ConfigError, TransportConfig, targets};
+use std::net::IpAddr;
+
+use crate::{Config, ConfigError, EgressRule, TransportConfig, targets};
 
 impl Config {
     /// Every problem at once, each naming the setting.
@@ -39,6 +43,9 @@ impl Config {
             problems.push("worker.concurrency must be at least 1".into());
         }
         problems.extend(self.journal.problems());
+        for (i, rule) in self.guardrails.egress.iter().enumerate() {
+            problems.extend(egress_problems(&format!("guardrails.egress[{i}]"), rule));
+        }
         if self.telemetry.service_name.trim().is_empty() {
             problems.push(
                 "telemetry.service_name is empty (it names the worker in traces and metrics)"
@@ -57,4 +64,98 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+impl Config {
+    /// Settings that load but leave tenants with something that does not work, one sentence
+    /// each naming the setting: `worker config check` prints them on stderr.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.guardrails.egress.is_empty() {
+            warnings.push(
+                "guardrails.egress is empty: the tenant namespaces' default-deny network policy \
+                 leaves their pods DNS and their own namespace only, so they cannot reach Entra \
+                 (login.microsoftonline.com, the workload identity token exchange) or their \
+                 storage account (<account>.blob.core.windows.net): the identity and the blob \
+                 container onboarding creates are unusable from the tenant's pods. Add \
+                 [[guardrails.egress]] rules with the CIDRs of the AzureActiveDirectory and \
+                 Storage.<region> service tags (TCP 443)."
+                    .into(),
+            );
+        }
+        warnings
+    }
+}
+
+/// Every problem with one `[[guardrails.egress]]` rule, each naming the setting. A rule without
+/// destinations or ports would allow every destination or every port (that is what an empty
+/// `to` or `ports` means in a NetworkPolicy), so both are refused.
+fn egress_problems(field: &str, rule: &EgressRule) -> Vec<String> {
+    let mut problems = Vec::new();
+    if rule.name.trim().is_empty() {
+        problems.push(format!(
+            "{field}.name is empty (say what the rule is for: entra, storage)"
+        ));
+    }
+    if rule.cidrs.is_empty() {
+        problems.push(format!(
+            "{field}.cidrs is empty: give the destination CIDRs (on AKS the service tag's address prefixes)"
+        ));
+    }
+    for (i, cidr) in rule.cidrs.iter().enumerate() {
+        if let Err(why) = check_cidr(cidr) {
+            problems.push(format!("{field}.cidrs[{i}] {cidr:?} {why}"));
+        }
+    }
+    if rule.ports.is_empty() {
+        problems.push(format!(
+            "{field}.ports is empty: give the destination TCP ports (443 when left out)"
+        ));
+    }
+    for (i, port) in rule.ports.iter().enumerate() {
+        if *port == 0 {
+            problems.push(format!("{field}.ports[{i}] is 0: a port is 1 to 65535"));
+        }
+    }
+    problems
+}
+
+/// `address/prefix` with the host bits zero, as the service tags list them; not `/0`, which
+/// would undo the namespace's default deny for the rule's ports.
+fn check_cidr(cidr: &str) -> Result<(), String> {
+    let not_cidr = || "is not a CIDR (address/prefix, e.g. 20.190.128.0/18)".to_string();
+    let (address, prefix) = cidr.split_once('/').ok_or_else(not_cidr)?;
+    let address: IpAddr = address.parse().map_err(|_| not_cidr())?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_cidr());
+    }
+    let prefix: u32 = prefix.parse().map_err(|_| not_cidr())?;
+    let (bits, value) = match address {
+        IpAddr::V4(a) => (32, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (128, u128::from(a)),
+    };
+    if prefix > bits {
+        return Err(format!("has a prefix longer than {bits} bits"));
+    }
+    if prefix == 0 {
+        return Err("allows every address: it would undo the namespace's default deny".into());
+    }
+    let host_bits = bits - prefix;
+    let host_mask = if host_bits == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host_bits)
+    };
+    if value & host_mask != 0 {
+        let network = value & !host_mask;
+        let network = match address {
+            // The value came from a u32, so the network fits in one.
+            IpAddr::V4(_) => IpAddr::from(std::net::Ipv4Addr::from(network as u32)),
+            IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(network)),
+        };
+        return Err(format!(
+            "has host bits set: the network is {network}/{prefix}"
+        ));
+    }
+    Ok(())
 }
