@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, PostParams};
 use onboarding_core::{Classify, ErrorClass};
 use onboarding_kube::KubeApplier;
 use onboarding_providers::manifests;
-use onboarding_providers::{KubeObject, KubeProvisioner, Target};
+use onboarding_providers::{EgressRule, GuardrailDefaults, KubeObject, KubeProvisioner, Target};
 use onboarding_testkit::kube_conformance::tenant_objects;
 use onboarding_testkit::real_cluster::{self, RealCluster};
 use serde_json::json;
@@ -289,6 +289,66 @@ async fn a_deleted_namespace_is_gone_only_when_the_api_server_says_so() {
             }
         })
         .await;
+}
+
+/// The egress policy (IPv4 and IPv6 `ipBlock` peers, TCP ports) passes the API server's
+/// validation as the worker applies it, reads back as built, and goes with the guard rails.
+#[tokio::test]
+async fn the_egress_policy_is_accepted_by_the_api_server_and_removed_with_the_guard_rails() {
+    let Some(cluster) = RealCluster::connect("egress policy").await else {
+        return;
+    };
+    let (kube, target) = applier(&cluster).await;
+    let tenant = unique("eg");
+    let ns = format!("tenant-{tenant}");
+    kube.apply(&target, &manifests::namespace(&ns, &tenant))
+        .await
+        .expect("namespace");
+    let rule = |name: &str, cidrs: &[&str], ports: &[u16]| EgressRule {
+        name: name.into(),
+        cidrs: cidrs.iter().map(|c| (*c).to_string()).collect(),
+        ports: ports.to_vec(),
+    };
+    let defaults = GuardrailDefaults {
+        egress: vec![
+            rule("entra", &["20.190.128.0/18", "2603:1006:2000::/48"], &[443]),
+            rule("storage", &["20.60.0.0/16"], &[443, 8443]),
+        ],
+        ..GuardrailDefaults::default()
+    };
+    let objects = manifests::guardrails(
+        &ns,
+        &tenant,
+        &manifests::GuardrailSpec::from_defaults(&defaults, None),
+    );
+    let built = objects
+        .iter()
+        .find(|o| o.name == manifests::ALLOW_EGRESS_AZURE_POLICY_NAME)
+        .expect("the egress policy is built");
+    for object in &objects {
+        kube.apply(&target, object)
+            .await
+            .unwrap_or_else(|e| panic!("{} {} refused: {e}", object.kind, object.name));
+    }
+    let live = kube
+        .get(&target, &built.reference())
+        .await
+        .expect("get")
+        .expect("the egress policy exists");
+    assert_eq!(live["spec"], built.manifest["spec"]);
+    // Compensation and offboarding delete every guard rail by reference, this one included.
+    for reference in manifests::guardrail_refs(&ns) {
+        kube.delete(&target, &reference).await.expect("delete");
+    }
+    assert!(
+        kube.get(&target, &built.reference())
+            .await
+            .expect("get")
+            .is_none()
+    );
+    kube.delete(&target, &manifests::namespace_ref(&ns))
+        .await
+        .expect("namespace");
 }
 
 /// The `KubeProvisioner` conformance suite against the real API server, as the worker.
