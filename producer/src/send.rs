@@ -13,6 +13,7 @@ use onboarding_contract::events::{self, CloudEvent, EventData};
 use onboarding_contract::validate::ValidationContext;
 use onboarding_contract::{Command, OffboardTenant, OnboardTenant, parse_command};
 use onboarding_core::SystemClock;
+use onboarding_record::{RequestEntry, Reuse, TenantRecord, request_key};
 use onboarding_transport::envelope;
 use onboarding_transport::{OutgoingMessage, SendOutcome, Subscription};
 use serde_json::json;
@@ -199,6 +200,12 @@ async fn submit(
     body: Vec<u8>,
     wait: &WaitArgs,
 ) -> Result<(), Failure> {
+    if let Some(reuse) = registered_reuse(config, &command).await {
+        return Err(Failure::new(
+            EXIT_INVALID,
+            format!("nothing was sent: {}", reuse.describe(command.request_id())),
+        ));
+    }
     let (queue, topic) = onboarding_bootstrap::open_transport(config, Arc::new(SystemClock))
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
@@ -227,18 +234,51 @@ async fn submit(
             s
         },
     );
-    match subscription {
-        Some(sub) => {
-            follow(
-                out,
-                sub,
+    let Some(sub) = subscription else {
+        return Ok(());
+    };
+    // A resend of a request that already finished (dropped by the queue's duplicate detection,
+    // or answered by the worker from its record) gets no new events worth waiting for: the
+    // journal has the outcome.
+    if let Some(event) = finished_outcome(config, &command).await {
+        out.emit(&event, || {
+            format!(
+                "  request {} had already finished; its outcome, from the journal:\n{}",
                 command.request_id(),
-                Duration::from_secs(wait.timeout),
+                describe(&event, 0.0)
             )
-            .await
-        }
-        None => Ok(()),
+        });
+        return conclude(&event);
     }
+    follow(
+        out,
+        sub,
+        command.request_id(),
+        Duration::from_secs(wait.timeout),
+    )
+    .await
+}
+
+/// How the command misuses a request id the worker has registered already (for another tenant
+/// or another body): the queue would drop it as a duplicate, or the worker refuse it. Best
+/// effort: a journal this producer cannot read leaves the check to the worker.
+async fn registered_reuse(config: &Config, command: &Command) -> Option<Reuse> {
+    let journal = onboarding_bootstrap::open_journal(config).ok()?;
+    let stored = journal
+        .load(&request_key(command.request_id()))
+        .await
+        .ok()??;
+    let entry: RequestEntry = serde_json::from_value(stored.value).ok()?;
+    entry.reuse_by(command)
+}
+
+/// The outcome event the journal holds for this request, if it finished. Best effort: a
+/// journal this producer cannot read means following the events instead.
+async fn finished_outcome(config: &Config, command: &Command) -> Option<CloudEvent> {
+    let journal = onboarding_bootstrap::open_journal(config).ok()?;
+    let stored = journal.load(command.tenant_id()).await.ok()??;
+    let record: TenantRecord = serde_json::from_value(stored.value).ok()?;
+    record.finished_event(command.request_id()).cloned()
 }
 
 async fn send_raw(
@@ -315,22 +355,27 @@ async fn follow(
         let elapsed = started.elapsed().as_secs_f64();
         out.emit(&event, || describe(&event, elapsed));
         if event.is_terminal() || event.ty == events::REQUEST_REJECTED {
-            if let EventData::Outcome(o) = &event.data
-                && o.not_found
-            {
-                return Err(Failure::new(
-                    EXIT_NOT_FOUND,
-                    format!(
-                        "not found: the worker has no record of tenant {}; nothing was deleted",
-                        o.tenant_id
-                    ),
-                ));
-            }
-            return match event.ty.as_str() {
-                events::ONBOARDED | events::OFFBOARDED => Ok(()),
-                _ => Err(Failure::new(EXIT_FAILED, String::new())),
-            };
+            return conclude(&event);
         }
+    }
+}
+
+/// The exit a request's final event deserves.
+fn conclude(event: &CloudEvent) -> Result<(), Failure> {
+    if let EventData::Outcome(o) = &event.data
+        && o.not_found
+    {
+        return Err(Failure::new(
+            EXIT_NOT_FOUND,
+            format!(
+                "not found: the worker has no record of tenant {}; nothing was deleted",
+                o.tenant_id
+            ),
+        ));
+    }
+    match event.ty.as_str() {
+        events::ONBOARDED | events::OFFBOARDED => Ok(()),
+        _ => Err(Failure::new(EXIT_FAILED, String::new())),
     }
 }
 

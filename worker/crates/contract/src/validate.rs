@@ -43,6 +43,12 @@ pub enum RejectReason {
     UnknownTarget,
     NameCollision,
     TargetMismatch,
+    /// The request id was first received for another tenant or with another body: a request id
+    /// names one request forever.
+    RequestIdReused,
+    /// The request was carried out before and the tenant has accepted a later one since:
+    /// applying it again would roll the tenant back.
+    Superseded,
 }
 
 impl RejectReason {
@@ -56,6 +62,8 @@ impl RejectReason {
             RejectReason::UnknownTarget => "UnknownTarget",
             RejectReason::NameCollision => "NameCollision",
             RejectReason::TargetMismatch => "TargetMismatch",
+            RejectReason::RequestIdReused => "RequestIdReused",
+            RejectReason::Superseded => "Superseded",
         }
     }
 }

@@ -14,6 +14,9 @@ use onboarding_contract::Command;
 use onboarding_contract::events::{CloudEvent, EventError};
 use onboarding_providers::{PendingOperation, ProviderError};
 
+mod requests;
+pub use requests::{RequestEntry, Reuse, digest, request_key};
+
 /// The saga steps, in no particular order (dependencies live in `steps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,6 +214,10 @@ pub struct TenantRecord {
     pub queued: VecDeque<QueuedRequest>,
     #[serde(default)]
     pub finished: VecDeque<FinishedRequest>,
+    /// The request the tenant accepted last (started or queued): a replay of any other request
+    /// it carried out is superseded and never applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accepted: Option<String>,
     /// Outcome events recorded but not yet confirmed published (a transactional outbox): any
     /// later message of the tenant, including the redelivery after a crash, publishes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -232,6 +239,23 @@ impl TenantRecord {
             .iter()
             .find(|f| f.request_id == request_id)
             .map(|f| &f.event)
+    }
+
+    /// The latest request the tenant accepted (records written before `last_accepted` existed:
+    /// the latest finished one).
+    pub fn latest_request(&self) -> Option<&str> {
+        self.last_accepted
+            .as_deref()
+            .or_else(|| self.finished.back().map(|f| f.request_id.as_str()))
+    }
+
+    /// The tenant knows this request: running, queued, or among its recent outcomes.
+    pub fn knows(&self, request_id: &str) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|r| r.request_id == request_id)
+            || self.is_queued(request_id)
+            || self.finished_event(request_id).is_some()
     }
 
     pub fn is_queued(&self, request_id: &str) -> bool {

@@ -36,6 +36,7 @@ use onboarding_journal::JournalError;
 
 mod call;
 mod finish;
+mod requests;
 mod start;
 
 /// The continuation the runner must send: the running command again, due at `wake_at`, under
@@ -173,26 +174,79 @@ impl Engine {
         deadline: DateTime<Utc>,
         flags: &WorkFlags,
     ) -> Result<Handled, EngineError> {
+        // Continuations are the worker's own messages of a request registered already.
+        let entry = if incoming.continuation {
+            None
+        } else {
+            match self.register(&incoming.command).await? {
+                Ok(entry) => Some(entry),
+                Err(rejection) => {
+                    return Ok(Handled {
+                        rejection: Some(rejection),
+                        summary: "request id already used for another request: refused".into(),
+                        ..Handled::default()
+                    });
+                }
+            }
+        };
+        let tenant = incoming.command.tenant_id().to_string();
+        let request_id = incoming.command.request_id().to_string();
+        let handled = self
+            .handle_registered(incoming, entry.as_ref(), deadline, flags)
+            .await?;
+        if let Some(entry) = entry
+            && !entry.accepted
+            && handled.rejection.is_none()
+            && self.load(&tenant).await?.rec.knows(&request_id)
+        {
+            self.mark_accepted(&request_id).await?;
+        }
+        Ok(handled)
+    }
+
+    async fn handle_registered(
+        &self,
+        incoming: Incoming,
+        entry: Option<&crate::record::RequestEntry>,
+        deadline: DateTime<Utc>,
+        flags: &WorkFlags,
+    ) -> Result<Handled, EngineError> {
         let tenant = incoming.command.tenant_id().to_string();
         let request_id = incoming.command.request_id().to_string();
         let mut doc = self.load(&tenant).await?;
 
         // Outcome events a crash kept from being confirmed go out with whatever comes next.
         let mut events = doc.rec.outbox.clone();
+        let superseded = || Handled {
+            events: events.clone(),
+            rejection: Some(requests::superseded(
+                &incoming.command,
+                doc.rec.latest_request(),
+            )),
+            summary: "replay of a superseded request: refused".into(),
+            ..Handled::default()
+        };
         if let Some(event) = doc.rec.finished_event(&request_id) {
-            let summary = if incoming.continuation {
-                "continuation of a finished request: dropped"
-            } else {
-                if !events.iter().any(|e| e.id == event.id) {
-                    events.push(event.clone());
-                }
-                "replay of a finished request: outcome re-published"
-            };
+            if incoming.continuation {
+                return Ok(Handled {
+                    events,
+                    ..Handled::note("continuation of a finished request: dropped")
+                });
+            }
+            if doc.rec.latest_request() != Some(request_id.as_str()) {
+                return Ok(superseded());
+            }
+            if !events.iter().any(|e| e.id == event.id) {
+                events.push(event.clone());
+            }
             return Ok(Handled {
                 events,
-                summary: summary.into(),
-                ..Handled::default()
+                ..Handled::note("replay of a finished request: outcome re-published")
             });
+        }
+        if entry.is_some_and(|e| e.accepted) && !doc.rec.knows(&request_id) {
+            // Carried out so long ago that the record no longer lists it.
+            return Ok(superseded());
         }
 
         self.take_lease(&mut doc, deadline).await?;
@@ -210,7 +264,11 @@ impl Engine {
                     command: incoming.command.clone(),
                     traceparent: incoming.traceparent.clone(),
                 };
-                if let Err(rejection) = self.start(&mut doc.rec, queued).await? {
+                let started = self.start(&mut doc.rec, queued).await?;
+                if started.is_ok() {
+                    doc.rec.last_accepted = Some(request_id.clone());
+                }
+                if let Err(rejection) = started {
                     return self
                         .release(
                             doc,
@@ -254,6 +312,7 @@ impl Engine {
                     return self.release(doc, handled).await;
                 }
                 let cancels = machine::cancels(&incoming.command, run);
+                doc.rec.last_accepted = Some(request_id.clone());
                 let queued = QueuedRequest {
                     command: incoming.command.clone(),
                     traceparent: incoming.traceparent.clone(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onboarding_config::Config;
+use onboarding_contract::validate::Rejection;
 use onboarding_contract::{CloudEvent, Command};
 use onboarding_core::Clock;
 use onboarding_saga::engine::{Engine, Incoming, WorkFlags};
@@ -130,6 +131,20 @@ impl EngineHarness {
                 traceparent: c.traceparent,
             }
         }))
+    }
+
+    /// Process one message the engine must refuse; returns the refusal.
+    pub async fn refused(&self, engine: &Engine, incoming: Incoming) -> Rejection {
+        let deadline = self.clock.now() + Duration::from_millis(self.config.saga.message_budget_ms);
+        let handled = engine
+            .handle(incoming, deadline, &WorkFlags::default())
+            .await
+            .expect("engine error");
+        assert!(
+            handled.continuation.is_none(),
+            "a refusal schedules nothing"
+        );
+        handled.rejection.expect("the message should be refused")
     }
 
     /// Follow continuations until the saga finishes.
