@@ -7,6 +7,11 @@ exist in the official Azure REST API spec of that resource type (../shared/azure
 read-only properties are not set and literal enum values are allowed. It also checks this
 project's rules: no key, connection string or secret in any output, every role assignment is for
 a service principal with a deterministic guid() name, and built-in role ids are the real ones.
+Every Role Based Access Control Administrator assignment must carry an ABAC delegation condition
+that, on both the write (@Request) and the delete (@Resource) branch, allows only Storage Blob Data
+Contributor, only for service principals, and excludes the delegate's own principal id, so the
+delegate can never grant itself data access. (Conditions cannot constrain the assignment's scope;
+the worker's provisioner refuses the account scope.)
 
 Usage: bicep_check.py INFRA_DIR SPECS_DIR
 """
@@ -74,6 +79,17 @@ SECRET_WORDS = re.compile(
     r"listKeys|listConnectionStrings|connectionString|primaryKey|secondaryKey|SharedAccessKey|listAuthRules|listSecrets",
     re.IGNORECASE,
 )
+# Roles whose holder may assign roles: each assignment of one must carry a delegation condition.
+DELEGATING_ROLES = {"f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator"}
+# The only roles a delegation condition may let the delegate assign.
+DELEGABLE_ROLES = {"ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor"}
+# Each role assignment action, and where a condition reads its attributes (Microsoft's "Authorization
+# actions and attributes": request attributes for write, resource attributes for delete).
+DELEGATION_ACTIONS = {
+    "Microsoft.Authorization/roleAssignments/write": "Request",
+    "Microsoft.Authorization/roleAssignments/delete": "Resource",
+}
+
 GUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 
 
@@ -132,6 +148,111 @@ def body_of(config: dict) -> dict:
     return config
 
 
+ABAC_TOKEN = re.compile(
+    r"\s*(?:(?P<attr>@\w+\[[^\]]*\])|(?P<set>\{[^{}]*\})|(?P<string>'[^']*')"
+    r"|(?P<op>&&|\|\||!|\(|\))|(?P<word>[\w:.\-]+))"
+)
+
+
+def abac_tokens(text: str) -> list[tuple[str, str]]:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = ABAC_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"unexpected text at {text[pos:pos + 30]!r}")
+        kind = match.lastgroup
+        value = match.group(kind)
+        if kind == "word" and value.upper() in {"AND", "OR", "NOT"}:
+            kind, value = "op", {"AND": "&&", "OR": "||", "NOT": "!"}[value.upper()]
+        tokens.append((kind, value))
+        pos = match.end()
+    return tokens
+
+
+def abac_values(token: tuple[str, str]) -> frozenset[str]:
+    kind, value = token
+    items = value[1:-1].split(",") if kind == "set" else [value]
+    return frozenset(item.strip().strip("'") for item in items if item.strip())
+
+
+def parse_abac(text: str):
+    """An ABAC condition as a tree: ("or"|"and", [nodes]), ("not", node), ("action", name) or
+    ("attr", "@Source[attribute]", operator, values)."""
+    tokens = abac_tokens(text)
+    pos = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError("the condition ends early")
+        pos += 1
+        return tokens[pos - 1]
+
+    def binary(kind: str, op: str, operand):
+        nodes = [operand()]
+        while peek() == ("op", op):
+            take()
+            nodes.append(operand())
+        return nodes[0] if len(nodes) == 1 else (kind, nodes)
+
+    def expression():
+        return binary("or", "||", conjunction)
+
+    def conjunction():
+        return binary("and", "&&", unary)
+
+    def unary():
+        token = take()
+        if token == ("op", "!"):
+            return ("not", unary())
+        if token == ("op", "("):
+            node = expression()
+            if take() != ("op", ")"):
+                raise ValueError("a parenthesis is not closed")
+            return node
+        if token[0] == "word" and token[1] in {"ActionMatches", "SubOperationMatches"}:
+            values = take()
+            if values[0] != "set":
+                raise ValueError(f"{token[1]} without {{'...'}}")
+            return ("action" if token[1] == "ActionMatches" else "suboperation", *sorted(abac_values(values)))
+        if token[0] == "attr":
+            operator = take()
+            value = take()
+            if operator[0] != "word" or value[0] not in {"set", "string", "word"}:
+                raise ValueError(f"{token[1]} is not followed by an operator and a value")
+            return ("attr", token[1].lower(), operator[1].lower(), abac_values(value))
+        raise ValueError(f"unexpected {token[1]!r}")
+
+    tree = expression()
+    if pos != len(tokens):
+        raise ValueError(f"unexpected {tokens[pos][1]!r} after a complete condition")
+    return tree
+
+
+def flatten(node, kind: str) -> list:
+    return [n for child in node[1] for n in flatten(child, kind)] if node[0] == kind else [node]
+
+
+def gated_atoms(tree) -> dict[str, list]:
+    """For each action, the attribute expressions every request for it must satisfy: the condition
+    is an AND of clauses, and a clause `!(ActionMatches{a}) OR (x AND y ...)` requires x, y ... of
+    action a. Anything else in the condition can only narrow it further, so it is not read."""
+    atoms: dict[str, list] = {}
+    for clause in flatten(tree, "and"):
+        alternatives = flatten(clause, "or")
+        gates = [a for a in alternatives if a[0] == "not" and a[1][0] == "action" and len(a[1]) == 2]
+        if len(alternatives) != 2 or len(gates) != 1:
+            continue
+        body = alternatives[1] if alternatives[0] is gates[0] else alternatives[0]
+        action = gates[0][1][1].lower()
+        atoms.setdefault(action, []).extend(a for a in flatten(body, "and") if a[0] == "attr")
+    return atoms
+
+
 class Checker:
     def __init__(self, infra: Path, specs: Path):
         self.infra = infra
@@ -187,6 +308,100 @@ class Checker:
         for guid in GUID.findall(path.read_text()):
             if guid.lower() not in BUILT_IN_ROLES:
                 self.fail(where, f"GUID {guid} is not one of the known built-in role ids")
+        for name, resource in (tree.get("resources") or {}).items():
+            if resource["type"] == "Microsoft.Authorization/roleAssignments" and not resource.get("existing"):
+                self.check_delegation(where, name, body_of(resource["config"]), tree, symbols)
+
+    def resolve(self, expr, tree: dict):
+        """expr with references to variables (and properties of them) replaced by their values."""
+        variables = tree.get("variables") or {}
+        if isinstance(expr, str) and expr in variables:
+            return self.resolve(variables[expr]["value"], tree)
+        if isinstance(expr, dict):
+            accessor = (expr.get("operator") or {})
+            if accessor.get("type") == "property_accessor":
+                base = self.resolve(accessor["operands"]["operand_1"], tree)
+                key = accessor["operands"]["operand_2"]
+                if isinstance(base, dict) and isinstance(key, str) and key in base:
+                    return self.resolve(base[key], tree)
+            return {k: self.resolve(v, tree) for k, v in expr.items()}
+        if isinstance(expr, list):
+            return [self.resolve(v, tree) for v in expr]
+        return expr
+
+    def condition_text(self, expr, tree: dict, symbols: set[str]) -> tuple[str, dict[str, str]]:
+        """The text of a condition, and what each replace() placeholder in it stands for (the
+        JSON of the replacement expression). A multi-line Bicep string cannot interpolate, so a
+        condition naming a principal is a literal put through replace()."""
+        if isinstance(expr, str) and expr in (tree.get("variables") or {}):
+            return self.condition_text(tree["variables"][expr]["value"], tree, symbols)
+        if isinstance(expr, str) and expr not in symbols:
+            return expr, {}
+        function = (expr.get("function") or {}) if isinstance(expr, dict) else {}
+        if function.get("type") == "replace":
+            args = function["parameters"]
+            text, placeholders = self.condition_text(args["original_string"], tree, symbols)
+            old = args["old_string"]
+            if isinstance(old, str) and old not in symbols:
+                placeholders[old] = json.dumps(args["new_string"])
+                return text, placeholders
+        raise ValueError(f"{json.dumps(expr)} is neither a string nor replace() of one")
+
+    def check_delegation(self, where: str, name: str, body: dict, tree: dict, symbols: set[str]) -> None:
+        props = body.get("properties") or {}
+        role = json.dumps(self.resolve(props.get("roleDefinitionId"), tree)).lower()
+        delegating = [r for r in DELEGATING_ROLES if r in role]
+        if not delegating:
+            return
+        what = f"role assignment {name} ({DELEGATING_ROLES[delegating[0]]})"
+        if "condition" not in props:
+            self.fail(where, f"{what} has no ABAC condition: it could assign any role to anyone")
+            return
+        try:
+            text, placeholders = self.condition_text(props["condition"], tree, symbols)
+            atoms = gated_atoms(parse_abac(text))
+        except (ValueError, KeyError) as err:
+            self.fail(where, f"{what}: cannot read its condition: {err}")
+            return
+        principal = json.dumps(props.get("principalId"))
+        principal_name = props["principalId"] if isinstance(props.get("principalId"), str) else principal
+        # (what is missing, attribute, accepted operators, accepted values, the values to write)
+        requirements = [
+            (
+                "the role-id restriction",
+                "RoleDefinitionId",
+                ("ForAnyOfAnyValues:GuidEquals", "GuidEquals"),
+                lambda values: bool(values) and {v.lower() for v in values} <= DELEGABLE_ROLES.keys(),
+                "{" + ", ".join(sorted(DELEGABLE_ROLES)) + "}",
+            ),
+            (
+                "the ServicePrincipal restriction",
+                "PrincipalType",
+                ("ForAnyOfAnyValues:StringEqualsIgnoreCase", "StringEqualsIgnoreCase"),
+                lambda values: {v.lower() for v in values} == {"serviceprincipal"},
+                "{'ServicePrincipal'}",
+            ),
+            (
+                f"the exclusion of its own principal id ({principal_name}), without which it could grant "
+                "itself data access",
+                "PrincipalId",
+                ("ForAnyOfAllValues:GuidNotEquals", "GuidNotEquals"),
+                lambda values: any(placeholders.get(v, json.dumps(v)).lower() == principal.lower() for v in values),
+                f"{{<{principal_name}>}}",
+            ),
+        ]
+        for action, source in DELEGATION_ACTIONS.items():
+            found = atoms.get(action.lower(), [])
+            branch = action.rsplit("/", 1)[1]
+            for missing, attribute, operators, accept, values in requirements:
+                attr = f"@{source}[Microsoft.Authorization/roleAssignments:{attribute}]"
+                accepted = {o.lower() for o in operators}
+                if not any(a[1] == attr.lower() and a[2] in accepted and accept(a[3]) for a in found):
+                    self.fail(
+                        where,
+                        f"{what}: the condition's {branch} branch lacks {missing}: "
+                        f"{attr} {operators[0]} {values}",
+                    )
 
     def check_module(self, where: str, path: Path, name: str, module: dict) -> None:
         target = (path.parent / module["detail"]["path"]).resolve()

@@ -1,7 +1,7 @@
 // The worker's rights on the storage account: its journal table, the tenants' containers
 // (control plane only, no data access), and the delegated right to grant each tenant identity
-// Storage Blob Data Contributor, narrowed by an ABAC condition to exactly that role and to
-// service principals.
+// Storage Blob Data Contributor, narrowed by an ABAC condition to exactly that role, to service
+// principals, and to principals other than the worker itself.
 
 param accountName string
 param journalTableName string
@@ -15,11 +15,23 @@ var roles = {
 }
 
 // ba92f5b4-2d11-453d-a403-e96b0029c9fe is Storage Blob Data Contributor. (A multi-line string
-// cannot interpolate, so the id is written out.)
+// cannot interpolate, so the id is written out and the worker's own principal id is the
+// placeholder WORKER_PRINCIPAL_ID, which delegationCondition below replaces.)
 // The condition reads: any role assignment this principal writes must be for Storage Blob Data
-// Contributor and for a service principal; any it deletes must be one of those. Everything else
-// the role allows (reads) is unaffected.
-var delegationCondition = '''
+// Contributor, for a service principal, and for a principal other than the worker itself; any it
+// deletes must be one of those. Everything else the role allows (reads) is unaffected.
+// Why exclude the worker: it holds this right on the whole account, so without the exclusion it
+// could assign itself Storage Blob Data Contributor and read every tenant's blobs, the data
+// access its own roles deliberately leave out (see containerOperator).
+// Syntax as in Microsoft's "Examples to delegate Azure role assignment management with
+// conditions": writes are judged on @Request attributes, deletes on @Resource ones, and the
+// exclusion uses ForAnyOfAllValues:GuidNotEquals as its "Allow most roles, but don't allow others
+// to assign roles" example does (there on RoleDefinitionId, here on PrincipalId).
+// What a condition cannot do: delegation conditions have no attribute for the scope of the
+// assignment, so nothing here stops an assignment on the account itself rather than on one
+// container. "Container scopes only" is enforced by the worker's provisioner, which refuses to
+// assign at the account scope.
+var delegationConditionTemplate = '''
 (
  (
   !(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})
@@ -29,6 +41,8 @@ var delegationCondition = '''
   @Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe}
   AND
   @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}
+  AND
+  @Request[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}
  )
 )
 AND
@@ -41,9 +55,15 @@ AND
   @Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe}
   AND
   @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}
+  AND
+  @Resource[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}
  )
 )
 '''
+
+// main.bicep passes the worker identity's principalId output (an object id Entra generated, never
+// operator input), so it is safe to splice into the condition.
+var delegationCondition = replace(delegationConditionTemplate, 'WORKER_PRINCIPAL_ID', workerPrincipalId)
 
 resource account 'Microsoft.Storage/storageAccounts@2025-08-01' existing = {
   name: accountName
@@ -118,7 +138,7 @@ resource workerDelegatesBlobAccess 'Microsoft.Authorization/roleAssignments@2022
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.roleBasedAccessControlAdministrator)
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'Onboarding worker: may only assign Storage Blob Data Contributor, only to service principals'
+    description: 'Onboarding worker: may only assign Storage Blob Data Contributor, only to service principals other than itself'
     condition: delegationCondition
     conditionVersion: '2.0'
   }

@@ -344,7 +344,7 @@ fn events_topic_detects_duplicates_within_the_same_window() {
 }
 
 #[test]
-fn rbac_administrator_is_narrowed_to_assigning_blob_data_contributor_to_service_principals() {
+fn rbac_administrator_is_narrowed_to_assigning_blob_data_contributor_to_other_service_principals() {
     let file = "infra/modules/storage-roles.bicep";
     let text = read(file);
     let delegation = resources_of(file, ROLE_ASSIGNMENT)
@@ -367,8 +367,12 @@ fn rbac_administrator_is_narrowed_to_assigning_blob_data_contributor_to_service_
         Some("delegationCondition")
     );
     assert_eq!(prop(&delegation.body, "conditionVersion"), Some("'2.0'"));
+    // A multi-line string cannot interpolate: the worker's principal id goes in by replace().
+    assert!(text.contains(
+        "var delegationCondition = replace(delegationConditionTemplate, 'WORKER_PRINCIPAL_ID', workerPrincipalId)"
+    ));
     let condition: String = text
-        .split("var delegationCondition = '''")
+        .split("var delegationConditionTemplate = '''")
         .nth(1)
         .and_then(|rest| rest.split("'''").next())
         .expect("the condition string")
@@ -381,11 +385,13 @@ fn rbac_administrator_is_narrowed_to_assigning_blob_data_contributor_to_service_
             "@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{BLOB_DATA_CONTRIBUTOR}}}"
         ),
         "@Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}",
+        "@Request[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}",
         "!(ActionMatches{'Microsoft.Authorization/roleAssignments/delete'})",
         &format!(
             "@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{BLOB_DATA_CONTRIBUTOR}}}"
         ),
         "@Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}",
+        "@Resource[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}",
     ] {
         assert!(
             condition.contains(required),
@@ -396,6 +402,122 @@ fn rbac_administrator_is_narrowed_to_assigning_blob_data_contributor_to_service_
     let guids = condition.matches("GuidEquals {").count();
     assert_eq!(guids, 2, "{condition}");
     assert_eq!(condition.matches(BLOB_DATA_CONTRIBUTOR).count(), 2);
+}
+
+/// `infra/checks/bicep_check.py` on a copy of `infra/` in which `storage-roles.bicep` has each
+/// `(from, to)` replacement applied (each `from` must occur exactly once).
+fn bicep_check_on_a_copy(replacements: &[(&str, &str)]) -> Output {
+    // The venv (pycep) is built by the check script.
+    let check = check_run();
+    let python = repo().join(".local/venv/bin/python");
+    assert!(python.exists(), "no venv:\n{}", script_log(&check.output));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let infra = dir.path().join("infra");
+    let mut pending = vec![(repo().join("infra"), infra.clone())];
+    while let Some((from, to)) = pending.pop() {
+        fs::create_dir_all(&to).expect("create a directory of the copy");
+        for entry in fs::read_dir(&from).expect("read a directory of infra/") {
+            let path = entry.expect("directory entry").path();
+            let target = to.join(path.file_name().expect("a file name"));
+            if path.is_dir() {
+                pending.push((path, target));
+            } else {
+                fs::copy(&path, &target).expect("copy a file of infra/");
+            }
+        }
+    }
+    let file = infra.join("modules/storage-roles.bicep");
+    let mut text = fs::read_to_string(&file).expect("read the copied storage-roles.bicep");
+    for (from, to) in replacements {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "storage-roles.bicep no longer has {from:?}"
+        );
+        text = text.replace(from, to);
+    }
+    fs::write(&file, text).expect("write the mutated storage-roles.bicep");
+    let shared = std::env::var_os("ONBOARD_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared"));
+    Command::new(&python)
+        .arg(repo().join("infra/checks/bicep_check.py"))
+        .arg(&infra)
+        .arg(shared.join("azure-rest-specs"))
+        .output()
+        .expect("run bicep_check.py")
+}
+
+#[test]
+fn bicep_check_fails_if_the_delegation_lets_the_worker_grant_itself_or_other_roles() {
+    let passed = bicep_check_on_a_copy(&[]);
+    assert!(passed.status.success(), "{}", script_log(&passed));
+
+    let write_exclusion = "  AND\n  @Request[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}\n";
+    let delete_exclusion = "  AND\n  @Resource[Microsoft.Authorization/roleAssignments:PrincipalId] ForAnyOfAllValues:GuidNotEquals {WORKER_PRINCIPAL_ID}\n";
+    let lacks = |branch: &str, what: &str| {
+        format!(
+            "role assignment workerDelegatesBlobAccess (Role Based Access Control Administrator): \
+             the condition's {branch} branch lacks {what}"
+        )
+    };
+    let own_id = "the exclusion of its own principal id (workerPrincipalId)";
+    let cases = [
+        (
+            "the worker may grant itself the role",
+            vec![(write_exclusion, "")],
+            vec![lacks("write", own_id)],
+        ),
+        (
+            "the worker may delete its own assignments",
+            vec![(delete_exclusion, "")],
+            vec![lacks("delete", own_id)],
+        ),
+        (
+            "the placeholder is never replaced by the worker's id",
+            vec![(
+                "condition: delegationCondition\n",
+                "condition: delegationConditionTemplate\n",
+            )],
+            vec![lacks("write", own_id), lacks("delete", own_id)],
+        ),
+        (
+            "the worker may grant a second role",
+            vec![(
+                "GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe}\n  AND\n  @Request",
+                "GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe, 0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3}\n  AND\n  @Request",
+            )],
+            vec![lacks("write", "the role-id restriction")],
+        ),
+        (
+            "the worker may delete a user's assignment",
+            vec![(
+                "StringEqualsIgnoreCase {'ServicePrincipal'}\n  AND\n  @Resource",
+                "StringEqualsIgnoreCase {'ServicePrincipal', 'User'}\n  AND\n  @Resource",
+            )],
+            vec![lacks("delete", "the ServicePrincipal restriction")],
+        ),
+    ];
+    for (case, replacements, messages) in cases {
+        let failed = bicep_check_on_a_copy(&replacements);
+        assert_eq!(
+            failed.status.code(),
+            Some(1),
+            "{case}: the check must fail\n{}",
+            script_log(&failed)
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains(&format!("bicep_check: {} problem(s):", messages.len())),
+            "{case}: only the mutation may be reported\n{stderr}"
+        );
+        for message in messages {
+            assert!(
+                stderr.contains(&message),
+                "{case}: no {message:?} in\n{stderr}"
+            );
+        }
+    }
 }
 
 #[test]
