@@ -206,6 +206,7 @@ async fn a_throwaway_tenant_is_provisioned_and_removed_in_a_real_subscription() 
                 &arm,
                 &target,
                 &TenantResources::tenant(&suffix).pool().name,
+                &suffix,
                 true,
             )
             .await,

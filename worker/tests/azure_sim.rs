@@ -236,7 +236,7 @@ async fn a_busy_cluster_is_a_transient_operation_not_allowed() {
 }
 
 #[tokio::test]
-async fn a_pool_of_the_same_name_owned_by_another_tenant_is_a_permanent_error() {
+async fn a_pool_of_the_same_name_owned_by_another_tenant_is_neither_adopted_nor_deleted() {
     let env = start(SimOptions::default()).await;
     drive_pool(
         &env.arm,
@@ -254,11 +254,22 @@ async fn a_pool_of_the_same_name_owned_by_another_tenant_is_a_permanent_error() 
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent);
-    assert_eq!(err.code.as_deref(), Some("ResourceOwnedByAnotherTenant"));
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"), "{err}");
+    assert!(err.message.contains("tenant \"acme\""), "{err}");
+    // Deleting it for the other tenant leaves it in place.
+    let before = inventory(&env).await["resources"].clone();
+    assert_eq!(
+        env.arm
+            .delete_node_pool(&env.target, &intruder.name, "other")
+            .await
+            .unwrap(),
+        Progress::Done(())
+    );
+    assert_eq!(inventory(&env).await["resources"], before);
 }
 
 #[tokio::test]
-async fn an_existing_assignment_of_the_same_principal_and_condition_is_success() {
+async fn the_same_grant_under_a_name_the_worker_did_not_derive_is_not_adopted() {
     let env = start(SimOptions::default()).await;
     let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
     let mut spec = TenantResources::role_assignment(
@@ -267,15 +278,18 @@ async fn an_existing_assignment_of_the_same_principal_and_condition_is_success()
         &created.identity_principal,
         "tenant-acme",
     );
+    // The assignment that exists is the same grant, under a name this spec does not derive:
+    // someone else's (adopting it would mean deleting it on offboarding).
     spec.name = "5e0b8a3c-5c49-4a37-9b7e-1d0b3c1f2a11".into();
-    let info = env
+    let err = env
         .arm
         .ensure_role_assignment(&env.target, &spec)
         .await
-        .unwrap();
-    assert_eq!(info.name, created.role_assignment_name);
-    assert_eq!(info.id, created.role_assignment_id);
-    // The same principal and role with another condition is not ours to take over.
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"), "{err}");
+    assert!(err.message.contains(&created.role_assignment_name), "{err}");
+    // The same principal and role with another condition: a conflict, named as such.
     spec.condition = onboarding_providers::rbac::blob_container_condition("tenant-other").unwrap();
     let err = env
         .arm
@@ -284,6 +298,8 @@ async fn an_existing_assignment_of_the_same_principal_and_condition_is_success()
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent);
     assert_eq!(err.code.as_deref(), Some("RoleAssignmentConflict"));
+    let listed = inventory(&env).await.to_string();
+    assert!(listed.contains(&created.role_assignment_name), "{listed}");
 }
 
 #[tokio::test]
@@ -345,21 +361,27 @@ async fn hostile_container_names_produce_no_condition_and_no_request() {
 }
 
 #[tokio::test]
-async fn a_role_assignment_outside_the_targets_storage_account_is_refused_before_any_request() {
+async fn a_role_assignment_outside_one_container_is_refused_before_any_request() {
     let env = start(SimOptions::default()).await;
-    let scope = format!("/subscriptions/{}", env.target.subscription_id);
-    let spec = TenantResources::role_assignment(
-        &env.target,
-        &scope,
-        "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
-        "tenant-acme",
-    );
-    let err = env
-        .arm
-        .ensure_role_assignment(&env.target, &spec)
-        .await
-        .unwrap_err();
-    assert_eq!(err.class, ErrorClass::InvalidInput, "{err}");
+    let account = onboarding_providers::arm_ids::storage_account_id(&env.target).unwrap();
+    for scope in [
+        format!("/subscriptions/{}", env.target.subscription_id),
+        account,
+    ] {
+        let spec = TenantResources::role_assignment(
+            &env.target,
+            &scope,
+            "8e0c8a3c-5c49-4a37-9b7e-1d0b3c1f2a11",
+            "tenant-acme",
+        );
+        let err = env
+            .arm
+            .ensure_role_assignment(&env.target, &spec)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::InvalidInput, "{scope}: {err}");
+        assert!(err.message.contains("one blob container"), "{err}");
+    }
     assert!(env.running.arm.recorded_requests().is_empty());
 }
 
@@ -394,7 +416,7 @@ async fn deleting_what_does_not_exist_is_success() {
         .unwrap();
     assert_eq!(
         env.arm
-            .delete_node_pool(&env.target, "tnone")
+            .delete_node_pool(&env.target, "tnone", "none")
             .await
             .unwrap(),
         Progress::Done(())

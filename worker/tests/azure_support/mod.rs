@@ -66,10 +66,11 @@ pub async fn drive_pool_delete(
     arm: &ArmProvisioner,
     target: &Target,
     name: &str,
+    tenant_id: &str,
     wait: bool,
 ) -> Result<(), ProviderError> {
     for _ in 0..500 {
-        match arm.delete_node_pool(target, name).await? {
+        match arm.delete_node_pool(target, name, tenant_id).await? {
             Progress::Done(()) => return Ok(()),
             Progress::Pending(mut op) => loop {
                 if wait {
@@ -153,5 +154,5 @@ pub async fn delete_all(
     .await?;
     arm.delete_identity(target, &specs.identity().name, tenant)
         .await?;
-    drive_pool_delete(arm, target, &specs.pool().name, false).await
+    drive_pool_delete(arm, target, &specs.pool().name, tenant, false).await
 }

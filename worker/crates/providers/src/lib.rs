@@ -214,17 +214,21 @@ pub struct RoleAssignmentInfo {
 /// resource groups, cluster and storage account; a provider never takes those from a command.
 #[async_trait::async_trait]
 pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
-    /// Creates or updates the pool. Returns `Pending` while AKS works; poll, then call again.
-    /// A pool of that name tagged for another tenant is a permanent error.
+    /// Creates or updates the pool, tagged with the worker's marker. Returns `Pending` while
+    /// AKS works; poll, then call again. A pool of that name without the worker's marker for
+    /// `spec.tenant_id` is refused (permanent, `ResourceNotOwned`) and left unchanged.
     async fn ensure_node_pool(
         &self,
         target: &Target,
         spec: &NodePoolSpec,
     ) -> Result<Progress<NodePoolInfo>, ProviderError>;
+    /// Deletes the pool only if it carries the worker's marker for `tenant_id` (and is not a
+    /// system pool), checked right before the delete; anything else is left in place.
     async fn delete_node_pool(
         &self,
         target: &Target,
         name: &str,
+        tenant_id: &str,
     ) -> Result<Progress<()>, ProviderError>;
 
     /// Creates the identity with the worker's marker; an existing one without the marker for

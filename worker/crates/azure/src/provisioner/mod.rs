@@ -224,8 +224,9 @@ impl AzureProvisioner for ArmProvisioner {
         &self,
         target: &Target,
         name: &str,
+        tenant_id: &str,
     ) -> Result<Progress<()>, ProviderError> {
-        node_pool::delete(self.client(target)?, target, name).await
+        node_pool::delete(self.client(target)?, target, name, tenant_id).await
     }
 
     async fn ensure_identity(

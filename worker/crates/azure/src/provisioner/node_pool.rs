@@ -1,12 +1,13 @@
 //! Node pools: create or update a tenant's AKS agent pool (an update only when the live pool
-//! differs from the spec), report a busy pool as pending, and delete only a tenant pool.
+//! differs from the spec), report a busy pool as pending, and delete it. A pool without the
+//! worker's marker for the tenant is neither adopted nor deleted.
 //!
 //! May touch: agent pools of the target's cluster, through the target's [`ArmClient`].
 
 use std::collections::BTreeMap;
 
 use super::bodies::{agent_pool_body, tagged};
-use super::{TENANT_TAG, parse, to_json};
+use super::{MANAGED_BY_TAG, foreign_owner, parse, to_json};
 use crate::api;
 use crate::client::{ArmClient, Op};
 use crate::models::{AgentPool, AgentPoolProperties};
@@ -62,13 +63,6 @@ pub(super) fn pool_matches(spec: &NodePoolSpec, p: &AgentPoolProperties) -> bool
         && contains_all(&p.tags, &tagged(&spec.tags, &spec.tenant_id))
 }
 
-pub(super) fn owner_of(p: &AgentPoolProperties) -> Option<&str> {
-    p.tags
-        .as_ref()
-        .and_then(|t| t.get(TENANT_TAG))
-        .map(String::as_str)
-}
-
 pub(super) async fn ensure(
     client: &ArmClient,
     target: &Target,
@@ -90,19 +84,13 @@ pub(super) async fn ensure(
     };
     if let Some(pool) = &existing {
         let props = pool.properties.clone().unwrap_or_default();
-        if owner_of(&props) != Some(spec.tenant_id.as_str()) {
-            return Err(ProviderError::permanent(
+        if let Some(who) = foreign_owner(props.tags.as_ref(), MANAGED_BY_TAG, &spec.tenant_id) {
+            return Err(super::not_owned(
                 "create node pool",
                 &path,
-                format!(
-                    "a node pool named {} already exists and belongs to {}; choose another name",
-                    spec.name,
-                    owner_of(&props)
-                        .map(|o| format!("tenant {o:?}"))
-                        .unwrap_or_else(|| "no tenant (it is not one the worker made)".into())
-                ),
-            )
-            .with_code("ResourceOwnedByAnotherTenant"));
+                "node pool",
+                &who,
+            ));
         }
         let state = props
             .provisioning_state
@@ -155,6 +143,7 @@ pub(super) async fn delete(
     client: &ArmClient,
     target: &Target,
     name: &str,
+    tenant_id: &str,
 ) -> Result<Progress<()>, ProviderError> {
     let path = node_pool_id(target, name)?;
     let resource_url = client.url(&path, api::AGENT_POOLS)?;
@@ -167,15 +156,14 @@ pub(super) async fn delete(
     };
     let pool: AgentPool = parse(&resp, read)?;
     let props = pool.properties.unwrap_or_default();
-    // The trait gives no tenant id here, but a pool the worker made always carries the tenant
-    // tag and is a User pool: never delete anything else (a system pool, a hand-made one).
-    if owner_of(&props).is_none() || props.mode.as_deref() == Some("System") {
-        return Err(ProviderError::permanent(
-            "delete node pool",
-            &path,
-            format!("refusing to delete node pool {name}: it is not a tenant pool (no {TENANT_TAG:?} tag, or mode System)"),
-        )
-        .with_code("ResourceNotOwned"));
+    // Checked right before the delete: a pool without the worker's marker for this tenant (a
+    // system pool, a hand-made one, another tenant's) is not ours, and there is nothing of ours
+    // to delete.
+    if let Some(who) = foreign_owner(props.tags.as_ref(), MANAGED_BY_TAG, tenant_id).or_else(|| {
+        (props.mode.as_deref() == Some("System")).then(|| "the cluster (a system pool)".into())
+    }) {
+        tracing::warn!(node_pool = %path, owner = %who, "node pool not ours: left in place");
+        return Ok(Progress::Done(()));
     }
     if props
         .provisioning_state
@@ -216,10 +204,13 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_built_from_the_spec_matches_the_spec_and_carries_the_tenant_tag() {
+    fn a_pool_built_from_the_spec_matches_the_spec_and_carries_the_workers_marker() {
         let body = agent_pool_body(&spec(), false);
         let props = body.properties.unwrap();
-        assert_eq!(owner_of(&props), Some("acme"));
+        assert_eq!(
+            foreign_owner(props.tags.as_ref(), MANAGED_BY_TAG, "acme"),
+            None
+        );
         assert_eq!(props.count, Some(1));
         assert!(pool_matches(&spec(), &props));
         let mut other = spec();

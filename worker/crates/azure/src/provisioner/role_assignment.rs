@@ -1,8 +1,8 @@
-//! Role assignments: check a spec (UUID names, a role of the target's subscription, a scope
-//! inside the target's storage account), create it, adopt an identical assignment ARM reports
-//! under another name, and delete.
+//! Role assignments: check a spec (UUID names, a role of the target's subscription, a scope that
+//! is one container of the target's storage account), create it, and delete it. An assignment
+//! the worker did not create (another name, even for the same grant) is never adopted.
 //!
-//! May touch: role assignments at scopes inside the target's storage account, through the
+//! May touch: role assignments at container scopes of the target's storage account, through the
 //! target's [`ArmClient`].
 
 use uuid::Uuid;
@@ -17,23 +17,32 @@ use onboarding_providers::arm_ids::{segment, storage_account_id};
 use onboarding_providers::rbac::role_definition_guid;
 use onboarding_providers::{ProviderError, RoleAssignmentInfo, RoleAssignmentSpec, Target};
 
-/// Checks that a role assignment scope lies inside the target's storage account.
+/// Checks that a role assignment scope is one blob container of the target's storage account.
+/// The account itself is refused: the worker's delegated right to grant roles is held on the
+/// account (ABAC delegation conditions cannot narrow the scope), so this check is what keeps a
+/// grant from reaching every tenant's data at once.
 pub(super) fn checked_scope<'a>(target: &Target, scope: &'a str) -> Result<&'a str, ProviderError> {
     let account = storage_account_id(target)?.to_ascii_lowercase();
-    let lower = scope.trim_end_matches('/').to_ascii_lowercase();
-    let inside = lower == account || lower.starts_with(&format!("{account}/"));
-    let plain = scope
+    let containers = format!("{account}/blobservices/default/containers/");
+    let trimmed = scope.trim_end_matches('/');
+    let lower = trimmed.to_ascii_lowercase();
+    let one_container = lower
+        .strip_prefix(&containers)
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    let plain = trimmed
         .trim_start_matches('/')
         .split('/')
         .all(|s| segment("scope segment", s).is_ok());
-    if inside && plain && scope.starts_with('/') {
-        Ok(scope.trim_end_matches('/'))
+    if one_container && plain && scope.starts_with('/') {
+        Ok(trimmed)
     } else {
         Err(ProviderError::new(
             ErrorClass::InvalidInput,
             "check role assignment scope",
             scope,
-            format!("the scope must be the target's storage account {account} or a resource in it"),
+            format!(
+                "the scope must be one blob container of the target's storage account ({account}/blobServices/default/containers/<name>); the account itself or anything else is refused"
+            ),
         ))
     }
 }
@@ -153,14 +162,17 @@ pub(super) async fn ensure(
         Err(e) if e.code.as_deref() == Some("RoleAssignmentExists") => {
             let existing = find_existing_assignment(client, scope, spec, &e.message).await?;
             match existing {
-                Some(ra) if same_assignment(spec, &ra.properties) => {
-                    tracing::info!(role_assignment = ?ra.name, "an identical role assignment exists under another name; using it");
-                    let name = ra.name.clone().unwrap_or_else(|| spec.name.clone());
-                    Ok(RoleAssignmentInfo {
-                        id: ra.id.unwrap_or_else(|| role_assignment_path(scope, &name)),
-                        name,
-                    })
-                }
+                // The same grant under a name the worker did not derive: someone else made it,
+                // and adopting it would mean deleting it on offboarding.
+                Some(ra) if same_assignment(spec, &ra.properties) => Err(super::not_owned(
+                    op.operation,
+                    op.resource,
+                    "role assignment",
+                    &format!(
+                        "whoever created assignment {} (the same principal, role and condition under a name the worker did not derive)",
+                        ra.id.unwrap_or_default()
+                    ),
+                )),
                 Some(ra) => Err(ProviderError::permanent(
                     op.operation,
                     op.resource,
@@ -270,13 +282,16 @@ mod tests {
     use onboarding_providers::arm_ids::blob_container_id;
 
     #[test]
-    fn role_assignment_scopes_must_lie_in_the_targets_storage_account() {
+    fn role_assignment_scopes_must_be_one_container_of_the_targets_storage_account() {
         let t = Target::local("default");
         let inside = blob_container_id(&t, "tenant-acme").unwrap();
         assert!(checked_scope(&t, &inside).is_ok());
         assert!(checked_scope(&t, &inside.to_uppercase()).is_ok());
         for bad in [
             "/subscriptions/00000000-0000-0000-0000-000000000001".to_string(),
+            storage_account_id(&t).unwrap(),
+            format!("{}/blobServices/default", storage_account_id(&t).unwrap()),
+            format!("{inside}/extra"),
             inside.replace("sttenantdata", "otheraccount"),
             format!("{inside}/../../x"),
             format!("{}x", storage_account_id(&t).unwrap()),

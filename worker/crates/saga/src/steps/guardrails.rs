@@ -1,11 +1,11 @@
 //! Step `guardrails`: quota, limit range, network policies and the tenant admins' role binding
 //! in the tenant's namespace.
 //!
-//! Updates converge: without an admin group in the spec, the admins' role binding an earlier run
-//! created is deleted (access revoked), but only when it carries the worker's marker for this
-//! tenant; a binding of that name that is not the worker's is left alone.
+//! Every object is applied and deleted only when it is the worker's ([`super::owned`]). Updates
+//! converge: what the spec no longer asks for (the admins' role binding without an admin group:
+//! access revoked) is deleted, if it carries the worker's marker for this tenant.
 
-use super::ownership::{Owner, owner};
+use super::owned::{apply_owned, delete_owned};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 use onboarding_providers::manifests::{self, GuardrailSpec};
@@ -55,28 +55,15 @@ impl Step for GuardrailsStep {
     ) -> Result<StepOutcome, ProviderError> {
         let objects = objects(input);
         for obj in &objects {
-            input.call(|| input.kube.apply(&input.target, obj)).await?;
+            apply_owned(input, obj).await?;
         }
-        let binding = manifests::guardrail_refs(&input.names.namespace)
+        // Whatever the step can create that this spec no longer asks for (the admins' binding
+        // without an admin group, the egress policy without egress rules) is removed, if ours.
+        for stale in manifests::guardrail_refs(&input.names.namespace)
             .into_iter()
-            .find(|r| r.kind == "RoleBinding");
-        if let Some(binding) = binding
-            && !objects.iter().any(|o| o.reference() == binding)
+            .filter(|r| !objects.iter().any(|o| o.reference() == *r))
         {
-            match input
-                .call(|| input.kube.get(&input.target, &binding))
-                .await?
-            {
-                Some(live) if owner(&live, &input.names.tenant_id) == Owner::Us => {
-                    input
-                        .call(|| input.kube.delete(&input.target, &binding))
-                        .await?;
-                }
-                Some(_) => {
-                    tracing::warn!(role_binding = %binding, "role binding not ours: left in place");
-                }
-                None => {}
-            }
+            delete_owned(input, &stale).await?;
         }
         Ok(StepOutcome::Done(serde_json::json!({
             "objects": objects.iter().map(|o| o.reference().to_string()).collect::<Vec<_>>(),
@@ -93,7 +80,7 @@ impl Step for GuardrailsStep {
             .iter()
             .rev()
         {
-            input.kube.delete(&input.target, r).await?;
+            delete_owned(input, r).await?;
         }
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }

@@ -9,6 +9,7 @@ mod guardrails;
 mod identity;
 mod namespace;
 mod node_pool;
+mod owned;
 mod ownership;
 mod role_assignment;
 mod service_account;

@@ -9,6 +9,7 @@
 use onboarding_providers::manifests;
 use onboarding_providers::{KubeObject, OperationKind, PendingOperation, ProviderError};
 
+use super::owned::not_owned;
 use super::ownership::{Owner, owner, terminating};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
@@ -56,14 +57,7 @@ impl Step for NamespaceStep {
             .await?
         {
             if let Owner::Foreign(who) = owner(&live, &input.names.tenant_id) {
-                return Err(ProviderError::permanent(
-                    "create namespace",
-                    reference.to_string(),
-                    format!(
-                        "the namespace exists and belongs to {who}; the worker adopts nothing it did not create: choose another tenant id or remove the namespace"
-                    ),
-                )
-                .with_code("ResourceNotOwned"));
+                return Err(not_owned(&reference, &who));
             }
             if terminating(&live) {
                 // A re-onboarding right after an offboarding: applying now would land the

@@ -72,7 +72,11 @@ impl Step for NodePoolStep {
         }
         let progress = input
             .azure
-            .delete_node_pool(&input.target, &input.names.node_pool)
+            .delete_node_pool(
+                &input.target,
+                &input.names.node_pool,
+                &input.names.tenant_id,
+            )
             .await?;
         Ok(from_progress(progress))
     }

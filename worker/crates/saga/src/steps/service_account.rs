@@ -1,6 +1,8 @@
 //! Step `service_account`: the tenant's workload-identity service account, annotated with the
 //! tenant identity's client id (and its Entra tenant when that differs from the cluster's).
+//! Applied and deleted only when it is the worker's ([`super::owned`]).
 
+use super::owned::{apply_owned, delete_owned};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 use onboarding_providers::manifests;
@@ -42,7 +44,7 @@ impl Step for ServiceAccountStep {
         let cross_tenant = (identity_tenant != input.target.cluster_entra_tenant_id)
             .then_some(identity_tenant.as_str());
         let obj = object(input, &client_id, cross_tenant);
-        input.kube.apply(&input.target, &obj).await?;
+        apply_owned(input, &obj).await?;
         Ok(StepOutcome::Done(serde_json::json!({
             "namespace": input.names.namespace,
             "name": obj.name,
@@ -54,10 +56,7 @@ impl Step for ServiceAccountStep {
         input: &StepInput,
         _op: Option<&PendingOperation>,
     ) -> Result<StepOutcome, ProviderError> {
-        input
-            .kube
-            .delete(&input.target, &object(input, "", None).reference())
-            .await?;
+        delete_owned(input, &object(input, "", None).reference()).await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }
 }

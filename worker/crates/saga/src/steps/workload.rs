@@ -5,7 +5,8 @@
 //! deleted. When another field manager owns the replicas (an autoscaler targets the Deployment),
 //! the worker leaves them out of what it applies. Touches the target's API server only.
 
-use super::ownership::{Owner, owner, replicas_managed_elsewhere};
+use super::owned::{delete_owned, live_if_ours};
+use super::ownership::replicas_managed_elsewhere;
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 use onboarding_contract::OnboardTenant;
@@ -58,26 +59,12 @@ impl Step for WorkloadStep {
     ) -> Result<StepOutcome, ProviderError> {
         let mut obj = object(input);
         let reference = obj.reference();
-        if let Some(live) = input
-            .call(|| input.kube.get(&input.target, &reference))
-            .await?
+        if let Some(live) = live_if_ours(input, &reference).await?
+            && replicas_managed_elsewhere(&live)
+            && let Some(spec) = obj.manifest.get_mut("spec").and_then(|s| s.as_object_mut())
         {
-            if let Owner::Foreign(who) = owner(&live, &input.names.tenant_id) {
-                return Err(ProviderError::permanent(
-                    "create deployment",
-                    reference.to_string(),
-                    format!(
-                        "the Deployment exists and belongs to {who}; the worker adopts nothing it did not create"
-                    ),
-                )
-                .with_code("ResourceNotOwned"));
-            }
-            if replicas_managed_elsewhere(&live)
-                && let Some(spec) = obj.manifest.get_mut("spec").and_then(|s| s.as_object_mut())
-            {
-                // Server-side apply with force would take the replicas back from the autoscaler.
-                spec.remove("replicas");
-            }
+            // Server-side apply with force would take the replicas back from the autoscaler.
+            spec.remove("replicas");
         }
         input.kube.apply(&input.target, &obj).await?;
         Ok(StepOutcome::Done(
@@ -89,19 +76,7 @@ impl Step for WorkloadStep {
         input: &StepInput,
         _op: Option<&PendingOperation>,
     ) -> Result<StepOutcome, ProviderError> {
-        let reference = object(input).reference();
-        match input
-            .call(|| input.kube.get(&input.target, &reference))
-            .await?
-        {
-            Some(live) if owner(&live, &input.names.tenant_id) == Owner::Us => {
-                input.kube.delete(&input.target, &reference).await?;
-            }
-            Some(_) => {
-                tracing::warn!(deployment = %reference, "deployment not ours: left in place");
-            }
-            None => {}
-        }
+        delete_owned(input, &object(input).reference()).await?;
         Ok(StepOutcome::Done(serde_json::Value::Null))
     }
 }

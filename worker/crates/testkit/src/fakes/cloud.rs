@@ -171,6 +171,7 @@ impl AzureProvisioner for FakeCloud {
         &self,
         _t: &Target,
         name: &str,
+        _tenant_id: &str,
     ) -> Result<Progress<()>, ProviderError> {
         let key = format!("node_pool/{name}");
         self.gate("delete:node_pool", &key)?;
