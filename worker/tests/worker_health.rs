@@ -245,6 +245,9 @@ impl Journal for UnreachableJournal {
     async fn claim_names(&self, _: &str, _: &[NameClaim]) -> Result<(), JournalError> {
         Err(down())
     }
+    async fn release_names(&self, _: &str, _: &[NameClaim]) -> Result<(), JournalError> {
+        Err(down())
+    }
     async fn ping(&self) -> Result<(), JournalError> {
         Err(down())
     }

@@ -89,6 +89,10 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// succeeds; a name owned by another tenant is [`JournalError::NameTaken`] and claims none.
     async fn claim_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError>;
 
+    /// Release the claims `tenant` owns among `claims` (a purged tenant's names become free
+    /// for others); a claim owned by anyone else, or by no one, is left as it is.
+    async fn release_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError>;
+
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), JournalError>;
 }

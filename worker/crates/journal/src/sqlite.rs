@@ -317,6 +317,26 @@ impl Journal for SqliteJournal {
         .await
     }
 
+    async fn release_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError> {
+        let tenant = tenant.to_string();
+        let claims = claims.to_vec();
+        self.with_conn(move |conn, inner| {
+            let fail = |e| inner.sql_error(&format!("releasing names of tenant {tenant}"), e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            for claim in &claims {
+                tx.execute(
+                    "DELETE FROM name_claims WHERE kind = ?1 AND name = ?2 AND owner = ?3",
+                    params![claim.kind, claim.name, tenant],
+                )
+                .map_err(fail)?;
+            }
+            tx.commit().map_err(fail)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), JournalError> {
         self.with_conn(|conn, inner| {
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {

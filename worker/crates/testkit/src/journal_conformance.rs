@@ -280,6 +280,47 @@ pub async fn claiming_names_again_for_their_owner_succeeds(journal: Arc<dyn Jour
     }
 }
 
+pub async fn released_names_are_free_for_others_and_only_the_owner_can_release(
+    journal: Arc<dyn Journal>,
+) {
+    let owner = unique("purged");
+    let other = unique("next");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let batch = claims(&tag);
+    ok(
+        journal.claim_names(&owner, &batch).await,
+        "the owner's claim",
+    );
+    // Another tenant cannot release what it does not own.
+    ok(
+        journal.release_names(&other, &batch).await,
+        "a release by a non-owner",
+    );
+    assert!(
+        matches!(
+            journal.claim_names(&other, &batch).await,
+            Err(JournalError::NameTaken { .. })
+        ),
+        "still held by {owner}"
+    );
+    ok(journal.release_names(&owner, &batch).await, "the release");
+    ok(
+        journal.release_names(&owner, &batch).await,
+        "releasing again",
+    );
+    ok(
+        journal.claim_names(&other, &batch).await,
+        "claiming released names",
+    );
+    assert!(
+        matches!(
+            journal.claim_names(&owner, &batch).await,
+            Err(JournalError::NameTaken { .. })
+        ),
+        "now held by {other}"
+    );
+}
+
 pub async fn a_name_owned_by_another_tenant_is_refused_and_nothing_of_the_batch_is_claimed(
     journal: Arc<dyn Journal>,
 ) {
@@ -470,6 +511,7 @@ macro_rules! journal_conformance_tests {
             of_concurrent_writers_at_one_version_exactly_one_wins,
             keys_are_listed_sorted,
             claiming_names_again_for_their_owner_succeeds,
+            released_names_are_free_for_others_and_only_the_owner_can_release,
             a_name_owned_by_another_tenant_is_refused_and_nothing_of_the_batch_is_claimed,
             of_tenants_racing_for_one_name_exactly_one_gets_it,
             one_tenant_claiming_the_same_names_concurrently_succeeds_every_time,

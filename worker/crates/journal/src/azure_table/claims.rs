@@ -1,12 +1,12 @@
-//! Name claims on the Table service: reading who owns a claimed name, and inserting new
-//! claims all-or-nothing in one entity-group transaction (`$batch`).
+//! Name claims on the Table service: reading who owns a claimed name, inserting new claims
+//! all-or-nothing in one entity-group transaction (`$batch`), and releasing a tenant's own.
 //!
 //! May touch: the claim entities (PartitionKey `name`) of the journal's table.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::client::{AzureTableJournal, Failure, batch_failure};
+use super::client::{AzureTableJournal, Failure, batch_failure, etag_of};
 use super::entity::claim_row_key;
 use super::{ACCEPT, JSON, NAME_PARTITION};
 use crate::{JournalError, NameClaim};
@@ -47,6 +47,48 @@ impl AzureTableJournal {
                 message: "the claim entity has no Owner".to_string(),
             }),
         }
+    }
+
+    /// Deletes one claim entity if `tenant` owns it, conditional on the ETag it was read with:
+    /// a claim that changed owner in between is left alone.
+    pub(super) async fn release_claim(
+        &self,
+        tenant: &str,
+        claim: &NameClaim,
+    ) -> Result<(), JournalError> {
+        let row = claim_row_key(claim)?;
+        let target = format!("{}/{}", claim.kind, claim.name);
+        let path = self.entity_path(NAME_PARTITION, &row);
+        let response = self.send(Method::GET, &path, None, &[]).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        if !response.status().is_success() {
+            return Err(self.classify("read name claim", &target, Failure::read(response).await));
+        }
+        let etag = etag_of(&response);
+        let entity: Map<String, Value> = response.json().await.map_err(|e| {
+            JournalError::Unavailable(format!("reading the name claim {target} failed: {e}"))
+        })?;
+        if entity.get("Owner").and_then(Value::as_str) != Some(tenant) {
+            return Ok(());
+        }
+        let Some(etag) = etag else {
+            return Err(JournalError::Unavailable(format!(
+                "the name claim {target} was read without an ETag; retry"
+            )));
+        };
+        let response = self
+            .send(Method::DELETE, &path, None, &[("If-Match", etag.as_str())])
+            .await?;
+        let status = response.status();
+        if status.is_success()
+            || status == StatusCode::NOT_FOUND
+            || status == StatusCode::PRECONDITION_FAILED
+        {
+            return Ok(());
+        }
+        Err(self.classify("release name claim", &target, Failure::read(response).await))
     }
 
     /// Inserts the claims in one entity-group transaction. `Ok(false)`: one of them exists now

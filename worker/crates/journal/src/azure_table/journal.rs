@@ -180,6 +180,18 @@ impl Journal for AzureTableJournal {
         Ok(keys)
     }
 
+    async fn release_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError> {
+        let span = tracing::debug_span!("journal.release_names", tenant.id = %tenant, claims = claims.len());
+        async {
+            for claim in claims {
+                self.release_claim(tenant, claim).await?;
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn claim_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError> {
         let span =
             tracing::debug_span!("journal.claim_names", tenant.id = %tenant, claims = claims.len());

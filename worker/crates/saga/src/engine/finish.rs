@@ -2,8 +2,9 @@
 //! progress event) and the end of a run (its outcome event, by the [`Terminal`] table; then the
 //! next queued request).
 //!
-//! May touch: the tenant record in memory, the recorder and the log; the caller saves the record
-//! and publishes the events.
+//! May touch: the tenant record in memory, the journal's name claims (released when a purge
+//! leaves nothing of the tenant), the recorder and the log; the caller saves the record and
+//! publishes the events.
 
 use chrono::{DateTime, Utc};
 use onboarding_contract::events::{
@@ -12,10 +13,11 @@ use onboarding_contract::events::{
 use onboarding_core::{Classify, ErrorClass};
 
 use super::call::StepResult;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, name_claims};
 use crate::machine::{self, Terminal};
 use crate::record::{FinishedRequest, Phase, Status, StepName, TenantRecord};
 use crate::step::StepOutcome;
+use onboarding_contract::Command;
 
 impl Engine {
     /// Record a step result. Returns the progress event to publish, if any.
@@ -102,7 +104,9 @@ impl Engine {
             };
             let reason = match st.compensation {
                 Status::Failed => "failed",
-                Status::Kept => "kept",
+                // Kept only if there is something to keep (an offboarding that cancelled an
+                // onboarding before the container existed keeps nothing).
+                Status::Kept if rec.resources.contains_key(&step.name()) => "kept",
                 _ => continue,
             };
             remaining.push(RemainingResource {
@@ -135,6 +139,16 @@ impl Engine {
                 not_found: outcome == Terminal::NotFound,
             }),
         );
+        if outcome == Terminal::Offboarded
+            && rec.resources.is_empty()
+            && matches!(&run.command, Command::Offboard(off) if off.purge_data)
+        {
+            // Nothing of the tenant is left: its names are free for another tenant.
+            self.cx
+                .journal
+                .release_names(&rec.tenant_id, &name_claims(&input.names, &run.target))
+                .await?;
+        }
         tracing::info!(tenant.id = %rec.tenant_id, request.id = %run.request_id, state = state_name, "saga finished");
         self.cx.recorder.saga_finished(outcome.metric_label());
         self.remember(rec, &run.request_id, event.clone());

@@ -104,6 +104,17 @@ impl Journal for MemJournal {
         }
         Ok(())
     }
+    async fn release_names(&self, tenant: &str, claims: &[NameClaim]) -> Result<(), JournalError> {
+        self.check()?;
+        let mut map = self.claims.lock().unwrap();
+        for c in claims {
+            let key = (c.kind.clone(), c.name.clone());
+            if map.get(&key).is_some_and(|owner| owner == tenant) {
+                map.remove(&key);
+            }
+        }
+        Ok(())
+    }
     async fn ping(&self) -> Result<(), JournalError> {
         self.check()
     }
