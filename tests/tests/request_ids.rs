@@ -102,3 +102,82 @@ async fn send_wait_for_a_request_that_already_finished_answers_from_the_journal(
     assert_eq!(outcome["type"], events::ONBOARDED, "{again:?}");
     assert_eq!(outcome, first.json(), "the very same outcome event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_request_replayed_after_sixty_updates_is_refused_and_changes_nothing() {
+    let h = ProcessHarness::start(Settings::default()).await;
+    h.spawn_worker();
+    let send = |id: String, replicas: &'static str| {
+        let h = &h;
+        async move {
+            let args = [
+                "send",
+                "--tenant",
+                "acme",
+                "--request-id",
+                &id,
+                "--workload",
+                replicas,
+            ];
+            let out = h.producer(&args, Duration::from_secs(30)).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+        }
+    };
+    send("u-0".into(), "1").await;
+    h.wait_for_outcomes(&["u-0".to_string()], Duration::from_secs(60))
+        .await;
+    let updates: Vec<String> = (1..=60).map(|i| format!("u-{i}")).collect();
+    for id in &updates {
+        send(id.clone(), "2").await;
+    }
+    let outcomes = h
+        .wait_for_outcomes(&updates, Duration::from_secs(300))
+        .await;
+    assert!(
+        outcomes.values().all(|e| e.ty == events::ONBOARDED),
+        "{outcomes:?}"
+    );
+    let (version, record) = h.record("acme").await.unwrap();
+    assert!(
+        record.finished_event("u-0").is_none(),
+        "the record forgot u-0"
+    );
+
+    // u-0 again, as `dlq replay --all` after an incident would: a new MessageId, same body.
+    let body = onboarding_testkit::fixtures::OnboardBuilder::tenant("acme")
+        .request("u-0")
+        .replicas(1)
+        .build()
+        .to_json();
+    let file = h.dir.path().join("u-0.json");
+    std::fs::write(&file, body).unwrap();
+    let sent = h
+        .producer(
+            &["send", "--raw", file.to_str().unwrap()],
+            Duration::from_secs(30),
+        )
+        .await;
+    let message_id = sent.json()["messageId"].as_str().unwrap().to_string();
+    let rejected = h
+        .wait_for_rejection(&message_id, Duration::from_secs(60))
+        .await;
+    let EventData::Rejected(r) = &rejected.data else {
+        panic!("{rejected:?}")
+    };
+    assert_eq!(r.reason, "Superseded", "{r:?}");
+    assert!(r.errors[0].message.contains("u-60"), "{r:?}");
+    assert_eq!(
+        h.record("acme").await.unwrap().0,
+        version,
+        "the tenant's record is untouched"
+    );
+    assert_eq!(
+        h.events_of("u-0")
+            .await
+            .iter()
+            .filter(|e| e.is_terminal())
+            .count(),
+        1,
+        "u-0's old outcome is not published again"
+    );
+}
