@@ -44,6 +44,26 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// A saga waiting for its cluster's agent-pool operations: its place and the estimate.
+fn waiting_for_cluster(
+    place: onboarding_record::QueuePlace,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let place_text = match place.ahead {
+        0 => "its turn; AKS is finishing another operation on the cluster".to_string(),
+        1 => "waiting for the cluster: 1 pool operation ahead".to_string(),
+        n => format!("waiting for the cluster: {n} pool operations ahead"),
+    };
+    let estimate = place
+        .estimate_secs
+        .map(|s| format!(", about {} min {} s left", s / 60, s % 60))
+        .unwrap_or_default();
+    let since = since
+        .map(|t| format!(", since {}", t.format("%H:%M:%S UTC")))
+        .unwrap_or_default();
+    format!("{place_text}{estimate}{since} ")
+}
+
 fn render(r: &TenantRecord, version: u64) -> String {
     let mut s = format!(
         "tenant {}  state {:?}  target {}  (journal version {version})\n",
@@ -70,6 +90,11 @@ fn render(r: &TenantRecord, version: u64) -> String {
             let mut detail = String::new();
             if let Some(w) = st.wake_at {
                 detail.push_str(&format!("next look {} ", w.format("%H:%M:%S")));
+            }
+            if let Some(op) = &st.operation
+                && let Some(place) = op.place
+            {
+                detail.push_str(&waiting_for_cluster(place, op.since));
             }
             if st.attempts > 0 {
                 detail.push_str(&format!("attempts {} ", st.attempts));
@@ -121,4 +146,35 @@ fn render(r: &TenantRecord, version: u64) -> String {
         }
     }
     s.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saga_waiting_for_its_cluster_shows_its_place_and_the_estimate() {
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let text = waiting_for_cluster(
+            onboarding_record::QueuePlace {
+                ahead: 3,
+                estimate_secs: Some(430),
+            },
+            Some(since),
+        );
+        assert_eq!(
+            text.trim_end(),
+            "waiting for the cluster: 3 pool operations ahead, about 7 min 10 s left, since 10:00:00 UTC"
+        );
+        let turn = waiting_for_cluster(
+            onboarding_record::QueuePlace {
+                ahead: 0,
+                estimate_secs: None,
+            },
+            None,
+        );
+        assert!(turn.contains("its turn"), "{turn}");
+    }
 }

@@ -200,6 +200,10 @@ impl Default for Settings {
                 step_attempt_limit: 8,
                 compensation_attempt_limit: 8,
                 remembered_requests: 50,
+                // Simulated pool operations take well under a second.
+                cluster_turn_poll_ms: 200,
+                cluster_turn_lease_ms: 10_000,
+                wait_limit_ms: 600_000,
             },
             concurrency: 8,
             lock_duration_secs: 5,

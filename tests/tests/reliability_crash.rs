@@ -57,6 +57,10 @@ fn settings(fail_ops: &[&str]) -> Settings {
             step_attempt_limit: 8,
             compensation_attempt_limit: 8,
             remembered_requests: 50,
+            // Simulated pool operations take well under a second.
+            cluster_turn_poll_ms: 200,
+            cluster_turn_lease_ms: 10_000,
+            wait_limit_ms: 600_000,
         },
         ..Settings::default()
     }

@@ -45,6 +45,10 @@ async fn every_onboarding_of_a_batch_succeeds_when_thirty_percent_of_calls_fail_
             step_attempt_limit: 30,
             compensation_attempt_limit: 30,
             remembered_requests: 50,
+            // Simulated pool operations take well under a second.
+            cluster_turn_poll_ms: 200,
+            cluster_turn_lease_ms: 10_000,
+            wait_limit_ms: 600_000,
         },
         concurrency: TENANTS,
         ..Settings::default()

@@ -21,6 +21,18 @@ pub struct SagaConfig {
     pub compensation_attempt_limit: u32,
     /// Finished requests remembered per tenant for idempotent replays.
     pub remembered_requests: usize,
+    /// How often a saga waiting for its cluster's turn (the line of agent-pool operations, or
+    /// AKS saying another operation is in progress) looks again. AKS pool operations take
+    /// minutes, so a few seconds here keeps the cluster busy while tenants wait.
+    pub cluster_turn_poll_ms: u64,
+    /// How long a turn stays with a saga that stops renewing it (a crashed worker) before the
+    /// next in line may take it; also how long a waiter that stops looking keeps its place.
+    pub cluster_turn_lease_ms: u64,
+    /// How long a step may wait for the platform (its cluster's turn for a pool operation, a
+    /// container name still being deleted) before it fails: hours, because a burst of
+    /// onboardings to one cluster, or a cluster upgrade, legitimately takes that long. Waits
+    /// are not attempts: the attempt limits do not apply to them.
+    pub wait_limit_ms: u64,
 }
 
 impl Default for SagaConfig {
@@ -34,6 +46,9 @@ impl Default for SagaConfig {
             step_attempt_limit: 8,
             compensation_attempt_limit: 8,
             remembered_requests: 50,
+            cluster_turn_poll_ms: 5_000,
+            cluster_turn_lease_ms: 600_000,
+            wait_limit_ms: 4 * 3_600_000,
         }
     }
 }

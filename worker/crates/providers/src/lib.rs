@@ -74,6 +74,30 @@ impl ProviderError {
         self.retry_after_secs = Some(after.as_secs().max(1));
         self
     }
+
+    /// The platform's "another operation is in progress" answer: AKS runs one agent-pool (or
+    /// cluster) operation at a time. It passes by waiting, however long the other one takes, so
+    /// it is a wait, not a failed attempt.
+    pub fn is_busy_cluster(&self) -> bool {
+        const BUSY: [&str; 4] = [
+            "OperationNotAllowed",
+            "AKSOperationPreempted",
+            "OperationPreempted",
+            "AnotherOperationInProgress",
+        ];
+        self.class == ErrorClass::Transient
+            && self
+                .code
+                .as_deref()
+                .is_some_and(|c| BUSY.iter().any(|b| b.eq_ignore_ascii_case(c)))
+    }
+
+    /// Storage's "the container is being deleted" answer (re-creating a name soon after its
+    /// delete): it passes when the delete finishes, so it is a wait, not a failed attempt.
+    pub fn is_being_deleted(&self) -> bool {
+        self.class == ErrorClass::Transient
+            && self.message.to_ascii_lowercase().contains("being deleted")
+    }
 }
 
 impl Classify for ProviderError {
@@ -85,14 +109,46 @@ impl Classify for ProviderError {
     }
 }
 
-/// A long-running operation to look at again later.
+/// A long-running operation to look at again later, or a wait for the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingOperation {
-    /// The URL to poll: an `Azure-AsyncOperation` or `Location` URL, or the resource itself.
+    /// The URL to poll: an `Azure-AsyncOperation` or `Location` URL, or the resource itself;
+    /// for [`OperationKind::ClusterTurn`], the cluster's ARM id.
     pub url: String,
     pub kind: OperationKind,
     /// When the service suggests looking again.
     pub retry_after_secs: u64,
+    /// When a wait began: waits have a deadline of their own instead of counting attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// For [`OperationKind::ClusterTurn`]: the saga's place in its cluster's line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<QueuePlace>,
+}
+
+impl PendingOperation {
+    /// An operation to poll at `url`, `retry_after_secs` from now.
+    pub fn poll(url: impl Into<String>, kind: OperationKind, retry_after_secs: u64) -> Self {
+        Self {
+            url: url.into(),
+            kind,
+            retry_after_secs,
+            since: None,
+            place: None,
+        }
+    }
+}
+
+/// Where a saga stands in its cluster's line of agent-pool operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePlace {
+    /// Operations before this saga's: the one running (if any) and the sagas ahead in line.
+    /// 0: it is this saga's turn, and the cluster is busy with something else (an upgrade, a
+    /// crashed holder's operation).
+    pub ahead: u32,
+    /// The expected wait from the recent operations' durations; `None` without history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +160,13 @@ pub enum OperationKind {
     Location,
     /// The resource's own `properties.provisioningState`.
     ProvisioningState,
+    /// Not an operation: waiting for the cluster's turn (its line of agent-pool operations, or
+    /// the platform saying another operation is in progress). The saga, not the provider,
+    /// looks at it again.
+    ClusterTurn,
+    /// Not an operation: waiting for the platform to finish something it does not report on
+    /// (a container name still being deleted); the step simply tries again.
+    Wait,
 }
 
 /// Either finished, or started and to be polled.
@@ -222,6 +285,26 @@ pub trait AzureProvisioner: Send + Sync + std::fmt::Debug {
         target: &Target,
         spec: &NodePoolSpec,
     ) -> Result<Progress<NodePoolInfo>, ProviderError>;
+    /// The pool's info when it exists, is the worker's for `spec.tenant_id` and already matches
+    /// `spec` (nothing to write); `None` otherwise. Read-only: it lets an update that changes
+    /// nothing skip the cluster's line of pool operations. The default always says `None`.
+    async fn node_pool_in_sync(
+        &self,
+        _target: &Target,
+        _spec: &NodePoolSpec,
+    ) -> Result<Option<NodePoolInfo>, ProviderError> {
+        Ok(None)
+    }
+    /// Whether a pool `name` with the worker's marker for `tenant_id` exists (a delete would
+    /// write). Read-only. The default always says yes.
+    async fn has_node_pool(
+        &self,
+        _target: &Target,
+        _name: &str,
+        _tenant_id: &str,
+    ) -> Result<bool, ProviderError> {
+        Ok(true)
+    }
     /// Deletes the pool only if it carries the worker's marker for `tenant_id` (and is not a
     /// system pool), checked right before the delete; anything else is left in place.
     async fn delete_node_pool(

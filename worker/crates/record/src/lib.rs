@@ -15,6 +15,8 @@ use onboarding_contract::events::{CloudEvent, EventError};
 use onboarding_providers::{PendingOperation, ProviderError};
 
 mod requests;
+/// What a waiting step's operation says about its place in its cluster's line.
+pub use onboarding_providers::QueuePlace;
 pub use requests::{RequestEntry, Reuse, digest, request_key};
 
 /// The saga steps, in no particular order (dependencies live in `steps`).

@@ -145,6 +145,7 @@ struct Doc {
 #[derive(Debug)]
 pub struct Engine {
     cx: SagaContext,
+    cluster_turns: Arc<crate::cluster_turns::ClusterTurns>,
     steps: Vec<Arc<dyn Step>>,
     graph: StepGraph,
 }
@@ -152,7 +153,13 @@ pub struct Engine {
 impl Engine {
     pub fn new(cx: SagaContext) -> Self {
         let steps = steps::all();
+        let cluster_turns = Arc::new(crate::cluster_turns::ClusterTurns::new(
+            cx.journal.clone(),
+            cx.clock.clone(),
+            &cx.settings,
+        ));
         Self {
+            cluster_turns,
             cx,
             graph: StepGraph::of(&steps),
             steps,

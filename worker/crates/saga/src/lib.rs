@@ -5,6 +5,7 @@
 //! May touch: the journal and the two provider traits it is handed in its [`SagaContext`]. Never
 //! a queue or topic (the runner sends what the engine hands back) and never a concrete provider.
 
+pub mod cluster_turns;
 mod context;
 pub mod engine;
 pub mod machine;

@@ -15,6 +15,7 @@ use onboarding_providers::{AzureProvisioner, KubeProvisioner, PendingOperation, 
 use onboarding_providers::{Provisioning, Target};
 
 use super::record::StepName;
+use crate::cluster_turns::ClusterTurns;
 use crate::retry::RetryPolicy;
 
 /// What a step call produced.
@@ -30,6 +31,8 @@ pub enum StepOutcome {
 #[derive(Debug, Clone)]
 pub struct StepInput {
     pub names: TenantNames,
+    /// The request being carried out (with the tenant, it names the saga run).
+    pub request_id: String,
     pub target: Target,
     /// The onboarding spec; `None` when offboarding (compensations only need names and outputs).
     pub spec: Option<OnboardTenant>,
@@ -39,6 +42,9 @@ pub struct StepInput {
     pub azure: Arc<dyn AzureProvisioner>,
     pub kube: Arc<dyn KubeProvisioner>,
     pub clock: Arc<dyn Clock>,
+    /// Each cluster's line of agent-pool operations.
+    pub cluster_turns: Arc<ClusterTurns>,
+    pub settings: Arc<onboarding_config::SagaConfig>,
 }
 
 impl StepInput {
@@ -134,14 +140,40 @@ pub(crate) async fn poll_first(
     Ok(None)
 }
 
-/// A provider's progress as a step outcome: finished with these outputs, or still running.
-pub(crate) fn from_progress<T: serde::Serialize>(
-    progress: onboarding_providers::Progress<T>,
-) -> StepOutcome {
-    match progress {
-        onboarding_providers::Progress::Done(value) => StepOutcome::Done(to_json(&value)),
-        onboarding_providers::Progress::Pending(op) => StepOutcome::Pending(op),
+/// Wait for the platform (`kind`: the cluster's turn, or a timed wait) on `resource`, looking
+/// again after `retry_after` seconds (else the configured poll interval). A wait is not a failed
+/// attempt; it has a deadline of its own (`saga.wait_limit_ms`), counted from `since`.
+pub(crate) fn platform_wait(
+    input: &StepInput,
+    kind: onboarding_providers::OperationKind,
+    resource: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    place: Option<onboarding_providers::QueuePlace>,
+    retry_after: Option<u64>,
+) -> Result<StepOutcome, ProviderError> {
+    let now = input.clock.now();
+    let since = since.unwrap_or(now);
+    let limit = std::time::Duration::from_millis(input.settings.wait_limit_ms);
+    if (now - since).to_std().unwrap_or_default() > limit {
+        let ahead = place.map_or_else(String::new, |p| format!(" ({} operations ahead)", p.ahead));
+        return Err(ProviderError::permanent(
+            "wait for the platform",
+            resource,
+            format!(
+                "waited {} min for the platform to let this step proceed{ahead}; raise saga.wait_limit_ms or look at what keeps {resource} busy",
+                limit.as_secs() / 60,
+            ),
+        )
+        .with_code("WaitLimitReached"));
     }
+    let poll_secs = input.settings.cluster_turn_poll_ms.div_ceil(1000).max(1);
+    Ok(StepOutcome::Pending(PendingOperation {
+        url: resource.to_string(),
+        kind,
+        retry_after_secs: retry_after.unwrap_or(poll_secs).max(1),
+        since: Some(since),
+        place,
+    }))
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {

@@ -28,12 +28,16 @@ impl ArmClient {
                 url: url.to_string(),
                 kind: OperationKind::AsyncOperation,
                 retry_after_secs: retry,
+                since: None,
+                place: None,
             });
         }
         resp.header("location").map(|url| PendingOperation {
             url: url.to_string(),
             kind: OperationKind::Location,
             retry_after_secs: retry,
+            since: None,
+            place: None,
         })
     }
 
@@ -49,6 +53,8 @@ impl ArmClient {
             retry_after_secs: retry_after
                 .unwrap_or(self.options.default_poll_interval)
                 .as_secs(),
+            since: None,
+            place: None,
         }
     }
 
@@ -63,6 +69,13 @@ impl ArmClient {
         pending: &PendingOperation,
         op: Op<'_>,
     ) -> Result<Progress<()>, ProviderError> {
+        if matches!(
+            pending.kind,
+            OperationKind::ClusterTurn | OperationKind::Wait
+        ) {
+            // A saga's own wait: nothing at ARM to look at.
+            return Ok(Progress::Done(()));
+        }
         let url = Url::parse(&pending.url).map_err(|e| {
             ProviderError::permanent(
                 op.operation,
@@ -79,6 +92,8 @@ impl ArmClient {
                     .retry_after()
                     .map(|d| d.as_secs())
                     .unwrap_or(pending.retry_after_secs),
+                since: None,
+                place: None,
             })
         };
         if resp.status == 404 {
@@ -129,6 +144,7 @@ impl ArmClient {
                     _ => Ok(again(&resp)),
                 }
             }
+            OperationKind::ClusterTurn | OperationKind::Wait => Ok(Progress::Done(())),
         }
     }
 
@@ -173,6 +189,8 @@ mod tests {
             url: "https://evil.example/op".into(),
             kind: OperationKind::AsyncOperation,
             retry_after_secs: 1,
+            since: None,
+            place: None,
         };
         let e = c.poll(&pending, OP).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);

@@ -220,6 +220,23 @@ impl AzureProvisioner for ArmProvisioner {
         node_pool::ensure(self.client(target)?, target, spec).await
     }
 
+    async fn node_pool_in_sync(
+        &self,
+        target: &Target,
+        spec: &NodePoolSpec,
+    ) -> Result<Option<NodePoolInfo>, ProviderError> {
+        node_pool::in_sync(self.client(target)?, target, spec).await
+    }
+
+    async fn has_node_pool(
+        &self,
+        target: &Target,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<bool, ProviderError> {
+        node_pool::has(self.client(target)?, target, name, tenant_id).await
+    }
+
     async fn delete_node_pool(
         &self,
         target: &Target,

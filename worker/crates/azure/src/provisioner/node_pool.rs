@@ -63,6 +63,48 @@ pub(super) fn pool_matches(spec: &NodePoolSpec, p: &AgentPoolProperties) -> bool
         && contains_all(&p.tags, &tagged(&spec.tags, &spec.tenant_id))
 }
 
+/// The live pool, if any.
+async fn read(client: &ArmClient, path: &str) -> Result<Option<AgentPool>, ProviderError> {
+    super::read_existing(client, path, api::AGENT_POOLS, "read node pool").await
+}
+
+pub(super) async fn in_sync(
+    client: &ArmClient,
+    target: &Target,
+    spec: &NodePoolSpec,
+) -> Result<Option<NodePoolInfo>, ProviderError> {
+    let path = node_pool_id(target, &spec.name)?;
+    let Some(pool) = read(client, &path).await? else {
+        return Ok(None);
+    };
+    let props = pool.properties.unwrap_or_default();
+    let settled = props
+        .provisioning_state
+        .as_deref()
+        .is_none_or(|s| s.eq_ignore_ascii_case("Succeeded"));
+    let ours = foreign_owner(props.tags.as_ref(), MANAGED_BY_TAG, &spec.tenant_id).is_none();
+    Ok(
+        (ours && settled && pool_matches(spec, &props)).then(|| NodePoolInfo {
+            id: pool.id.unwrap_or(path),
+            name: spec.name.clone(),
+        }),
+    )
+}
+
+pub(super) async fn has(
+    client: &ArmClient,
+    target: &Target,
+    name: &str,
+    tenant_id: &str,
+) -> Result<bool, ProviderError> {
+    let path = node_pool_id(target, name)?;
+    Ok(read(client, &path).await?.is_some_and(|pool| {
+        let props = pool.properties.unwrap_or_default();
+        foreign_owner(props.tags.as_ref(), MANAGED_BY_TAG, tenant_id).is_none()
+            && props.mode.as_deref() != Some("System")
+    }))
+}
+
 pub(super) async fn ensure(
     client: &ArmClient,
     target: &Target,

@@ -177,6 +177,7 @@ impl Engine {
             })?;
         Ok(StepInput {
             names,
+            request_id: run.request_id.clone(),
             target,
             spec: match &run.command {
                 Command::Onboard(spec) => Some(spec.clone()),
@@ -187,6 +188,8 @@ impl Engine {
             azure: self.cx.azure.clone(),
             kube: self.cx.kube.clone(),
             clock: self.cx.clock.clone(),
+            cluster_turns: self.cluster_turns.clone(),
+            settings: self.cx.settings.clone(),
         })
     }
 }

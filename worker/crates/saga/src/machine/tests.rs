@@ -185,6 +185,8 @@ fn launching_marks_the_steps_running_in_the_current_direction_with_their_operati
         url: "https://op".into(),
         kind: OperationKind::Location,
         retry_after_secs: 5,
+        since: None,
+        place: None,
     };
     r.steps.get_mut(&ID).unwrap().operation = Some(op.clone());
     let launched = launch(&mut r, &[NS, ID], t0());
@@ -225,6 +227,8 @@ fn a_long_running_operation_is_polled_when_the_service_suggests() {
         url: "https://op".into(),
         kind: OperationKind::AsyncOperation,
         retry_after_secs: 7,
+        since: None,
+        place: None,
     };
     apply(
         &mut rec,

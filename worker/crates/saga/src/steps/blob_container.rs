@@ -1,11 +1,15 @@
 //! Step `blob_container`: the tenant's container in the target's storage account. It holds
 //! tenant data, so offboarding keeps it unless the command asks to purge it (the engine decides).
+//! A name still being deleted (re-onboarding right after a purge) is waited for, not retried.
 
 use std::collections::BTreeMap;
 
 use crate::record::StepName;
-use crate::step::{Step, StepInput, StepOutcome, to_json};
-use onboarding_providers::{BlobContainerSpec, PendingOperation, ProviderError};
+use crate::step::{Step, StepInput, StepOutcome, platform_wait, to_json};
+use onboarding_providers::{BlobContainerSpec, OperationKind, PendingOperation, ProviderError};
+
+/// How often to look again at a container name that is still being deleted.
+const CONTAINER_WAIT_SECS: u64 = 5;
 
 use super::id_or_reason;
 
@@ -29,18 +33,31 @@ impl Step for BlobContainerStep {
     async fn forward(
         &self,
         input: &StepInput,
-        _op: Option<&PendingOperation>,
+        op: Option<&PendingOperation>,
     ) -> Result<StepOutcome, ProviderError> {
         let spec = BlobContainerSpec {
             name: input.names.blob_container.clone(),
             tenant_id: input.names.tenant_id.clone(),
             metadata: BTreeMap::from([("tenant".to_string(), input.names.tenant_id.clone())]),
         };
-        let info = input
+        match input
             .azure
             .ensure_blob_container(&input.target, &spec)
-            .await?;
-        Ok(StepOutcome::Done(to_json(&info)))
+            .await
+        {
+            Ok(info) => Ok(StepOutcome::Done(to_json(&info))),
+            // The name is still being deleted (a re-onboarding right after a purge): it frees
+            // up within a minute or so; waiting for it is no failed attempt.
+            Err(e) if e.is_being_deleted() => platform_wait(
+                input,
+                OperationKind::Wait,
+                &e.resource,
+                op.and_then(|o| o.since),
+                None,
+                e.retry_after_secs.or(Some(CONTAINER_WAIT_SECS)),
+            ),
+            Err(e) => Err(e),
+        }
     }
     async fn compensate(
         &self,

@@ -31,6 +31,8 @@ fn wait_for(reference: &str) -> StepOutcome {
         // The object itself is what is looked at again.
         kind: OperationKind::ProvisioningState,
         retry_after_secs: TERMINATING_POLL_SECS,
+        since: None,
+        place: None,
     })
 }
 

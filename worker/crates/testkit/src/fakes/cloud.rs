@@ -165,6 +165,8 @@ impl AzureProvisioner for FakeCloud {
             url: key,
             kind: OperationKind::AsyncOperation,
             retry_after_secs: 1,
+            since: None,
+            place: None,
         }))
     }
     async fn delete_node_pool(
