@@ -55,7 +55,7 @@ pub use node_sink::{KubeAuth, KubeNodeSink, NodeSinkReport};
 pub use platform::{ArmBehaviour, DEFAULT_CONTAINER_DELETION_SECS, DEFAULT_VCPU_QUOTA, VmSize};
 use schema::SpecSchemas;
 use state::{ArmState, AtomicCounters, ClusterOp};
-pub use state::{Counters, Inventory, RecordedRequest};
+pub use state::{Counters, Inventory, PoolOperationSpan, RecordedRequest};
 
 /// The Entra tenant every simulated identity lives in (the local target's
 /// `identity_entra_tenant_id`).
@@ -212,6 +212,28 @@ impl ArmSim {
         } else {
             Duration::ZERO
         }
+    }
+
+    /// Every agent-pool operation since start or reset, in the order they began: how busy each
+    /// cluster was (the benchmarks' measure of how well the worker uses a cluster).
+    pub fn pool_operations(&self) -> Vec<PoolOperationSpan> {
+        let st = lock(&self.state);
+        let mut spans: Vec<PoolOperationSpan> = st
+            .operations
+            .values()
+            .map(|op| PoolOperationSpan {
+                pool: op.pool_key.clone(),
+                kind: match op.kind {
+                    state::OpKind::Create => "create",
+                    state::OpKind::Update => "update",
+                    state::OpKind::Delete => "delete",
+                },
+                began: op.begun,
+                ends: op.done_at,
+            })
+            .collect();
+        spans.sort_by_key(|s| s.began);
+        spans
     }
 
     /// Every request received since start or reset (the last 10 000).

@@ -85,6 +85,8 @@ pub(super) struct OpRec {
     pub(super) pool_key: String,
     pub(super) kind: OpKind,
     pub(super) started: chrono::DateTime<chrono::Utc>,
+    /// When it began, on the clock `done_at` is on.
+    pub(super) begun: Instant,
     pub(super) done_at: Instant,
     pub(super) done: bool,
     pub(super) subscription: String,
@@ -110,6 +112,17 @@ pub(super) struct RoleRec {
     pub(super) scope_key: String,
     pub(super) principal_key: String,
     pub(super) role_key: String,
+}
+
+/// One agent-pool operation: which pool, what, and when it ran (or runs until).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOperationSpan {
+    /// The pool's ARM id, lower-cased.
+    pub pool: String,
+    /// `create`, `update` or `delete`.
+    pub kind: &'static str,
+    pub began: Instant,
+    pub ends: Instant,
 }
 
 /// A cluster-level operation (an upgrade, say) that keeps agent-pool operations out.

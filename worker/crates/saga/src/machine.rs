@@ -18,7 +18,7 @@ use onboarding_config::SagaConfig;
 use onboarding_contract::Command;
 use onboarding_contract::events::{self, EventError};
 use onboarding_core::Classify;
-use onboarding_providers::{PendingOperation, ProviderError};
+use onboarding_providers::{OperationKind, PendingOperation, ProviderError};
 use onboarding_record::{Phase, SagaRun, Status, StepName, StepState, TenantRecord, TenantState};
 
 use crate::retry::RetryPolicy;
@@ -210,7 +210,24 @@ pub fn apply(
         return applied;
     };
     st.updated_at = Some(now);
-    let poll_at = |op: &PendingOperation| now + Duration::from_secs(op.retry_after_secs.max(1));
+    let poll_at = |op: &PendingOperation| match op.kind {
+        // Waiting in the cluster's line: the saga's own setting, which may be well under a
+        // second (the whole line moves on when one pool operation ends).
+        OperationKind::ClusterTurn if op.place.is_some_and(|p| p.ahead > 0) => {
+            now + Duration::from_millis(saga.cluster_turn_poll_ms.max(1))
+        }
+        // The cluster's own operation, run in its turn: looked at as often as the line looks,
+        // so that the next one starts as soon as this one ends (ARM's Retry-After is coarse).
+        OperationKind::AsyncOperation
+        | OperationKind::Location
+        | OperationKind::ProvisioningState
+            if op.place.is_some() =>
+        {
+            now + Duration::from_secs(op.retry_after_secs.max(1))
+                .min(Duration::from_millis(saga.cluster_turn_poll_ms.max(1)))
+        }
+        _ => now + Duration::from_secs(op.retry_after_secs.max(1)),
+    };
     let mut switch_failure = None;
     match (phase, result) {
         (Phase::Forward, Ok(StepOutcome::Done(_))) if run.removing.contains(&step) => {

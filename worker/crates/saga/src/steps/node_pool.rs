@@ -59,6 +59,21 @@ fn ticket(input: &StepInput) -> String {
     format!("{}/{}", input.names.tenant_id, input.request_id)
 }
 
+/// Marks a running pool operation as the cluster's current turn: the engine then looks at it
+/// as often as the line does.
+fn holding_turn(outcome: StepOutcome) -> StepOutcome {
+    match outcome {
+        StepOutcome::Pending(mut op) => {
+            op.place = Some(QueuePlace {
+                ahead: 0,
+                estimate_secs: None,
+            });
+            StepOutcome::Pending(op)
+        }
+        done => done,
+    }
+}
+
 /// Where a call of this step starts from.
 enum Resume<'a> {
     /// Nothing under way yet.
@@ -100,7 +115,7 @@ impl NodePoolStep {
                     Ok(Some(pending)) => {
                         // Still running: keep the turn alive.
                         input.cluster_turns.take(&cluster, &ticket).await?;
-                        return Ok(pending);
+                        return Ok(holding_turn(pending));
                     }
                     Ok(None) => None,
                     Err(e) => return Err(self.given_up(input, e).await),
@@ -124,7 +139,9 @@ impl NodePoolStep {
                 input.cluster_turns.leave(&cluster, &ticket, true).await?;
                 Ok(StepOutcome::Done(to_json(&value)))
             }
-            Ok(onboarding_providers::Progress::Pending(op)) => Ok(StepOutcome::Pending(op)),
+            Ok(onboarding_providers::Progress::Pending(op)) => {
+                Ok(holding_turn(StepOutcome::Pending(op)))
+            }
             Err(e) if e.is_busy_cluster() => {
                 // Our turn, but AKS is still busy (an upgrade, a crashed holder's operation).
                 let place = QueuePlace {
