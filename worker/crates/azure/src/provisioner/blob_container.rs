@@ -69,5 +69,15 @@ pub(super) async fn delete(
         tracing::warn!(container = %path, owner = %who, "blob container not ours: left in place");
         return Ok(());
     }
-    sync_delete(client.delete(&path, api::BLOB_CONTAINERS, op).await?, op)
+    sync_delete(client.delete(&path, api::BLOB_CONTAINERS, op).await?, op)?;
+    // Storage deletes asynchronously: the delete is done when a GET says 404.
+    if read(client, &path).await?.is_some() {
+        return Err(ProviderError::transient(
+            op.operation,
+            op.resource,
+            "the container is being deleted; its delete is done when it is no longer found",
+        )
+        .with_code("ContainerBeingDeleted"));
+    }
+    Ok(())
 }

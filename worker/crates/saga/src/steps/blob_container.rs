@@ -62,16 +62,28 @@ impl Step for BlobContainerStep {
     async fn compensate(
         &self,
         input: &StepInput,
-        _op: Option<&PendingOperation>,
+        op: Option<&PendingOperation>,
     ) -> Result<StepOutcome, ProviderError> {
-        input
+        match input
             .azure
             .delete_blob_container(
                 &input.target,
                 &input.names.blob_container,
                 &input.names.tenant_id,
             )
-            .await?;
-        Ok(StepOutcome::Done(serde_json::Value::Null))
+            .await
+        {
+            Ok(()) => Ok(StepOutcome::Done(serde_json::Value::Null)),
+            // Deleted, but still found: wait until it is gone rather than spend attempts.
+            Err(e) if e.is_being_deleted() => platform_wait(
+                input,
+                OperationKind::Wait,
+                &e.resource,
+                op.and_then(|o| o.since),
+                None,
+                e.retry_after_secs.or(Some(CONTAINER_WAIT_SECS)),
+            ),
+            Err(e) => Err(e),
+        }
     }
 }
