@@ -1,8 +1,9 @@
 //! `producer`: the operator CLI. Sends onboarding and offboarding requests (and raw bytes, to
-//! test how the worker treats bad input), follows them to their outcome, shows a tenant's saga
-//! from the journal, and works the dead-letter queue.
+//! test how the worker treats bad input), follows them to their outcome, lists the tenants and
+//! shows a tenant's saga from the journal, and works the dead-letter queue.
 
 mod dlq;
+mod list;
 mod output;
 mod send;
 mod status;
@@ -36,6 +37,8 @@ enum Command {
     Send(send::SendArgs),
     /// Ask for a tenant to be offboarded. Its blob container is kept unless --purge-data.
     Offboard(send::OffboardArgs),
+    /// List the tenants the journal knows: state, target, latest request and when.
+    List(list::ListArgs),
     /// Show a tenant's saga from the journal: each step, its state and outputs.
     Status {
         /// The tenant id.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Send(args) => send::send(&config, &out, args).await,
             Command::Offboard(args) => send::offboard(&config, &out, args).await,
+            Command::List(args) => list::list(&config, &out, args).await,
             Command::Status { tenant } => status::status(&config, &out, &tenant).await,
             Command::Dlq(args) => dlq::run(&config, &out, args.action).await,
         }
