@@ -1,4 +1,4 @@
-//! `dlq list|show|replay|purge`: the dead-letter queue. Replay keeps body, session and
+//! `dlq list|show|replay|delete|purge`: the dead-letter queue. Replay keeps body, session and
 //! application properties, gives the copy a new MessageId, and removes the original only after
 //! the resend succeeded.
 
@@ -12,6 +12,9 @@ use onboarding_transport::{OutgoingMessage, Queue, ReceivedMessage};
 use serde_json::json;
 
 use crate::output::Output;
+
+/// The most dead-lettered messages `dlq list` reads to count them.
+const LIST_LIMIT: usize = 10_000;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
 
 #[derive(Debug, Subcommand)]
@@ -23,13 +26,16 @@ pub enum DlqAction {
     },
     /// Show one dead-lettered message in full (by sequence number).
     Show { sequence: i64 },
-    /// Send dead-lettered messages back to the queue (one by sequence number, or --all).
+    /// Send dead-lettered messages back to the queue (one by sequence number, or --all; with
+    /// --all a message that cannot be resent is reported and stays, and the rest go on).
     Replay {
         #[arg(required_unless_present = "all")]
         sequence: Option<i64>,
         #[arg(long, conflicts_with = "sequence")]
         all: bool,
     },
+    /// Delete one dead-lettered message for good (by sequence number).
+    Delete { sequence: i64 },
     /// Delete every dead-lettered message. Needs --yes.
     Purge {
         #[arg(long)]
@@ -50,7 +56,50 @@ fn view(m: &ReceivedMessage) -> serde_json::Value {
         "deadLetterDescription": m.dead_letter_description,
         "applicationProperties": m.application_properties,
         "body": body,
+        // The bytes as received: re-parsed JSON hides what got a message refused (duplicate
+        // keys, invalid UTF-8, odd whitespace).
+        "bodyExact": exact(&m.body),
+        "bodyBytes": m.body.len(),
     })
+}
+
+/// The body exactly as received: its text when it is UTF-8, else every byte that is not
+/// printable ASCII escaped as `\xNN`.
+fn exact(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_string(),
+        Err(_) => body
+            .iter()
+            .map(|&b| match b {
+                b' '..=b'~' | b'\n' | b'\r' | b'\t' => char::from(b).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect(),
+    }
+}
+
+/// `dlq show` for people: the metadata, then the body byte for byte.
+fn show_text(m: &ReceivedMessage) -> String {
+    let utf8 = std::str::from_utf8(&m.body).is_ok();
+    format!(
+        "sequence number   {}\nmessage id        {}\nsession id        {}\nenqueued          {}\ndelivery count    {}\nreason            {}\ndescription       {}\nproperties        {}\nbody ({} bytes{}, exactly as received):\n{}",
+        m.sequence_number,
+        m.message_id,
+        m.session_id.as_deref().unwrap_or("-"),
+        m.enqueued_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        m.delivery_count,
+        m.dead_letter_reason.as_deref().unwrap_or("-"),
+        m.dead_letter_description.as_deref().unwrap_or("-"),
+        serde_json::to_string(&m.application_properties).unwrap_or_default(),
+        m.body.len(),
+        if utf8 {
+            ""
+        } else {
+            ", not UTF-8: bytes escaped as \\xNN"
+        },
+        exact(&m.body)
+    )
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -67,7 +116,19 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     match action {
         DlqAction::List { max } => {
-            let items = peek_all(queue.as_ref(), max).await?;
+            let mut items = peek_all(queue.as_ref(), LIST_LIMIT).await?;
+            let total = items.len();
+            items.truncate(max);
+            if items.len() < total {
+                // On stderr, so that --json stays one document on stdout.
+                eprintln!(
+                    "producer: showing {} of {}{} dead-lettered messages; --max {} shows more",
+                    items.len(),
+                    total,
+                    if total == LIST_LIMIT { "+" } else { "" },
+                    total
+                );
+            }
             let json: Vec<_> = items.iter().map(view).collect();
             out.emit(&json, || {
                 if items.is_empty() {
@@ -92,8 +153,24 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
         }
         DlqAction::Show { sequence } => {
             let m = find(queue.as_ref(), sequence).await?;
-            let v = view(&m);
-            out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+            out.emit(&view(&m), || show_text(&m));
+            Ok(())
+        }
+        DlqAction::Delete { sequence } => {
+            let d = take(queue.as_ref(), sequence).await?;
+            queue
+                .complete(&d.lock)
+                .await
+                .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+            out.emit(
+                &json!({"deleted": sequence, "messageId": d.message.message_id}),
+                || {
+                    format!(
+                        "deleted dead-lettered message {sequence} ({})",
+                        d.message.message_id
+                    )
+                },
+            );
             Ok(())
         }
         DlqAction::Replay { sequence, all } => {
@@ -107,12 +184,21 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                 sequence.into_iter().collect()
             };
             let mut replayed = Vec::new();
+            let mut failed = Vec::new();
             for seq in targets {
-                replayed.push(replay(queue.as_ref(), seq).await?);
+                match replay(queue.as_ref(), seq).await {
+                    Ok(r) => replayed.push(r),
+                    // One that cannot be resent stays dead-lettered; the others still go.
+                    Err(f) if all => {
+                        eprintln!("producer: {}", f.message);
+                        failed.push(json!({"sequenceNumber": seq, "error": f.message}));
+                    }
+                    Err(f) => return Err(f),
+                }
             }
             out.emit(&replayed, || {
                 if replayed.is_empty() {
-                    "nothing to replay".into()
+                    "nothing replayed".into()
                 } else {
                     replayed
                         .iter()
@@ -121,7 +207,18 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                         .join("\n")
                 }
             });
-            Ok(())
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    EXIT_FAILED,
+                    format!(
+                        "{} of {} dead-lettered messages could not be resent and stay dead-lettered (above)",
+                        failed.len(),
+                        failed.len() + replayed.len()
+                    ),
+                ))
+            }
         }
         DlqAction::Purge { yes } => {
             if !yes {
@@ -181,8 +278,8 @@ async fn find(queue: &dyn Queue, sequence: i64) -> Result<ReceivedMessage, Failu
         .ok_or_else(|| Failure::new(EXIT_NOT_FOUND, format!("no dead-lettered message with sequence number {sequence}; see `producer dlq list`")))
 }
 
-/// Lock the dead-lettered message, resend a copy, then (only then) remove the original.
-async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, Failure> {
+/// Lock the dead-lettered message `sequence` (releasing any passed over on the way).
+async fn take(queue: &dyn Queue, sequence: i64) -> Result<onboarding_transport::Delivery, Failure> {
     find(queue, sequence).await?;
     let mut passed_over = Vec::new();
     let found = loop {
@@ -197,12 +294,17 @@ async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, F
         }
     };
     release(queue, &passed_over).await;
-    let Some(d) = found else {
-        return Err(Failure::new(
+    found.ok_or_else(|| {
+        Failure::new(
             EXIT_NOT_FOUND,
             format!("dead-lettered message {sequence} is locked by someone else or gone"),
-        ));
-    };
+        )
+    })
+}
+
+/// Lock the dead-lettered message, resend a copy, then (only then) remove the original.
+async fn replay(queue: &dyn Queue, sequence: i64) -> Result<serde_json::Value, Failure> {
+    let d = take(queue, sequence).await?;
     let m = &d.message;
     let new_id = format!(
         "{}:replay:{}",

@@ -2,68 +2,14 @@
 //! sending, status from the journal, and the dead-letter queue (list, show, replay, purge).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use onboarding_core::SystemClock;
-use onboarding_transport::{OutgoingMessage, Queue};
-use worker::config::{Config, JournalConfig, TransportConfig};
-
-struct Env {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Config {
-            transport: TransportConfig::Embedded {
-                path: dir.path().join("queue.db"),
-                lock_duration_secs: 60,
-                max_delivery_count: 10,
-                duplicate_detection_window_secs: 600,
-            },
-            journal: JournalConfig::Sqlite {
-                path: dir.path().join("journal.db"),
-            },
-            ..Config::default()
-        };
-        let config = onboarding_testkit::config::write_config(dir.path(), "worker.toml", &file);
-        Self { dir, config }
-    }
-
-    fn producer(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_producer"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    async fn queue(&self) -> Arc<dyn Queue> {
-        let cfg = Config::load(Some(&self.config), Vec::new()).unwrap();
-        worker::bootstrap::open_transport(&cfg, Arc::new(SystemClock))
-            .await
-            .unwrap()
-            .0
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use onboarding_transport::OutgoingMessage;
+use support::{Env, text};
 
 fn write(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
