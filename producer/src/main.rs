@@ -77,10 +77,18 @@ pub const EXIT_NOT_FOUND: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let out = output::Output { json: cli.json };
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("producer: {e}");
+            if out.json {
+                out.emit(
+                    &serde_json::json!({"error": {"exitCode": EXIT_INVALID, "message": format!("cannot load the configuration: {e}")}}),
+                    String::new,
+                );
+            } else {
+                eprintln!("producer: {e}");
+            }
             return ExitCode::from(EXIT_INVALID);
         }
     };
@@ -95,7 +103,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let out = output::Output { json: cli.json };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Send(args) => send::send(&config, &out, args).await,
@@ -108,7 +115,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if !f.message.is_empty() {
+            if out.json {
+                // Scripts reading --json get the failure as a document too.
+                out.emit(
+                    &serde_json::json!({"error": {"exitCode": f.code, "message": f.message}}),
+                    String::new,
+                );
+            } else if !f.message.is_empty() {
                 eprintln!("producer: {}", f.message);
             }
             ExitCode::from(f.code)

@@ -221,7 +221,7 @@ async fn submit(
         };
     let outcome = queue.send(message_for(&command, body)).await.map_err(|e| {
         Failure::new(
-            EXIT_FAILED,
+            exit_for(&e),
             format!("sending {} failed: {e}", command.request_id()),
         )
     })?;
@@ -314,12 +314,21 @@ async fn send_raw(
             ..OutgoingMessage::default()
         })
         .await
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("sending raw bytes failed: {e}")))?;
+        .map_err(|e| Failure::new(exit_for(&e), format!("sending raw bytes failed: {e}")))?;
     out.emit(
         &json!({"messageId": message_id, "sessionId": session, "bytes": size}),
         || format!("{size} raw bytes sent unvalidated as message {message_id} (session {session})"),
     );
     Ok(())
+}
+
+/// A send the transport refused as such (too large, say) is invalid input (2): nothing was
+/// sent. Anything else is a failure to send (1).
+fn exit_for(e: &onboarding_transport::TransportError) -> u8 {
+    match onboarding_core::Classify::class(e) {
+        onboarding_core::ErrorClass::InvalidInput => EXIT_INVALID,
+        _ => EXIT_FAILED,
+    }
 }
 
 /// Print progress events of `request_id` until its outcome.

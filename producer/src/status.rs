@@ -1,7 +1,8 @@
 //! `status <tenant>`: the tenant's saga as the journal has it.
 
 use onboarding_config::Config;
-use onboarding_record::{Status, TenantRecord};
+use onboarding_contract::events::EventData;
+use onboarding_record::{Status, TenantRecord, TenantState};
 
 use crate::output::Output;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
@@ -64,6 +65,44 @@ fn waiting_for_cluster(
     format!("{place_text}{estimate}{since} ")
 }
 
+/// Why the tenant's latest request failed, and what it left, for a tenant in a failed state.
+fn last_failure(r: &TenantRecord) -> Option<String> {
+    if !matches!(
+        r.state,
+        TenantState::Failed | TenantState::CompensationFailed
+    ) {
+        return None;
+    }
+    let finished = r.finished.back()?;
+    let EventData::Outcome(o) = &finished.event.data else {
+        return None;
+    };
+    let mut s = format!("request {} failed", o.request_id);
+    if let Some(e) = &o.error {
+        s.push_str(&format!(
+            " at {}({}{}): {}",
+            e.step
+                .as_deref()
+                .map(|st| format!("step {st} "))
+                .unwrap_or_default(),
+            e.class,
+            e.code
+                .as_deref()
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default(),
+            e.message
+        ));
+    }
+    s.push('\n');
+    for left in &o.remaining {
+        s.push_str(&format!(
+            "  left in place ({}): {} {}\n",
+            left.reason, left.step, left.resource
+        ));
+    }
+    Some(s)
+}
+
 fn render(r: &TenantRecord, version: u64) -> String {
     let mut s = format!(
         "tenant {}  state {:?}  target {}  (journal version {version})\n",
@@ -71,6 +110,9 @@ fn render(r: &TenantRecord, version: u64) -> String {
         r.state,
         r.target.as_deref().unwrap_or("-")
     );
+    if let Some(cause) = last_failure(r) {
+        s.push_str(&cause);
+    }
     if let Some(run) = &r.active {
         s.push_str(&format!(
             "active request {} ({}), phase {:?}, started {}\n",
@@ -89,7 +131,7 @@ fn render(r: &TenantRecord, version: u64) -> String {
         for (name, st) in &run.steps {
             let mut detail = String::new();
             if let Some(w) = st.wake_at {
-                detail.push_str(&format!("next look {} ", w.format("%H:%M:%S")));
+                detail.push_str(&format!("next look {} ", w.format("%H:%M:%S UTC")));
             }
             if let Some(op) = &st.operation
                 && let Some(place) = op.place
@@ -114,7 +156,7 @@ fn render(r: &TenantRecord, version: u64) -> String {
             s.push_str(&format!(
                 "  continuation {} due {}\n",
                 c.message_id,
-                c.wake_at.format("%H:%M:%S")
+                c.wake_at.format("%H:%M:%S UTC")
             ));
         }
     }
@@ -141,7 +183,7 @@ fn render(r: &TenantRecord, version: u64) -> String {
                 "  {:<38} {:<28} {}\n",
                 f.request_id,
                 f.event.ty,
-                f.event.time.format("%Y-%m-%d %H:%M:%S")
+                f.event.time.format("%Y-%m-%d %H:%M:%S UTC")
             ));
         }
     }

@@ -60,3 +60,120 @@ async fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn status_of_a_failed_tenant_says_why_and_every_time_carries_its_zone() {
+    use onboarding_contract::events::{
+        CloudEvent, EventData, EventError, OutcomeData, RemainingResource,
+    };
+    let env = Env::new();
+    env.tenants(&[("acme", TenantState::Failed, "default")])
+        .await;
+    // The failed request's outcome, as the worker records it.
+    let journal = onboarding_journal::sqlite::SqliteJournal::open(&env.path("journal.db")).unwrap();
+    let stored = onboarding_journal::Journal::load(&journal, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rec: onboarding_record::TenantRecord = serde_json::from_value(stored.value).unwrap();
+    let event = CloudEvent::new(
+        onboarding_contract::events::ONBOARDING_FAILED,
+        "e1".into(),
+        Some("acme".into()),
+        chrono::Utc::now(),
+        None,
+        EventData::Outcome(OutcomeData {
+            request_id: "req-acme".into(),
+            tenant_id: "acme".into(),
+            target: "default".into(),
+            state: "Failed".into(),
+            resources: Default::default(),
+            error: Some(EventError {
+                step: Some("node_pool".into()),
+                class: "permanent".into(),
+                code: Some("BadRequest".into()),
+                message: "The VM size of AgentPoolProfile:tacme is not allowed".into(),
+            }),
+            remaining: vec![RemainingResource {
+                step: "identity".into(),
+                resource: "id-tenant-acme".into(),
+                reason: "failed".into(),
+            }],
+            duration_ms: 10,
+            not_found: false,
+        }),
+    );
+    rec.finished.push_back(onboarding_record::FinishedRequest {
+        request_id: "req-acme".into(),
+        event,
+    });
+    onboarding_journal::Journal::store(
+        &journal,
+        "acme",
+        &serde_json::to_value(&rec).unwrap(),
+        Some(stored.version),
+    )
+    .await
+    .unwrap();
+
+    let out = env.producer(&["status", "acme"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("failed at step node_pool (permanent, BadRequest): The VM size"),
+        "{text}"
+    );
+    assert!(
+        text.contains("left in place (failed): identity id-tenant-acme"),
+        "{text}"
+    );
+    // Every hh:mm:ss is followed by its zone.
+    let bytes = text.as_bytes();
+    let mut times = 0;
+    for i in 0..bytes.len().saturating_sub(8) {
+        let w = &bytes[i..i + 8];
+        let time = w.iter().enumerate().all(|(k, b)| {
+            if k == 2 || k == 5 {
+                *b == b':'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+        if time {
+            times += 1;
+            assert!(
+                text[i + 8..].starts_with(" UTC"),
+                "a time without its zone: {}",
+                &text[i..(i + 20).min(text.len())]
+            );
+        }
+    }
+    assert!(times > 0, "{text}");
+    assert!(text.contains(" UTC"), "{text}");
+}
+
+#[tokio::test]
+async fn json_output_covers_errors_and_an_oversize_raw_send_is_invalid_input() {
+    let env = Env::new();
+    let out = env.producer(&["--json", "status", "nobody"]);
+    assert_eq!(out.status.code(), Some(4));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["exitCode"], 4);
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("nobody"),
+        "{doc}"
+    );
+
+    let big = env.path("big.json");
+    std::fs::write(&big, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let out = env.producer(&["send", "--raw", big.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "nothing was sent: invalid input"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
