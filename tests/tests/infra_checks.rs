@@ -1004,6 +1004,7 @@ fn worker_cluster_role_has_exactly_the_verbs_the_provider_uses() {
         "resourcequotas",
         "limitranges",
         "networkpolicies",
+        "ciliumnetworkpolicies",
         "rolebindings",
         "deployments",
     ]

@@ -351,6 +351,92 @@ async fn the_egress_policy_is_accepted_by_the_api_server_and_removed_with_the_gu
         .expect("namespace");
 }
 
+/// Host-name egress on a cluster that runs Cilium: the worker applies its
+/// `CiliumNetworkPolicy` with its own (shipped) RBAC, it reads back as built, and the guard
+/// rails' compensation removes it. The cluster here has no Cilium; the test installs a CRD for
+/// the kind that accepts any spec, so what is checked is the worker's side (kind, RBAC,
+/// ownership labels, delete), not Cilium's validation.
+#[tokio::test]
+async fn a_host_name_egress_policy_is_applied_and_removed_where_cilium_serves_it() {
+    let Some(cluster) = RealCluster::connect("host-name egress policy").await else {
+        return;
+    };
+    onboarding_testkit::real_cluster::apply_as_admin(
+        &cluster.admin,
+        &serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "ciliumnetworkpolicies.cilium.io"},
+            "spec": {
+                "group": "cilium.io",
+                "scope": "Namespaced",
+                "names": {"plural": "ciliumnetworkpolicies", "singular": "ciliumnetworkpolicy",
+                          "kind": "CiliumNetworkPolicy", "shortNames": ["cnp"]},
+                "versions": [{"name": "v2", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }),
+    )
+    .await;
+    let (kube, target) = applier(&cluster).await;
+    let kube = std::sync::Arc::new(kube);
+    let tenant = unique("fq");
+    let ns = format!("tenant-{tenant}");
+    kube.apply(&target, &manifests::namespace(&ns, &tenant))
+        .await
+        .expect("namespace");
+    let defaults = GuardrailDefaults {
+        fqdn_egress: Some(
+            onboarding_providers::FqdnEgress {
+                engine: onboarding_providers::FqdnEngine::Cilium,
+                names: vec!["login.microsoftonline.com".into()],
+                ports: vec![443],
+            }
+            .for_account("sttenants"),
+        ),
+        ..GuardrailDefaults::default()
+    };
+    let objects = manifests::guardrails(
+        &ns,
+        &tenant,
+        &manifests::GuardrailSpec::from_defaults(&defaults, None),
+    );
+    let built = objects
+        .iter()
+        .find(|o| o.kind == manifests::CILIUM_POLICY_KIND)
+        .expect("the Cilium policy is built")
+        .clone();
+    // A CRD is served a moment after it is created.
+    let live = cluster
+        .eventually(
+            "the CiliumNetworkPolicy applied",
+            Duration::from_secs(30),
+            || {
+                let (kube, target, built) = (kube.clone(), target.clone(), built.clone());
+                async move { kube.apply(&target, &built).await.ok() }
+            },
+        )
+        .await;
+    assert_eq!(live["spec"], built.manifest["spec"]);
+    assert_eq!(
+        live["metadata"]["labels"][manifests::MANAGED_BY_LABEL],
+        manifests::FIELD_MANAGER
+    );
+    kube.delete(&target, &manifests::fqdn_policy_ref(&ns))
+        .await
+        .expect("delete");
+    assert!(
+        kube.get(&target, &manifests::fqdn_policy_ref(&ns))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    kube.delete(&target, &manifests::namespace_ref(&ns))
+        .await
+        .expect("namespace");
+}
+
 /// The `KubeProvisioner` conformance suite against the real API server, as the worker.
 mod conformance {
     use super::*;

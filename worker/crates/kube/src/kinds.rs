@@ -11,7 +11,7 @@ use kube::api::ApiResource;
 
 use onboarding_providers::{KubeObject, ProviderError};
 
-pub(crate) const KINDS: [&str; 8] = [
+pub(crate) const KINDS: [&str; 9] = [
     "Namespace",
     "ServiceAccount",
     "ResourceQuota",
@@ -20,6 +20,7 @@ pub(crate) const KINDS: [&str; 8] = [
     "Role",
     "RoleBinding",
     "Deployment",
+    "CiliumNetworkPolicy",
 ];
 
 /// The kinds the worker manages: how to address them, and whether they live in a namespace.
@@ -33,6 +34,17 @@ pub(crate) fn api_resource(api_version: &str, kind: &str) -> Option<(ApiResource
         "Role" => (ApiResource::erase::<Role>(&()), true),
         "RoleBinding" => (ApiResource::erase::<RoleBinding>(&()), true),
         "Deployment" => (ApiResource::erase::<Deployment>(&()), true),
+        // Served only where Cilium is installed (its CRD); no k8s-openapi type.
+        "CiliumNetworkPolicy" => (
+            ApiResource {
+                group: "cilium.io".into(),
+                version: "v2".into(),
+                api_version: "cilium.io/v2".into(),
+                kind: "CiliumNetworkPolicy".into(),
+                plural: "ciliumnetworkpolicies".into(),
+            },
+            true,
+        ),
         _ => return None,
     };
     (resource.api_version == api_version).then_some((resource, namespaced))
@@ -88,6 +100,7 @@ mod tests {
             let version = match kind {
                 "Deployment" => "apps/v1",
                 "NetworkPolicy" => "networking.k8s.io/v1",
+                "CiliumNetworkPolicy" => "cilium.io/v2",
                 "Role" | "RoleBinding" => "rbac.authorization.k8s.io/v1",
                 _ => "v1",
             };

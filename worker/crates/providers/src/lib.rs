@@ -17,7 +17,8 @@ pub mod rbac;
 mod target;
 
 pub use target::{
-    EgressRule, GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate,
+    EgressRule, FqdnEgress, FqdnEngine, GuardrailDefaults, KubernetesConfig, Provisioning, Target,
+    WorkloadTemplate,
 };
 
 /// An error from Azure or Kubernetes, classified for the engine.

@@ -111,6 +111,10 @@ pub struct GuardrailDefaults {
     /// ports = [443]
     /// ```
     pub egress: Vec<EgressRule>,
+    /// Egress by host name where the cluster's engine supports it (`[guardrails.fqdn_egress]
+    /// engine = "cilium"`); `None`: no such policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn_egress: Option<FqdnEgress>,
 }
 
 /// One purpose the tenant's pods may reach outside the cluster: TCP to these ports of these
@@ -134,6 +138,55 @@ fn https_port() -> Vec<u16> {
     vec![443]
 }
 
+/// The network policy engines that can match egress by host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FqdnEngine {
+    /// Cilium (AKS with Azure CNI powered by Cilium and Advanced Container Networking
+    /// Services): a `CiliumNetworkPolicy` with `toFQDNs`.
+    Cilium,
+}
+
+/// Egress by host name, for clusters whose network policy engine matches names: one policy
+/// `allow-egress-fqdn` allowing TCP to these exact names (no wildcards: a wildcard storage
+/// name would reach every account), plus the DNS lookups the engine learns the addresses from.
+/// Plain NetworkPolicy cannot name hosts; this is what keeps the allowance to the tenant's own
+/// storage account instead of the whole `Storage` service tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FqdnEgress {
+    pub engine: FqdnEngine,
+    /// Exact host names. `{storage_account}` stands for the target's storage account, so the
+    /// default reaches Entra and the tenant's blob endpoint only. Sovereign clouds: use their
+    /// authority host and blob suffix (`login.microsoftonline.us`, `blob.core.usgovcloudapi.net`).
+    #[serde(default = "default_fqdns")]
+    pub names: Vec<String>,
+    /// Destination TCP ports; 443 unless set.
+    #[serde(default = "https_port")]
+    pub ports: Vec<u16>,
+}
+
+fn default_fqdns() -> Vec<String> {
+    vec![
+        "login.microsoftonline.com".into(),
+        "{storage_account}.blob.core.windows.net".into(),
+    ]
+}
+
+impl FqdnEgress {
+    /// The names with `{storage_account}` resolved for `account`.
+    pub fn for_account(&self, account: &str) -> Self {
+        Self {
+            names: self
+                .names
+                .iter()
+                .map(|n| n.replace("{storage_account}", account))
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for GuardrailDefaults {
     fn default() -> Self {
         Self {
@@ -143,6 +196,7 @@ impl Default for GuardrailDefaults {
             default_container_cpu: "250m".into(),
             default_container_memory: "256Mi".into(),
             egress: Vec::new(),
+            fqdn_egress: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::{EgressRule, GuardrailDefaults, KubeObject};
+use crate::{EgressRule, FqdnEgress, FqdnEngine, GuardrailDefaults, KubeObject};
 
 /// Quota, default container resources, allowed egress and the admins of one tenant's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub struct GuardrailSpec {
     /// `[[guardrails.egress]]`); empty: no `allow-egress-azure` policy.
     #[serde(default)]
     pub egress: Vec<EgressRule>,
+    /// Egress by exact host name (names resolved for the target); `None`: no
+    /// `allow-egress-fqdn` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn_egress: Option<FqdnEgress>,
 }
 
 impl GuardrailSpec {
@@ -49,6 +53,7 @@ impl GuardrailSpec {
             default_container_memory: defaults.default_container_memory.clone(),
             admin_group_id,
             egress: defaults.egress.clone(),
+            fqdn_egress: defaults.fqdn_egress.clone(),
         }
     }
 }
@@ -65,6 +70,13 @@ pub fn guardrails(namespace: &str, tenant_id: &str, spec: &GuardrailSpec) -> Vec
         allow_dns_policy(namespace, tenant_id),
         allow_same_namespace_policy(namespace, tenant_id),
     ];
+    if let Some(policy) = spec
+        .fqdn_egress
+        .as_ref()
+        .and_then(|f| allow_fqdn_policy(namespace, tenant_id, f))
+    {
+        objects.push(policy);
+    }
     if let Some(policy) = allow_egress_policy(namespace, tenant_id, &spec.egress) {
         objects.push(policy);
     }
@@ -240,6 +252,54 @@ fn allow_egress_policy(
             ..NetworkPolicySpec::default()
         },
     ))
+}
+
+/// Cilium's policy allowing TCP to exact host names, and the DNS lookups its proxy learns their
+/// addresses from (a `toFQDNs` rule matches nothing unless the engine sees the lookup). `None`
+/// without names or ports: an empty `toFQDNs` or `toPorts` would not narrow anything.
+fn allow_fqdn_policy(namespace: &str, tenant_id: &str, fqdn: &FqdnEgress) -> Option<KubeObject> {
+    if fqdn.names.is_empty() || fqdn.ports.is_empty() {
+        return None;
+    }
+    let FqdnEngine::Cilium = fqdn.engine;
+    let name = ALLOW_EGRESS_FQDN_POLICY_NAME;
+    let manifest = serde_json::json!({
+        "apiVersion": CILIUM_POLICY_API_VERSION,
+        "kind": CILIUM_POLICY_KIND,
+        "metadata": meta(namespace, name, tenant_id),
+        "spec": {
+            "endpointSelector": {},
+            "egress": [
+                {
+                    "toEndpoints": [{"matchLabels": {
+                        "k8s:io.kubernetes.pod.namespace": "kube-system",
+                        "k8s:k8s-app": "kube-dns",
+                    }}],
+                    "toPorts": [{
+                        "ports": [{"port": "53", "protocol": "ANY"}],
+                        "rules": {"dns": [{"matchPattern": "*"}]},
+                    }],
+                },
+                {
+                    "toFQDNs": fqdn.names.iter()
+                        .map(|n| serde_json::json!({"matchName": n}))
+                        .collect::<Vec<_>>(),
+                    "toPorts": [{
+                        "ports": fqdn.ports.iter()
+                            .map(|p| serde_json::json!({"port": p.to_string(), "protocol": "TCP"}))
+                            .collect::<Vec<_>>(),
+                    }],
+                },
+            ],
+        },
+    });
+    Some(KubeObject {
+        api_version: CILIUM_POLICY_API_VERSION.into(),
+        kind: CILIUM_POLICY_KIND.into(),
+        namespace: Some(namespace.into()),
+        name: name.into(),
+        manifest,
+    })
 }
 
 fn network_policy(

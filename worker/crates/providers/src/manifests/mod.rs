@@ -54,6 +54,11 @@ pub const ALLOW_SAME_NAMESPACE_POLICY_NAME: &str = "allow-same-namespace";
 /// The NetworkPolicy allowing the configured egress (Entra, the storage account), built only
 /// when `[[guardrails.egress]]` rules are configured.
 pub const ALLOW_EGRESS_AZURE_POLICY_NAME: &str = "allow-egress-azure";
+/// Name of the `CiliumNetworkPolicy` allowing egress by host name (when configured).
+pub const ALLOW_EGRESS_FQDN_POLICY_NAME: &str = "allow-egress-fqdn";
+/// API version and kind of Cilium's namespaced network policy.
+pub const CILIUM_POLICY_API_VERSION: &str = "cilium.io/v2";
+pub const CILIUM_POLICY_KIND: &str = "CiliumNetworkPolicy";
 /// Name of the tenant admins' RoleBinding in the tenant's namespace.
 pub const TENANT_ADMIN_ROLE_NAME: &str = "tenant-admin";
 /// The ClusterRole (shipped in `k8s/base/rbac.yaml`) the admins' RoleBinding grants. The worker
@@ -83,6 +88,17 @@ pub fn guardrail_refs(namespace: &str) -> Vec<ObjectRef> {
         object_ref::<LimitRange>(ns, LIMIT_RANGE_NAME),
         object_ref::<ResourceQuota>(ns, RESOURCE_QUOTA_NAME),
     ]
+}
+
+/// The host-name egress policy [`guardrails`] makes when `fqdn_egress` is configured. Not among
+/// [`guardrail_refs`]: on a cluster without Cilium the kind is not served at all.
+pub fn fqdn_policy_ref(namespace: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: CILIUM_POLICY_API_VERSION.into(),
+        kind: CILIUM_POLICY_KIND.into(),
+        namespace: Some(namespace.into()),
+        name: ALLOW_EGRESS_FQDN_POLICY_NAME.into(),
+    }
 }
 
 pub fn workload_ref(namespace: &str) -> ObjectRef {

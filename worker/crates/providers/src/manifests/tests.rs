@@ -340,3 +340,47 @@ fn tenant_object_refs_cover_every_object_the_builders_make_namespace_last() {
     }
     assert_eq!(refs.last(), Some(&namespace_ref("ns")));
 }
+
+#[test]
+fn host_name_egress_becomes_a_cilium_policy_for_exactly_those_names_and_ports() {
+    let mut s = spec(None);
+    s.fqdn_egress = Some(
+        crate::FqdnEgress {
+            engine: crate::FqdnEngine::Cilium,
+            names: vec![
+                "login.microsoftonline.com".into(),
+                "{storage_account}.blob.core.windows.net".into(),
+            ],
+            ports: vec![443],
+        }
+        .for_account("sttenants"),
+    );
+    let objects = guardrails("ns", "acme", &s);
+    let policy = objects
+        .iter()
+        .find(|o| o.kind == CILIUM_POLICY_KIND)
+        .expect("a Cilium policy");
+    assert_eq!(policy.reference(), fqdn_policy_ref("ns"));
+    assert_eq!(policy.manifest["metadata"]["labels"][TENANT_LABEL], "acme");
+    let egress = &policy.manifest["spec"]["egress"];
+    assert_eq!(
+        egress[1]["toFQDNs"],
+        json!([{"matchName": "login.microsoftonline.com"}, {"matchName": "sttenants.blob.core.windows.net"}])
+    );
+    assert_eq!(
+        egress[1]["toPorts"],
+        json!([{"ports": [{"port": "443", "protocol": "TCP"}]}])
+    );
+    // DNS to kube-dns only, with the rule that lets the engine learn the names.
+    assert_eq!(
+        egress[0]["toPorts"][0]["rules"]["dns"],
+        json!([{"matchPattern": "*"}])
+    );
+    assert_eq!(egress.as_array().unwrap().len(), 2);
+    // Without the setting, no such object.
+    assert!(
+        guardrails("ns", "acme", &spec(None))
+            .iter()
+            .all(|o| o.kind != CILIUM_POLICY_KIND)
+    );
+}

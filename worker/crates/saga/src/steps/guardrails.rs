@@ -9,10 +9,21 @@ use super::owned::{apply_owned, delete_owned};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 use onboarding_providers::manifests::{self, GuardrailSpec};
-use onboarding_providers::{KubeObject, PendingOperation, ProviderError};
+use onboarding_providers::{KubeObject, ObjectRef, PendingOperation, ProviderError};
 
 #[derive(Debug)]
 pub struct GuardrailsStep;
+
+/// Every object the step can make under this configuration: the built-in kinds, and the
+/// host-name policy where the cluster's engine serves it (on other clusters its kind does not
+/// exist, so it is neither made nor looked for).
+fn refs(input: &StepInput) -> Vec<ObjectRef> {
+    let mut refs = manifests::guardrail_refs(&input.names.namespace);
+    if input.provisioning.guardrails.fqdn_egress.is_some() {
+        refs.insert(1, manifests::fqdn_policy_ref(&input.names.namespace));
+    }
+    refs
+}
 
 fn objects(input: &StepInput) -> Vec<KubeObject> {
     let d = &input.provisioning.guardrails;
@@ -29,6 +40,10 @@ fn objects(input: &StepInput) -> Vec<KubeObject> {
         default_container_memory: d.default_container_memory.clone(),
         admin_group_id: input.spec.as_ref().and_then(|s| s.admin_group_id.clone()),
         egress: d.egress.clone(),
+        fqdn_egress: d
+            .fqdn_egress
+            .as_ref()
+            .map(|f| f.for_account(&input.target.storage_account)),
     };
     manifests::guardrails(&input.names.namespace, &input.names.tenant_id, &spec)
 }
@@ -42,7 +57,7 @@ impl Step for GuardrailsStep {
         &[StepName::Namespace]
     }
     fn resource(&self, input: &StepInput) -> String {
-        manifests::guardrail_refs(&input.names.namespace)
+        refs(input)
             .iter()
             .map(|r| r.to_string())
             .collect::<Vec<_>>()
@@ -59,7 +74,7 @@ impl Step for GuardrailsStep {
         }
         // Whatever the step can create that this spec no longer asks for (the admins' binding
         // without an admin group, the egress policy without egress rules) is removed, if ours.
-        for stale in manifests::guardrail_refs(&input.names.namespace)
+        for stale in refs(input)
             .into_iter()
             .filter(|r| !objects.iter().any(|o| o.reference() == *r))
         {
@@ -76,10 +91,7 @@ impl Step for GuardrailsStep {
     ) -> Result<StepOutcome, ProviderError> {
         // Every object the step can create, whatever this command asked for (an offboarding
         // has no spec, and an earlier run may have created the admin binding).
-        for r in manifests::guardrail_refs(&input.names.namespace)
-            .iter()
-            .rev()
-        {
+        for r in refs(input).iter().rev() {
             delete_owned(input, r).await?;
         }
         Ok(StepOutcome::Done(serde_json::Value::Null))
