@@ -202,15 +202,20 @@ pub fn parse_command(body: &[u8], cx: &ValidationContext) -> Result<Command, Rej
     if let Some(v) = obj.get("schemaVersion")
         && v.as_str() != Some(SCHEMA_VERSION)
     {
+        let message = if v.is_number() {
+            format!(
+                "schemaVersion must be the string \"{SCHEMA_VERSION}\", not the number {}",
+                clip(&v.to_string(), 40)
+            )
+        } else {
+            format!(
+                "schema version {} is not supported; this worker understands \"{SCHEMA_VERSION}\"",
+                clip(&v.to_string(), 40)
+            )
+        };
         return Err(ids(Rejection::new(
             RejectReason::UnsupportedSchemaVersion,
-            vec![FieldError::new(
-                "/schemaVersion",
-                format!(
-                    "schema version {} is not supported; this worker understands \"{SCHEMA_VERSION}\"",
-                    clip(&v.to_string(), 40)
-                ),
-            )],
+            vec![FieldError::new("/schemaVersion", message)],
         )));
     }
     let kind = obj.get("kind").and_then(Value::as_str);
@@ -246,10 +251,12 @@ pub fn parse_command(body: &[u8], cx: &ValidationContext) -> Result<Command, Rej
     if !errors.is_empty() {
         return Err(ids(Rejection::new(RejectReason::SchemaViolation, errors)));
     }
+    // The published schema's integers accept `2.0` (JSON Schema counts it as an integer), so
+    // the worker takes it as 2 rather than refusing what its own contract allows.
+    let value = integral_numbers_as_integers(value.clone());
     let command = match kind {
-        Some("OnboardTenant") => {
-            serde_json::from_value::<OnboardTenant>(value.clone()).map(Command::Onboard)
-        }
+        Some("OnboardTenant") => serde_json::from_value::<OnboardTenant>(value.clone())
+            .map(|c| Command::Onboard(normalised(c))),
         _ => serde_json::from_value::<OffboardTenant>(value.clone()).map(Command::Offboard),
     }
     .map_err(|e| {
@@ -260,6 +267,41 @@ pub fn parse_command(body: &[u8], cx: &ValidationContext) -> Result<Command, Rej
     })?;
     semantic_checks(&command, cx).map_err(ids)?;
     Ok(command)
+}
+
+/// Every number with no fractional part (`1.0`, `1e2`) as an integer.
+fn integral_numbers_as_integers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= u32::MAX as f64 => {
+                Value::from(f as u64)
+            }
+            Some(f) if f.fract() == 0.0 && f < 0.0 && f >= i32::MIN as f64 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(integral_numbers_as_integers)
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_numbers_as_integers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// One spelling for what may be written several ways: Entra object ids are case-insensitive
+/// GUIDs, but a RoleBinding's subject is matched exactly against the lower-case group ids in
+/// tokens, so an upper-case id would bind nobody.
+fn normalised(mut command: OnboardTenant) -> OnboardTenant {
+    if let Some(group) = &mut command.admin_group_id {
+        *group = group.to_ascii_lowercase();
+    }
+    command
 }
 
 fn semantic_checks(command: &Command, cx: &ValidationContext) -> Result<(), Rejection> {
@@ -297,6 +339,15 @@ fn semantic_checks(command: &Command, cx: &ValidationContext) -> Result<(), Reje
                 "/nodePool",
                 "give either count, or both minCount and maxCount (autoscaling), not a mix",
             )),
+        }
+        let mut zones = BTreeSet::new();
+        for (i, zone) in p.zones.iter().enumerate() {
+            if !zones.insert(zone) {
+                errors.push(FieldError::new(
+                    format!("/nodePool/zones/{i}"),
+                    format!("zone {zone:?} is listed twice; list each availability zone once"),
+                ));
+            }
         }
         if c.workload.is_some() && !cx.workload_template {
             errors.push(FieldError::new(
@@ -394,6 +445,52 @@ mod tests {
     fn onboard() -> Value {
         json!({"schemaVersion":"1.0","kind":"OnboardTenant","requestId":"r-1","tenantId":"acme",
                "nodePool":{"vmSize":"Standard_D4s_v5","count":1}})
+    }
+
+    #[test]
+    fn integers_written_with_a_zero_fraction_are_taken_as_the_schema_allows() {
+        let mut v = onboard();
+        v["nodePool"]["count"] = json!(2.0);
+        v["workload"] = json!({"replicas": 3.0});
+        let Command::Onboard(c) = parse(v).expect("the schema allows 2.0") else {
+            panic!("an onboarding")
+        };
+        assert_eq!(c.node_pool.count, Some(2));
+        assert_eq!(c.workload.map(|w| w.replicas), Some(3));
+        let mut v = onboard();
+        v["nodePool"]["count"] = json!(2.5);
+        let r = parse(v).expect_err("not an integer");
+        assert_eq!(r.errors[0].path, "/nodePool/count", "{r}");
+    }
+
+    #[test]
+    fn a_numeric_schema_version_is_told_to_be_a_string() {
+        let mut v = onboard();
+        v["schemaVersion"] = json!(1.0);
+        let r = parse(v).expect_err("a number");
+        assert_eq!(r.reason, RejectReason::UnsupportedSchemaVersion);
+        assert!(r.errors[0].message.contains("must be the string"), "{r}");
+    }
+
+    #[test]
+    fn a_zone_listed_twice_is_refused_naming_it() {
+        let mut v = onboard();
+        v["nodePool"]["zones"] = json!(["1", "2", "1"]);
+        let r = parse(v).expect_err("duplicate zone");
+        assert_eq!(r.errors[0].path, "/nodePool/zones/2", "{r}");
+    }
+
+    #[test]
+    fn an_upper_case_admin_group_id_is_taken_in_lower_case() {
+        let mut v = onboard();
+        v["adminGroupId"] = json!("11111111-AAAA-3333-4444-55555555555F");
+        let Command::Onboard(c) = parse(v).expect("valid") else {
+            panic!("an onboarding")
+        };
+        assert_eq!(
+            c.admin_group_id.as_deref(),
+            Some("11111111-aaaa-3333-4444-55555555555f")
+        );
     }
 
     #[test]
