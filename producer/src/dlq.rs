@@ -2,12 +2,10 @@
 //! application properties, gives the copy a new MessageId, and removes the original only after
 //! the resend succeeded.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
 use onboarding_config::Config;
-use onboarding_core::SystemClock;
 use onboarding_transport::{OutgoingMessage, Queue, ReceivedMessage};
 use serde_json::json;
 
@@ -111,9 +109,7 @@ fn clip(s: &str, n: usize) -> String {
 }
 
 pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(), Failure> {
-    let (queue, _) = onboarding_bootstrap::open_transport(config, Arc::new(SystemClock))
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    let (queue, _) = crate::stores::existing_transport(config).await?;
     match action {
         DlqAction::List { max } => {
             let mut items = peek_all(queue.as_ref(), LIST_LIMIT).await?;

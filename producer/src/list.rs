@@ -82,8 +82,7 @@ pub async fn list(config: &Config, out: &Output, args: ListArgs) -> Result<(), F
             ),
         ));
     }
-    let journal = onboarding_bootstrap::open_journal(config)
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    let journal = crate::stores::existing_journal(config)?;
     let keys = journal
         .keys()
         .await

@@ -7,6 +7,7 @@ mod list;
 mod output;
 mod send;
 mod status;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

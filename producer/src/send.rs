@@ -263,7 +263,7 @@ async fn submit(
 /// or another body): the queue would drop it as a duplicate, or the worker refuse it. Best
 /// effort: a journal this producer cannot read leaves the check to the worker.
 async fn registered_reuse(config: &Config, command: &Command) -> Option<Reuse> {
-    let journal = onboarding_bootstrap::open_journal(config).ok()?;
+    let journal = crate::stores::existing_journal(config).ok()?;
     let stored = journal
         .load(&request_key(command.request_id()))
         .await
@@ -275,7 +275,7 @@ async fn registered_reuse(config: &Config, command: &Command) -> Option<Reuse> {
 /// The outcome event the journal holds for this request, if it finished. Best effort: a
 /// journal this producer cannot read means following the events instead.
 async fn finished_outcome(config: &Config, command: &Command) -> Option<CloudEvent> {
-    let journal = onboarding_bootstrap::open_journal(config).ok()?;
+    let journal = crate::stores::existing_journal(config).ok()?;
     let stored = journal.load(command.tenant_id()).await.ok()??;
     let record: TenantRecord = serde_json::from_value(stored.value).ok()?;
     record.finished_event(command.request_id()).cloned()

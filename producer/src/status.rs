@@ -10,8 +10,7 @@ use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
 pub async fn status(config: &Config, out: &Output, tenant: &str) -> Result<(), Failure> {
     onboarding_contract::names::validate_tenant_id(tenant)
         .map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
-    let journal = onboarding_bootstrap::open_journal(config)
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    let journal = crate::stores::existing_journal(config)?;
     let stored = journal
         .load(tenant)
         .await

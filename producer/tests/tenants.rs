@@ -177,3 +177,20 @@ async fn json_output_covers_errors_and_an_oversize_raw_send_is_invalid_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn reading_where_the_worker_never_ran_says_where_it_looked_and_creates_nothing() {
+    // No journal or queue file yet: as if run from the wrong directory.
+    let env = Env::bare();
+    for args in [&["status", "acme"][..], &["list"][..], &["dlq", "list"][..]] {
+        let out = env.producer(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("there is no") && stderr.contains(env.dir.path().to_str().unwrap()),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!env.path("journal.db").exists(), "no empty journal made up");
+    assert!(!env.path("queue.db").exists(), "no empty queue made up");
+}

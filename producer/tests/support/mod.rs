@@ -19,7 +19,15 @@ pub struct Env {
 }
 
 impl Env {
+    /// A configuration whose journal exists (empty), as after the worker's first start.
     pub fn new() -> Self {
+        let env = Self::bare();
+        SqliteJournal::open(&env.path("journal.db")).unwrap();
+        env
+    }
+
+    /// A configuration and nothing else: the worker never ran here.
+    pub fn bare() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = Config {
             transport: TransportConfig::Embedded {
