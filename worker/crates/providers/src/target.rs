@@ -215,7 +215,8 @@ impl Default for WorkloadTemplate {
     fn default() -> Self {
         Self {
             image: "mcr.microsoft.com/azuredocs/aks-helloworld:v1".into(),
-            port: 8080,
+            // The port the sample image serves on (its Flask app binds 80).
+            port: 80,
             cpu: "250m".into(),
             memory: "256Mi".into(),
         }
