@@ -3,6 +3,7 @@
 //! shows a tenant's saga from the journal, and works the dead-letter queue.
 
 mod dlq;
+mod events;
 mod list;
 mod output;
 mod send;
@@ -40,6 +41,8 @@ enum Command {
     Offboard(send::OffboardArgs),
     /// List the tenants the journal knows: state, target, latest request and when.
     List(list::ListArgs),
+    /// Print the outcome events the journal holds (oldest first); --follow for new ones.
+    Events(events::EventsArgs),
     /// Show a tenant's saga from the journal: each step, its state and outputs.
     Status {
         /// The tenant id.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::send(&config, &out, args).await,
             Command::Offboard(args) => send::offboard(&config, &out, args).await,
             Command::List(args) => list::list(&config, &out, args).await,
+            Command::Events(args) => events::events(&config, &out, args).await,
             Command::Status { tenant } => status::status(&config, &out, &tenant).await,
             Command::Dlq(args) => dlq::run(&config, &out, args.action).await,
         }

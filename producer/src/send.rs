@@ -210,15 +210,51 @@ async fn submit(
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     // Subscribe before sending so no event can slip past.
+    let name = wait
+        .wait
+        .then(|| onboarding_bootstrap::events_subscription(config));
     let subscription =
-        if wait.wait {
-            let name = onboarding_bootstrap::events_subscription(config);
-            Some(topic.subscribe(&name).await.map_err(|e| {
+        match &name {
+            Some(n) => Some(topic.subscribe(n).await.map_err(|e| {
                 Failure::new(EXIT_FAILED, format!("cannot subscribe to events: {e}"))
-            })?)
-        } else {
-            None
+            })?),
+            None => None,
         };
+    let result = send_and_follow(
+        config,
+        out,
+        queue.as_ref(),
+        command,
+        body,
+        wait,
+        subscription,
+    )
+    .await;
+    // A subscription this run made for itself (on the embedded topic) goes with it: left
+    // behind, it would hold every later event. Service Bus subscriptions are the
+    // infrastructure's.
+    if let Some(name) = &name
+        && matches!(
+            config.transport,
+            onboarding_config::TransportConfig::Embedded { .. }
+        )
+        && let Err(e) = topic.unsubscribe(name).await
+    {
+        eprintln!("producer: could not remove its events subscription {name}: {e}");
+    }
+    result
+}
+
+/// Send the command, then (with a subscription) follow it to its outcome.
+async fn send_and_follow(
+    config: &Config,
+    out: &Output,
+    queue: &dyn onboarding_transport::Queue,
+    command: Command,
+    body: Vec<u8>,
+    wait: &WaitArgs,
+    subscription: Option<Box<dyn Subscription>>,
+) -> Result<(), Failure> {
     let outcome = queue.send(message_for(&command, body)).await.map_err(|e| {
         Failure::new(
             exit_for(&e),

@@ -194,3 +194,89 @@ fn reading_where_the_worker_never_ran_says_where_it_looked_and_creates_nothing()
     assert!(!env.path("journal.db").exists(), "no empty journal made up");
     assert!(!env.path("queue.db").exists(), "no empty queue made up");
 }
+
+/// Records an outcome event for `tenant` in its journal record, as the worker does.
+async fn record_outcome(env: &Env, tenant: &str, request: &str, at: &str) {
+    use onboarding_contract::events::{CloudEvent, EventData, OutcomeData};
+    let journal = onboarding_journal::sqlite::SqliteJournal::open(&env.path("journal.db")).unwrap();
+    let stored = onboarding_journal::Journal::load(&journal, tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rec: onboarding_record::TenantRecord = serde_json::from_value(stored.value).unwrap();
+    let event = CloudEvent::new(
+        onboarding_contract::events::ONBOARDED,
+        format!("ev-{request}"),
+        Some(tenant.into()),
+        chrono::DateTime::parse_from_rfc3339(at).unwrap().into(),
+        None,
+        EventData::Outcome(OutcomeData {
+            request_id: request.into(),
+            tenant_id: tenant.into(),
+            target: "default".into(),
+            state: "Succeeded".into(),
+            resources: Default::default(),
+            error: None,
+            remaining: Vec::new(),
+            duration_ms: 1,
+            not_found: false,
+        }),
+    );
+    rec.finished.push_back(onboarding_record::FinishedRequest {
+        request_id: request.into(),
+        event,
+    });
+    onboarding_journal::Journal::store(
+        &journal,
+        tenant,
+        &serde_json::to_value(&rec).unwrap(),
+        Some(stored.version),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn events_prints_the_recorded_outcomes_oldest_first_and_follows_new_ones() {
+    let env = Env::new();
+    env.tenants(&[
+        ("acme", TenantState::Onboarded, "default"),
+        ("beta", TenantState::Onboarded, "default"),
+    ])
+    .await;
+    record_outcome(&env, "beta", "b-1", "2026-12-06T10:00:00Z").await;
+    record_outcome(&env, "acme", "a-1", "2026-12-06T11:00:00Z").await;
+
+    let out = env.producer(&["--json", "events"]);
+    assert!(out.status.success(), "{out:?}");
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["ev-b-1", "ev-a-1"], "oldest first");
+    let only =
+        String::from_utf8_lossy(&env.producer(&["events", "--tenant", "acme"]).stdout).into_owned();
+    assert!(only.contains("a-1") && !only.contains("b-1"), "{only}");
+
+    // --follow: what is recorded later shows up.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_producer"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["events", "--follow", "--tenant", "acme"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    record_outcome(&env, "acme", "a-2", "2026-12-06T12:00:00Z").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("a-1") && text.contains("a-2"), "{text}");
+    assert_eq!(text.matches("a-1").count(), 1, "each event once: {text}");
+}

@@ -10,7 +10,7 @@ use sim::faults::FaultPlan;
 use worker::config::Config;
 
 struct System {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config_path: std::path::PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     worker: tokio::task::JoinHandle<()>,
@@ -44,7 +44,7 @@ async fn start(faults: FaultPlan) -> System {
     let runner = worker::runner::Runner::new(cx);
     let worker = tokio::spawn(async move { runner.run(rx).await });
     System {
-        _dir: dir,
+        dir,
         config_path,
         stop,
         worker,
@@ -108,6 +108,14 @@ async fn send_wait_prints_each_step_and_the_outcome_then_status_shows_the_resour
         t.contains("Succeeded") && t.contains("tenant.onboarded"),
         "{t}"
     );
+
+    // The subscription the run made for itself on the embedded topic went with it: left
+    // behind, it would hold every later event.
+    let queue_db = rusqlite::Connection::open(sys.dir.path().join("queue.db")).unwrap();
+    let left: i64 = queue_db
+        .query_row("SELECT COUNT(*) FROM subscriptions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "no subscription left behind");
 
     let status = sys.producer(&["status", "acme"]).await;
     let s = text(&status);

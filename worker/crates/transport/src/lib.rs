@@ -154,6 +154,10 @@ pub trait Topic: Send + Sync + std::fmt::Debug {
     async fn publish(&self, message: OutgoingMessage) -> Result<(), TransportError>;
     /// Open (creating if needed) a durable named subscription.
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, TransportError>;
+    /// Remove a subscription a reader created for itself, and what it has not read: a durable
+    /// subscription left behind keeps every later event. Removing one that does not exist is
+    /// success. Where subscriptions belong to the infrastructure (Service Bus), refused.
+    async fn unsubscribe(&self, subscription: &str) -> Result<(), TransportError>;
 }
 
 #[async_trait::async_trait]

@@ -37,6 +37,9 @@ impl Topic for MemTopic {
             "the test topic has no subscriptions".into(),
         ))
     }
+    async fn unsubscribe(&self, _s: &str) -> Result<(), TransportError> {
+        Ok(())
+    }
 }
 
 /// Publishes the saga's progress events on a topic, as the worker's runner does (a failed

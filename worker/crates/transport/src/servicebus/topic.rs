@@ -22,6 +22,15 @@ impl Topic for ServiceBusTransport {
             .await
     }
 
+    async fn unsubscribe(&self, subscription: &str) -> Result<(), TransportError> {
+        // The worker's identities hold Send and Listen only: subscriptions are made and
+        // removed by the infrastructure (infra/), never by a reader.
+        Err(TransportError::Rejected(format!(
+            "subscription {subscription:?} of topic {} is managed by the infrastructure, not removed by readers",
+            self.settings.topic
+        )))
+    }
+
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, TransportError> {
         let topic = self.settings.topic.clone();
         let mut client = self.pool.take().await?;

@@ -216,3 +216,29 @@ fn read_events_are_collected_once_every_subscription_passed_them() {
     subscribe(&conn, "c", 0).unwrap();
     assert!(next_event(&mut conn, "c").unwrap().is_none());
 }
+
+#[test]
+fn a_removed_subscription_no_longer_holds_events_back() {
+    let (_d, mut conn) = fresh();
+    let ev = |id: &str| OutgoingMessage {
+        message_id: id.into(),
+        ..Default::default()
+    };
+    subscribe(&conn, "worker", 0).unwrap();
+    subscribe(&conn, "producer-left-behind", 0).unwrap();
+    publish(&conn, &ev("e1"), 0).unwrap();
+    assert_eq!(
+        next_event(&mut conn, "worker").unwrap().unwrap().message_id,
+        "e1"
+    );
+    let count = |c: &Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM topic_events", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&conn), 1, "held for the subscription left behind");
+    super::topic::unsubscribe(&conn, "producer-left-behind").unwrap();
+    assert_eq!(count(&conn), 0, "released with it");
+    // Removing it again, or one that never existed, is success.
+    super::topic::unsubscribe(&conn, "producer-left-behind").unwrap();
+    super::topic::unsubscribe(&conn, "never").unwrap();
+}

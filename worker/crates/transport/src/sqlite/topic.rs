@@ -52,6 +52,16 @@ impl Topic for SqliteTransport {
             name,
         }))
     }
+
+    async fn unsubscribe(&self, subscription: &str) -> Result<(), TransportError> {
+        let name = subscription.to_owned();
+        self.blocking(move |conn, _| {
+            let tx = immediate(conn)?;
+            self::unsubscribe(&tx, &name)?;
+            tx.commit().map_err(storage)
+        })
+        .await
+    }
 }
 
 /// A durable subscription to the topic of a [`SqliteTransport`].
@@ -134,6 +144,13 @@ pub(super) fn subscribe(conn: &Connection, name: &str, now: i64) -> Result<(), T
     )
     .map_err(storage)?;
     Ok(())
+}
+
+/// Drop the subscription; the events only it still held go with it.
+pub(super) fn unsubscribe(conn: &Connection, name: &str) -> Result<(), TransportError> {
+    conn.execute("DELETE FROM subscriptions WHERE name = ?1", [name])
+        .map_err(storage)?;
+    collect_read_events(conn)
 }
 
 const NEXT_EVENT: &str = "SELECT seq FROM topic_events
