@@ -505,7 +505,7 @@ async fn api(
                     &params,
                     &body,
                 ),
-                _ => delete(&sim, resource, &key),
+                _ => delete(&sim, resource, &key, &body),
             }
         }
         _ => error(ApiError::no_such_resource()),
@@ -629,8 +629,10 @@ fn apply(
     }
 }
 
-fn delete(sim: &KubeSim, resource: &'static Resource, key: &Key) -> Response {
-    match sim.lock().store.delete(resource, key) {
+fn delete(sim: &KubeSim, resource: &'static Resource, key: &Key, body: &Bytes) -> Response {
+    let options = body_value(body);
+    let preconditions = options.get("preconditions").cloned().unwrap_or(Value::Null);
+    match sim.lock().store.delete(resource, key, &preconditions) {
         Ok((mut live, uid)) => {
             if resource.kind == "Namespace" {
                 // The real server answers with the namespace, now terminating; the simulator

@@ -186,7 +186,47 @@ impl Store {
         &mut self,
         resource: &'static Resource,
         key: &Key,
+        preconditions: &Value,
     ) -> Result<(Value, String), ApiError> {
+        let Some(current) = self.objects.get(key) else {
+            return Err(ApiError::not_found(resource, &key.name));
+        };
+        // DeleteOptions.preconditions, as the API server checks them (and in its words): the
+        // object must still be the one the caller looked at.
+        let live = |p: &str| {
+            current
+                .live
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let conflict = |message: String| {
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {message}",
+                    resource.plural, key.name
+                ),
+            ))
+        };
+        if let Some(uid) = preconditions.get("uid").and_then(Value::as_str)
+            && uid != live("/metadata/uid")
+        {
+            return conflict(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                live("/metadata/uid")
+            ));
+        }
+        if let Some(version) = preconditions.get("resourceVersion").and_then(Value::as_str)
+            && version != live("/metadata/resourceVersion")
+        {
+            return conflict(format!(
+                "the ResourceVersion in the precondition ({version}) does not match the ResourceVersion in record ({}). The object might have been modified",
+                live("/metadata/resourceVersion")
+            ));
+        }
         let Some(stored) = self.objects.remove(key) else {
             return Err(ApiError::not_found(resource, &key.name));
         };

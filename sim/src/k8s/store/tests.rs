@@ -106,7 +106,9 @@ fn deleting_a_namespace_takes_its_contents() {
         .apply(sa, &Key::new(sa, Some("a"), "s"), body, "m", true, false)
         .expect("sa");
     let ns = res("Namespace");
-    store.delete(ns, &Key::new(ns, None, "a")).expect("delete");
+    store
+        .delete(ns, &Key::new(ns, None, "a"), &serde_json::Value::Null)
+        .expect("delete");
     assert_eq!(store.all().count(), 0);
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 
 use crate::classify::{classify, is_gone, namespace_missing_is_transient, not_served};
 use crate::kinds::{KINDS, api_resource, check_manifest};
@@ -223,6 +223,42 @@ impl KubeProvisioner for KubeApplier {
         {
             Ok(_) => Ok(()),
             Err(e) if is_gone(&e, object) => Ok(()),
+            Err(e) => Err(not_served(e, object)),
+        }
+    }
+
+    #[tracing::instrument(name = "kube.delete_unchanged", skip_all, fields(target.name = %target.name, k8s.object = %object))]
+    async fn delete_unchanged(
+        &self,
+        target: &Target,
+        object: &ObjectRef,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<bool, ProviderError> {
+        const OP: &str = "delete";
+        let (api, client) = self.api(target, object, OP)?;
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: Some(resource_version.to_string()),
+            }),
+            ..DeleteParams::background()
+        };
+        match self
+            .timed(OP, object, client, api.delete(&object.name, &params))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_gone(&e, object) => Ok(true),
+            // The API server's 409 when a precondition does not hold: the object changed ("the
+            // ResourceVersion in the precondition (..) does not match ..") or was replaced
+            // ("Precondition failed: UID in precondition: .."). Nothing was deleted.
+            Err(e)
+                if e.code.as_deref() == Some("Conflict")
+                    && e.message.to_ascii_lowercase().contains("precondition") =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(not_served(e, object)),
         }
     }

@@ -450,4 +450,15 @@ pub trait KubeProvisioner: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<serde_json::Value>, ProviderError>;
     /// Deleting an object already gone (or whose namespace is gone) is success.
     async fn delete(&self, target: &Target, object: &ObjectRef) -> Result<(), ProviderError>;
+    /// Delete the object only if it is still exactly the one looked at (its `uid` and
+    /// `resourceVersion`, as the API server checks delete preconditions): `Ok(false)` when it
+    /// changed or was replaced meanwhile (nothing deleted; look again), `Ok(true)` when deleted
+    /// or already gone.
+    async fn delete_unchanged(
+        &self,
+        target: &Target,
+        object: &ObjectRef,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<bool, ProviderError>;
 }

@@ -41,6 +41,7 @@ macro_rules! kube_conformance_tests {
             getting_an_object_that_does_not_exist_is_none,
             deleting_an_object_that_does_not_exist_succeeds,
             a_deleted_object_is_gone,
+            a_delete_for_an_object_that_changed_since_it_was_read_deletes_nothing,
             every_object_of_a_tenant_applies_in_its_namespace,
             a_deleted_namespace_disappears_with_what_it_held,
         );
@@ -193,6 +194,67 @@ pub async fn a_deleted_object_is_gone(env: KubeEnv) {
             .await
             .expect("get"),
         None
+    );
+}
+
+/// The worker checks ownership, then deletes with that object's uid and resourceVersion as
+/// preconditions: if it changed in between (relabelled by its new owner, say), the delete must
+/// not happen.
+pub async fn a_delete_for_an_object_that_changed_since_it_was_read_deletes_nothing(env: KubeEnv) {
+    let t = tenant();
+    let ns = format!("tenant-{t}");
+    apply(&env, &manifests::namespace(&ns, &t)).await;
+    let sa = manifests::service_account(&ns, "tenant-workload", &t, "client-id", None);
+    let read = apply(&env, &sa).await;
+    let field = |v: &serde_json::Value, p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (uid, version) = (
+        field(&read, "/metadata/uid"),
+        field(&read, "/metadata/resourceVersion"),
+    );
+    // Someone changes it after the worker looked.
+    let changed = manifests::service_account(&ns, "tenant-workload", &t, "other-client", None);
+    let now = apply(&env, &changed).await;
+    assert_ne!(
+        field(&now, "/metadata/resourceVersion"),
+        version,
+        "a new version"
+    );
+    let deleted = env
+        .kube
+        .delete_unchanged(&env.target, &sa.reference(), &uid, &version)
+        .await
+        .expect("a refused precondition is an answer, not an error");
+    assert!(!deleted, "the changed object must not be deleted");
+    assert!(
+        env.kube
+            .get(&env.target, &sa.reference())
+            .await
+            .expect("get")
+            .is_some()
+    );
+    // With the current version it goes.
+    let deleted = env
+        .kube
+        .delete_unchanged(
+            &env.target,
+            &sa.reference(),
+            &field(&now, "/metadata/uid"),
+            &field(&now, "/metadata/resourceVersion"),
+        )
+        .await
+        .expect("delete");
+    assert!(deleted);
+    assert!(
+        env.kube
+            .get(&env.target, &sa.reference())
+            .await
+            .expect("get")
+            .is_none()
     );
 }
 

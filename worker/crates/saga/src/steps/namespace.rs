@@ -90,7 +90,22 @@ impl Step for NamespaceStep {
             return Ok(StepOutcome::Done(serde_json::Value::Null));
         }
         if !terminating(&live) {
-            input.kube.delete(&input.target, &reference).await?;
+            // With the preconditions of the object judged ours: one that changed hands in
+            // between is not deleted (it is looked at again on the next call).
+            let field = |p: &str| {
+                live.pointer(p)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (uid, version) = (field("/metadata/uid"), field("/metadata/resourceVersion"));
+            if !input
+                .kube
+                .delete_unchanged(&input.target, &reference, &uid, &version)
+                .await?
+            {
+                return Ok(wait_for(&reference.to_string()));
+            }
         }
         // Done only once the API server no longer has it (its content is being removed).
         match input

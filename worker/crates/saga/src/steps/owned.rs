@@ -48,28 +48,47 @@ pub(crate) async fn apply_owned(input: &StepInput, obj: &KubeObject) -> Result<(
         .map(|_| ())
 }
 
-/// Delete `reference` if it exists and is ours, checked immediately before. Returns whether it
-/// was deleted.
+/// Delete `reference` if it exists and is ours, checked immediately before: the delete carries
+/// the uid and resourceVersion of the object judged ours, so an object that changed hands (or
+/// was replaced) in between is not deleted; it is looked at again. Returns whether it was
+/// deleted.
 pub(crate) async fn delete_owned(
     input: &StepInput,
     reference: &ObjectRef,
 ) -> Result<bool, ProviderError> {
-    match input
-        .call(|| input.kube.get(&input.target, reference))
-        .await?
-    {
-        Some(live) => match owner(&live, &input.names.tenant_id) {
-            Owner::Us => {
+    for _ in 0..3 {
+        let Some(live) = input
+            .call(|| input.kube.get(&input.target, reference))
+            .await?
+        else {
+            return Ok(false);
+        };
+        if let Owner::Foreign(who) = owner(&live, &input.names.tenant_id) {
+            tracing::warn!(object = %reference, owner = %who, "not the worker's: left in place");
+            return Ok(false);
+        }
+        let field = |p: &str| {
+            live.pointer(p)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (uid, version) = (field("/metadata/uid"), field("/metadata/resourceVersion"));
+        if input
+            .call(|| {
                 input
-                    .call(|| input.kube.delete(&input.target, reference))
-                    .await?;
-                Ok(true)
-            }
-            Owner::Foreign(who) => {
-                tracing::warn!(object = %reference, owner = %who, "not the worker's: left in place");
-                Ok(false)
-            }
-        },
-        None => Ok(false),
+                    .kube
+                    .delete_unchanged(&input.target, reference, &uid, &version)
+            })
+            .await?
+        {
+            return Ok(true);
+        }
     }
+    Err(ProviderError::transient(
+        "delete",
+        reference.to_string(),
+        "the object kept changing between the ownership check and the delete; looking again later",
+    )
+    .with_code("ChangedSinceChecked"))
 }

@@ -361,6 +361,28 @@ impl KubeProvisioner for FakeCloud {
         self.gate(&format!("get:{}", r.kind), &r.to_string())?;
         Ok(FakeCloud::get(self, &r.to_string()))
     }
+    async fn delete_unchanged(
+        &self,
+        t: &Target,
+        r: &ObjectRef,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<bool, ProviderError> {
+        if let Some(live) = FakeCloud::get(self, &r.to_string()) {
+            let field = |p: &str| {
+                live.pointer(p)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if field("/metadata/uid") != uid
+                || field("/metadata/resourceVersion") != resource_version
+            {
+                return Ok(false);
+            }
+        }
+        KubeProvisioner::delete(self, t, r).await.map(|()| true)
+    }
     async fn delete(&self, _t: &Target, r: &ObjectRef) -> Result<(), ProviderError> {
         self.gate(&format!("delete:{}", r.kind), &r.to_string())?;
         let key = r.to_string();
