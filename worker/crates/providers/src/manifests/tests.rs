@@ -388,7 +388,11 @@ fn host_name_egress_becomes_a_cilium_policy_for_exactly_those_names_and_ports() 
 #[test]
 fn the_default_workload_template_declares_the_port_its_sample_image_serves_on() {
     let template = WorkloadTemplate::default();
-    assert!(template.image.contains("aks-helloworld"), "{}", template.image);
+    assert!(
+        template.image.contains("aks-helloworld"),
+        "{}",
+        template.image
+    );
     let d = workload("ns", "acme", "sa", &template, 1);
     assert_eq!(
         d.manifest["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
