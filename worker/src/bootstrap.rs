@@ -1,14 +1,18 @@
 //! Building every client the worker needs from configuration: the transport and journal (through
-//! `onboarding_bootstrap`), the ARM and Kubernetes provisioners, the clock and metrics.
+//! `onboarding_bootstrap`), the ARM and Kubernetes provisioners (the ARM write budget in the
+//! journal, shared by every replica), the clock and metrics.
 
 use std::sync::Arc;
 
+use onboarding_azure::{ArmClientOptions, WriteBudgetConfig};
 pub use onboarding_bootstrap::{
     BootstrapError, Transport, events_subscription, open_journal, open_transport, prepare_journal,
 };
 use onboarding_config::Config;
-use onboarding_core::{Clock, SystemClock};
+use onboarding_core::{Clock, Recorder, SystemClock};
+use onboarding_journal::Journal;
 
+use crate::arm_budget::JournalBudgetStore;
 use crate::context::Context;
 use crate::metrics::Metrics;
 
@@ -28,10 +32,12 @@ pub async fn build_context_with(
     let azure = Arc::new(
         onboarding_azure::ArmProvisioner::from_targets(
             &config.targets,
-            onboarding_azure::ArmClientOptions {
-                recorder: Arc::new(metrics.clone()),
-                ..onboarding_azure::ArmClientOptions::default()
-            },
+            arm_client_options(
+                &config,
+                journal.clone(),
+                clock.clone(),
+                Arc::new(metrics.clone()),
+            ),
         )
         .map_err(|e| BootstrapError::Open {
             part: "Azure Resource Manager client",
@@ -57,4 +63,24 @@ pub async fn build_context_with(
         worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
         metrics,
     })
+}
+
+/// The ARM clients' options of a configuration: the `[arm]` write budget, kept in `journal` so
+/// that every replica draws on one bucket per subscription.
+pub fn arm_client_options(
+    config: &Config,
+    journal: Arc<dyn Journal>,
+    clock: Arc<dyn Clock>,
+    recorder: Arc<dyn Recorder>,
+) -> ArmClientOptions {
+    ArmClientOptions {
+        write_budget: WriteBudgetConfig {
+            bucket_size: config.arm.write_bucket,
+            refill_per_sec: config.arm.write_refill_per_sec,
+        },
+        budget_store: Some(Arc::new(JournalBudgetStore::new(journal, clock.clone()))),
+        clock,
+        recorder,
+        ..ArmClientOptions::default()
+    }
 }

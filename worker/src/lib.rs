@@ -7,6 +7,7 @@
 //! May touch everything the configuration names; reads the environment only when the binary
 //! hands it over (`onboarding_config::Config::load`).
 
+pub mod arm_budget;
 pub mod bootstrap;
 pub mod cli;
 pub mod context;

@@ -5,14 +5,17 @@
 mod azure_support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use azure_support::*;
 use onboarding_azure::ArmClientOptions;
-use onboarding_core::ErrorClass;
+use onboarding_core::{Clock, ErrorClass};
 use onboarding_providers::{AzureProvisioner, Progress};
+use onboarding_testkit::fakes::ManualClock;
 use sim::SimOptions;
 use sim::faults::{FaultPlan, LatencyProfile};
+use worker::arm_budget::JournalBudgetStore;
 
 async fn inventory(env: &Env) -> serde_json::Value {
     reqwest::get(format!("{}/_sim/inventory", env.running.arm_url()))
@@ -96,17 +99,55 @@ async fn creating_again_changes_nothing() {
     );
 }
 
+/// ARM client options whose write budget lives in a journal on `dir` (as the worker's does) and
+/// runs on a manual clock, with the journal-backed store to look into.
+fn journal_budget(
+    dir: &std::path::Path,
+) -> (ArmClientOptions, JournalBudgetStore, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    let journal = onboarding_journal::sqlite::SqliteJournal::open(&dir.join("journal.db")).unwrap();
+    let store = JournalBudgetStore::new(Arc::new(journal), clock.clone());
+    let options = ArmClientOptions {
+        budget_store: Some(Arc::new(store.clone())),
+        clock: clock.clone(),
+        ..ArmClientOptions::default()
+    };
+    (options, store, clock)
+}
+
+/// The write bucket of the simulator's subscription, as the journal has it.
+async fn shared_bucket(env: &Env, store: &JournalBudgetStore) -> onboarding_azure::SharedBucket {
+    let host = url::Url::parse(&env.running.arm_url()).unwrap();
+    let key = format!(
+        "{}|{}",
+        host.host_str().unwrap(),
+        env.target.subscription_id
+    );
+    store
+        .bucket(&key)
+        .await
+        .unwrap()
+        .expect("the bucket exists")
+}
+
 #[tokio::test]
 async fn throttling_with_retry_after_is_transient_and_carries_the_delay() {
-    let env = start(SimOptions {
-        arm_write_bucket: Some((1, 0.01)),
-        ..SimOptions::default()
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let (options, store, clock) = journal_budget(dir.path());
+    let env = start_with(
+        SimOptions {
+            arm_write_bucket: Some((1, 0.01)),
+            ..SimOptions::default()
+        },
+        options,
+    )
     .await;
     env.arm
         .ensure_identity(&env.target, &TenantResources::tenant("a").identity())
         .await
         .unwrap();
+    // ARM said no write is left: the shared bucket holds none either.
+    assert!(shared_bucket(&env, &store).await.tokens < 1.0);
     let err = env
         .arm
         .ensure_identity(&env.target, &TenantResources::tenant("b").identity())
@@ -114,7 +155,44 @@ async fn throttling_with_retry_after_is_transient_and_carries_the_delay() {
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Transient, "{err}");
     assert_eq!(err.code.as_deref(), Some("SubscriptionRequestsThrottled"));
-    assert!(err.retry_after_secs.unwrap() >= 1, "{err:?}");
+    let retry_after = err.retry_after_secs.unwrap();
+    assert!(retry_after >= 1, "{err:?}");
+    // The 429 blocks every replica's writes to the subscription until its Retry-After.
+    let bucket = shared_bucket(&env, &store).await;
+    assert_eq!(bucket.tokens, 0.0);
+    assert_eq!(
+        bucket.blocked_until,
+        Some(clock.now() + chrono::TimeDelta::seconds(i64::try_from(retry_after).unwrap())),
+        "{bucket:?}"
+    );
+}
+
+#[tokio::test]
+async fn arms_remaining_writes_header_lowers_the_shared_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, store, _) = journal_budget(dir.path());
+    let env = start_with(
+        SimOptions {
+            arm_write_bucket: Some((4, 0.001)),
+            ..SimOptions::default()
+        },
+        options,
+    )
+    .await;
+    env.arm
+        .ensure_identity(&env.target, &TenantResources::tenant("a").identity())
+        .await
+        .unwrap();
+    let writes: Vec<_> = env
+        .running
+        .arm
+        .recorded_requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || r.method == "DELETE")
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    // Our bucket of 200 had 199 left; ARM's of 4 answered `...-subscription-writes: 3`.
+    assert_eq!(shared_bucket(&env, &store).await.tokens, 3.0);
 }
 
 #[tokio::test]

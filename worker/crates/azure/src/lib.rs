@@ -11,7 +11,10 @@ pub mod client;
 pub mod models;
 pub mod provisioner;
 
-pub use budget::{WriteBudgetConfig, WriteBudgets};
+pub use budget::{
+    BudgetError, BudgetStore, Feedback, Grant, InProcessStore, SharedBucket, WriteBudgetConfig,
+    WriteBudgets,
+};
 pub use client::{ArmClient, ArmClientOptions, ArmResponse};
 pub use provisioner::{
     ArmProvisioner, CONTAINER_MANAGED_BY_KEY, MANAGED_BY_TAG, MANAGER, TENANT_TAG, agent_pool_body,

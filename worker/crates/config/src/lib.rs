@@ -6,7 +6,7 @@
 //!
 //! One module per section of the file ([`transport`](TransportConfig), [`journal`](JournalConfig),
 //! `targets` (their validation; the types come from `onboarding_providers`), [`worker`](WorkerSettings),
-//! [`telemetry`](TelemetryConfig), [`health`](HealthConfig), [`saga`](SagaConfig)), plus `load`
+//! [`telemetry`](TelemetryConfig), [`health`](HealthConfig), [`saga`](SagaConfig), [`arm`](ArmConfig)), plus `load`
 //! (layering the sources), `validate` (every problem at once) and `redact` (printing without
 //! secrets). Every type is re-exported here, so `onboarding_config::X` is the path to use.
 
@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use arm::ArmConfig;
 pub use health::HealthConfig;
 pub use journal::{JournalConfig, TableCredentialConfig};
 pub use onboarding_core::{CredentialConfig, REDACTED, Secret};
@@ -26,6 +27,7 @@ pub use telemetry::{LogFormat, TelemetryConfig};
 pub use transport::TransportConfig;
 pub use worker::WorkerSettings;
 
+mod arm;
 mod health;
 mod journal;
 mod load;
@@ -60,6 +62,8 @@ pub struct Config {
     pub workload: Option<WorkloadTemplate>,
     pub telemetry: TelemetryConfig,
     pub health: HealthConfig,
+    /// The write budget every replica shares per subscription.
+    pub arm: ArmConfig,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             workload: Some(WorkloadTemplate::default()),
             telemetry: TelemetryConfig::default(),
             health: HealthConfig::default(),
+            arm: ArmConfig::default(),
         }
     }
 }

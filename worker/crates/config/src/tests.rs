@@ -383,3 +383,61 @@ fn no_egress_configured_is_a_warning_that_tenant_pods_cannot_reach_entra_or_stor
         assert!(warnings[0].contains(expected), "{expected:?}: {warnings:?}");
     }
 }
+
+#[test]
+fn the_arm_write_budget_defaults_to_arms_own_bucket_and_is_set_in_its_section() {
+    let cfg = Config::load(None, Vec::new()).expect("defaults load");
+    assert_eq!(cfg.arm.write_bucket, 200);
+    assert_eq!(cfg.arm.write_refill_per_sec, 10.0);
+    let cfg = load_toml("[arm]\nwrite_bucket = 50\nwrite_refill_per_sec = 2.5\n").expect("loads");
+    assert_eq!(
+        cfg.arm,
+        ArmConfig {
+            write_bucket: 50,
+            write_refill_per_sec: 2.5
+        }
+    );
+    let text = cfg.redacted_toml().expect("toml");
+    assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
+    let env =
+        [("ONBOARD__ARM__WRITE_REFILL_PER_SEC", "4")].map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(
+        Config::load(None, env)
+            .expect("loads")
+            .arm
+            .write_refill_per_sec,
+        4.0
+    );
+}
+
+#[test]
+fn a_zero_negative_or_absurd_arm_write_budget_is_refused_naming_the_field() {
+    for (toml, expected) in [
+        ("write_bucket = 0", "arm.write_bucket is 0"),
+        (
+            "write_bucket = 1000000",
+            "arm.write_bucket 1000000 is above",
+        ),
+        (
+            "write_refill_per_sec = 0.0",
+            "arm.write_refill_per_sec 0 must be above 0",
+        ),
+        (
+            "write_refill_per_sec = -1.5",
+            "arm.write_refill_per_sec -1.5 must be above 0",
+        ),
+        (
+            "write_refill_per_sec = 200000.0",
+            "arm.write_refill_per_sec 200000 is above",
+        ),
+        ("write_bucket = -5", "arm.write_bucket"),
+        ("write_burst = 5", "write_burst"),
+    ] {
+        let err = load_toml(&format!("[arm]\n{toml}\n")).expect_err(toml);
+        let text = err.to_string();
+        assert!(
+            text.contains(expected),
+            "{toml}: {expected:?} missing from:\n{text}"
+        );
+    }
+}

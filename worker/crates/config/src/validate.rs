@@ -43,6 +43,7 @@ impl Config {
             problems.push("worker.concurrency must be at least 1".into());
         }
         problems.extend(self.journal.problems());
+        problems.extend(self.arm.problems());
         for (i, rule) in self.guardrails.egress.iter().enumerate() {
             problems.extend(egress_problems(&format!("guardrails.egress[{i}]"), rule));
         }

@@ -18,10 +18,10 @@ use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
-use super::budget::{WriteBudgetConfig, WriteBudgets};
+use super::budget::{BudgetStore, Feedback, WriteBudgetConfig, WriteBudgets};
 use super::models::ArmErrorDetail;
-use onboarding_core::ErrorClass;
 use onboarding_core::TokenCredential;
+use onboarding_core::{Clock, ErrorClass, SystemClock};
 use onboarding_providers::{Progress, ProviderError};
 mod classify;
 mod lro;
@@ -35,6 +35,12 @@ pub struct ArmClientOptions {
     pub request_timeout: Duration,
     /// Client-side write budget per subscription.
     pub write_budget: WriteBudgetConfig,
+    /// Where the write buckets live: `None` keeps them in this process (tests, benchmarks);
+    /// the worker passes its journal-backed store, so that every replica shares one bucket per
+    /// subscription.
+    pub budget_store: Option<Arc<dyn BudgetStore>>,
+    /// Time for the write budget (tests move it).
+    pub clock: Arc<dyn Clock>,
     /// Token scope; default `<endpoint origin>/.default`.
     pub token_scope: Option<String>,
     /// How long to wait before polling an operation when ARM sends no `Retry-After`.
@@ -49,10 +55,25 @@ impl Default for ArmClientOptions {
         Self {
             request_timeout: Duration::from_secs(30),
             write_budget: WriteBudgetConfig::default(),
+            budget_store: None,
+            clock: Arc::new(SystemClock),
             token_scope: None,
             default_poll_interval: Duration::from_secs(10),
             user_agent: format!("tenant-onboarding-worker/{}", env!("CARGO_PKG_VERSION")),
             recorder: std::sync::Arc::new(onboarding_core::NoRecorder),
+        }
+    }
+}
+
+impl ArmClientOptions {
+    /// The write budgets these options describe: in `budget_store` when given, else in this
+    /// process.
+    pub fn write_budgets(&self) -> WriteBudgets {
+        match &self.budget_store {
+            Some(store) => {
+                WriteBudgets::shared(self.write_budget, store.clone(), self.clock.clone())
+            }
+            None => WriteBudgets::in_process(self.write_budget, self.clock.clone()),
         }
     }
 }
@@ -111,17 +132,17 @@ pub struct ArmClient {
 }
 
 impl ArmClient {
-    /// A client with its own write budget.
+    /// A client with its own write budgets (in `options.budget_store` when given).
     pub fn new(
         endpoint: Url,
         credential: Option<Arc<dyn TokenCredential>>,
         options: ArmClientOptions,
     ) -> Result<Self, ProviderError> {
-        let budgets = Arc::new(WriteBudgets::new(options.write_budget));
+        let budgets = Arc::new(options.write_budgets());
         Self::with_budgets(endpoint, credential, options, budgets)
     }
 
-    /// A client sharing write budgets with others (one bucket per subscription per process).
+    /// A client sharing this process's write budgets with others.
     pub fn with_budgets(
         endpoint: Url,
         credential: Option<Arc<dyn TokenCredential>>,
@@ -184,14 +205,21 @@ impl ArmClient {
         op: Op<'_>,
     ) -> Result<ArmResponse, ProviderError> {
         self.check_origin(&url, op)?;
-        if method != Method::GET && method != Method::HEAD {
-            let key = format!(
+        let budget_key = (method != Method::GET && method != Method::HEAD).then(|| {
+            format!(
                 "{}|{}",
                 url.host_str().unwrap_or_default(),
                 subscription_of(url.path()).unwrap_or_default()
-            );
-            self.budgets.bucket(&key).take().await;
+            )
+            .to_ascii_lowercase()
+        });
+        if let Some(key) = &budget_key {
+            self.budgets.take(key).await.map_err(|e| {
+                ProviderError::transient(op.operation, op.resource, e.to_string())
+                    .with_code("WriteBudgetUnavailable")
+            })?;
         }
+        let sent_at = self.budgets.now();
         let request_id = Uuid::new_v4().to_string();
         tracing::debug!(request.id = %request_id, http.method = %method, arm.url = %url, "ARM request");
         let mut req = self
@@ -252,6 +280,18 @@ impl ArmClient {
             }
         };
         tracing::debug!(request.id = %request_id, http.status = status, "ARM answered");
+        if let Some(key) = &budget_key {
+            let code = body
+                .as_ref()
+                .filter(|_| status == 429)
+                .and_then(ArmErrorDetail::from_body)
+                .map(|d| d.code);
+            if let Some(feedback) =
+                Feedback::from_answer(status, &headers, code.as_deref(), sent_at)
+            {
+                self.budgets.report(key, feedback).await;
+            }
+        }
         Ok(ArmResponse {
             status,
             headers,

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use serde_json::Value;
 use url::Url;
 
-use super::budget::WriteBudgets;
 use super::client::{ArmClient, ArmClientOptions, ArmResponse, Op};
 use onboarding_core::ErrorClass;
 use onboarding_identity::{CredentialOptions, credential_with};
@@ -95,7 +94,8 @@ pub struct ArmProvisioner {
 
 impl ArmProvisioner {
     /// Builds a client for every target (its `arm_endpoint` and `credential`), all sharing one
-    /// write budget per subscription.
+    /// write budget per subscription (in `options.budget_store`, shared with other replicas,
+    /// when given).
     pub fn from_targets(
         targets: &BTreeMap<String, Target>,
         options: ArmClientOptions,
@@ -109,7 +109,7 @@ impl ArmProvisioner {
         options: ArmClientOptions,
         credential_options: &CredentialOptions,
     ) -> Result<Self, ProviderError> {
-        let budgets = Arc::new(WriteBudgets::new(options.write_budget));
+        let budgets = Arc::new(options.write_budgets());
         let mut clients = BTreeMap::new();
         for (name, target) in targets {
             let endpoint = Url::parse(&target.arm_endpoint).map_err(|e| {
