@@ -441,3 +441,49 @@ fn a_zero_negative_or_absurd_arm_write_budget_is_refused_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn host_name_egress_loads_with_entra_and_the_storage_account_by_default() {
+    let cfg = load_toml(
+        r#"
+[guardrails.fqdn_egress]
+engine = "cilium"
+"#,
+    )
+    .expect("loads");
+    let fqdn = cfg.guardrails.fqdn_egress.clone().expect("configured");
+    assert_eq!(fqdn.engine, onboarding_providers::FqdnEngine::Cilium);
+    assert_eq!(fqdn.ports, vec![443]);
+    assert_eq!(
+        fqdn.for_account("sttenants").names,
+        vec![
+            "login.microsoftonline.com".to_string(),
+            "sttenants.blob.core.windows.net".to_string()
+        ]
+    );
+    let text = cfg.redacted_toml().expect("toml");
+    assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
+}
+
+#[test]
+fn a_wildcard_host_name_or_port_0_in_host_name_egress_is_refused_naming_the_field() {
+    let err = load_toml(
+        r#"
+[guardrails.fqdn_egress]
+engine = "cilium"
+names = ["*.blob.core.windows.net", "login.microsoftonline.com"]
+ports = [0]
+"#,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("guardrails.fqdn_egress.names[0]") && err.contains("no wildcards"),
+        "{err}"
+    );
+    assert!(
+        err.contains("guardrails.fqdn_egress.ports[0] is 0"),
+        "{err}"
+    );
+    assert!(!err.contains("names[1]"), "{err}");
+}

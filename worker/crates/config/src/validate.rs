@@ -47,6 +47,9 @@ impl Config {
         for (i, rule) in self.guardrails.egress.iter().enumerate() {
             problems.extend(egress_problems(&format!("guardrails.egress[{i}]"), rule));
         }
+        if let Some(fqdn) = &self.guardrails.fqdn_egress {
+            problems.extend(fqdn_problems("guardrails.fqdn_egress", fqdn));
+        }
         if self.telemetry.service_name.trim().is_empty() {
             problems.push(
                 "telemetry.service_name is empty (it names the worker in traces and metrics)"
@@ -72,7 +75,7 @@ impl Config {
     /// each naming the setting: `worker config check` prints them on stderr.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.guardrails.egress.is_empty() {
+        if self.guardrails.egress.is_empty() && self.guardrails.fqdn_egress.is_none() {
             warnings.push(
                 "guardrails.egress is empty: the tenant namespaces' default-deny network policy \
                  leaves their pods DNS and their own namespace only, so they cannot reach Entra \
@@ -114,6 +117,41 @@ fn egress_problems(field: &str, rule: &EgressRule) -> Vec<String> {
         ));
     }
     for (i, port) in rule.ports.iter().enumerate() {
+        if *port == 0 {
+            problems.push(format!("{field}.ports[{i}] is 0: a port is 1 to 65535"));
+        }
+    }
+    problems
+}
+
+/// Every problem with `[guardrails.fqdn_egress]`: exact host names only (a wildcard storage
+/// name would reach every account), and real ports.
+fn fqdn_problems(field: &str, fqdn: &onboarding_providers::FqdnEgress) -> Vec<String> {
+    let mut problems = Vec::new();
+    if fqdn.names.is_empty() {
+        problems.push(format!(
+            "{field}.names is empty: give the host names (login.microsoftonline.com, {{storage_account}}.blob.core.windows.net)"
+        ));
+    }
+    for (i, name) in fqdn.names.iter().enumerate() {
+        let host = name.replace("{storage_account}", "account");
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if host.len() > 253 || host.split('.').count() < 2 || !host.split('.').all(label_ok) {
+            problems.push(format!(
+                "{field}.names[{i}] {name:?} is not an exact host name (letters, digits, hyphens and dots; no wildcards)"
+            ));
+        }
+    }
+    if fqdn.ports.is_empty() {
+        problems.push(format!("{field}.ports is empty (443 when left out)"));
+    }
+    for (i, port) in fqdn.ports.iter().enumerate() {
         if *port == 0 {
             problems.push(format!("{field}.ports[{i}] is 0: a port is 1 to 65535"));
         }
