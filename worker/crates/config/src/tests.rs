@@ -487,3 +487,52 @@ ports = [0]
     );
     assert!(!err.contains("names[1]"), "{err}");
 }
+
+#[test]
+fn config_check_names_every_bad_value_at_once() {
+    let err = load_toml(
+        r#"
+default_target = "prod"
+
+[worker]
+concurrency = 0
+
+[saga]
+step_attempt_limit = 100000
+message_budget_ms = 0
+
+[targets.prod]
+subscription_id = "not-a-guid"
+resource_group = "rg-tenants"
+location = "West Europe"
+cluster_resource_group = "rg-aks"
+cluster_name = "aks prod"
+oidc_issuer = "https://oidc.example/"
+storage_resource_group = "rg-st"
+storage_account = "St_Tenants"
+identity_entra_tenant_id = "00000000-0000-0000-0000-0000000000e1"
+cluster_entra_tenant_id = "00000000-0000-0000-0000-0000000000e1"
+arm_endpoint = "http://management.azure.com"
+
+[targets.prod.credential]
+kind = "azure_cli"
+
+[targets.prod.kubernetes]
+in_cluster = true
+"#,
+    )
+    .expect_err("refused")
+    .to_string();
+    for expected in [
+        "worker.concurrency is 0",
+        "saga.step_attempt_limit is 100000",
+        "saga.message_budget_ms",
+        "targets.prod.subscription_id \"not-a-guid\" is not a GUID",
+        "targets.prod.location \"West Europe\"",
+        "targets.prod.cluster_name \"aks prod\"",
+        "targets.prod.storage_account \"St_Tenants\"",
+        "targets.prod.arm_endpoint \"http://management.azure.com\" must be https",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -39,9 +39,7 @@ impl Config {
             ));
         }
         problems.extend(self.transport.problems());
-        if self.worker.concurrency == 0 {
-            problems.push("worker.concurrency must be at least 1".into());
-        }
+        problems.extend(range_problems(self));
         problems.extend(self.journal.problems());
         problems.extend(self.arm.problems());
         for (i, rule) in self.guardrails.egress.iter().enumerate() {
@@ -89,6 +87,58 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Numbers outside what makes sense, each naming the setting and its range: 0 where something
+/// must happen, and values so large they are surely a typo (a budget of days).
+fn range_problems(c: &Config) -> Vec<String> {
+    let s = &c.saga;
+    let checks: [(&str, u64, u64, u64); 9] = [
+        ("worker.concurrency", c.worker.concurrency as u64, 1, 10_000),
+        ("saga.message_budget_ms", s.message_budget_ms, 1, 3_600_000),
+        (
+            "saga.step_retry_budget_ms",
+            s.step_retry_budget_ms,
+            0,
+            600_000,
+        ),
+        (
+            "saga.step_attempt_limit",
+            u64::from(s.step_attempt_limit),
+            1,
+            1_000,
+        ),
+        (
+            "saga.compensation_attempt_limit",
+            u64::from(s.compensation_attempt_limit),
+            1,
+            1_000,
+        ),
+        (
+            "saga.remembered_requests",
+            s.remembered_requests as u64,
+            1,
+            10_000,
+        ),
+        (
+            "saga.cluster_turn_poll_ms",
+            s.cluster_turn_poll_ms,
+            1,
+            3_600_000,
+        ),
+        (
+            "saga.cluster_turn_lease_ms",
+            s.cluster_turn_lease_ms,
+            1_000,
+            86_400_000,
+        ),
+        ("saga.wait_limit_ms", s.wait_limit_ms, 1_000, 7 * 86_400_000),
+    ];
+    checks
+        .iter()
+        .filter(|(_, v, lo, hi)| v < lo || v > hi)
+        .map(|(field, v, lo, hi)| format!("{field} is {v}; it must be {lo} to {hi}"))
+        .collect()
 }
 
 /// Every problem with one `[[guardrails.egress]]` rule, each naming the setting. A rule without
