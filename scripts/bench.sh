@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh                  every benchmark, full sizes (6-8 minutes on 2 cores)
 #   scripts/bench.sh --quick          smaller runs (about 1.5 minutes)
-#   scripts/bench.sh memory           one benchmark (critical-path, throughput, arm-budget,
+#   scripts/bench.sh memory           one benchmark (critical-path, throughput, arm-budget, cluster-burst,
 #                                     memory, cold-start); docs/benchmarks.md is left alone
 #   scripts/bench.sh all --no-docs    everything, without rewriting docs/benchmarks.md
 set -euo pipefail

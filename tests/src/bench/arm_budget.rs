@@ -63,16 +63,7 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     // A saga waiting for its cluster's turn looks again soon: the simulator's pool operations
     // are instant.
     config.saga.cluster_turn_poll_ms = 250;
-    let base = config
-        .target(None)
-        .cloned()
-        .ok_or_else(|| anyhow!("the bench configuration has no default target"))?;
-    let targets: Vec<String> = (0..CLUSTERS).map(|k| format!("cluster-{k}")).collect();
-    for (k, name) in targets.iter().enumerate() {
-        let mut t = base.clone();
-        t.cluster_name = format!("aks-{k}");
-        config.targets.insert(name.clone(), t);
-    }
+    let targets = harness::spread_over_clusters(&mut config, CLUSTERS)?;
     let config = config.normalised();
     config.validate()?;
     let JournalConfig::Sqlite { path: journal_path } = config.journal.clone() else {

@@ -95,6 +95,23 @@ pub fn bench_config(dir: &Path, sims: &sim::Running) -> Result<Config> {
     Ok(c)
 }
 
+/// Adds `clusters` targets, copies of the default target each on its own AKS cluster of the
+/// same subscription, and returns their names: AKS runs one agent-pool operation per cluster
+/// at a time, so a benchmark of the worker's own capacity spreads its tenants over clusters.
+pub fn spread_over_clusters(config: &mut Config, clusters: usize) -> Result<Vec<String>> {
+    let base = config
+        .target(None)
+        .cloned()
+        .ok_or_else(|| anyhow!("the bench configuration has no default target"))?;
+    let names: Vec<String> = (0..clusters).map(|k| format!("cluster-{k}")).collect();
+    for (k, name) in names.iter().enumerate() {
+        let mut t = base.clone();
+        t.cluster_name = format!("aks-{k}");
+        config.targets.insert(name.clone(), t);
+    }
+    Ok(names)
+}
+
 /// The configuration as a TOML file the `worker` binary reads with `--config`.
 pub fn to_toml(config: &Config) -> Result<String> {
     toml::to_string(config).context("serialise the configuration as TOML")
@@ -191,8 +208,14 @@ pub fn request_id(prefix: &str) -> String {
 /// The command the seeds' notebook does by hand, with its workload, as `producer send` shapes
 /// the message (MessageId = request id, SessionId = tenant id, trace context properties).
 pub fn onboard_message(tenant: &str, request_id: &str) -> OutgoingMessage {
+    onboard_message_to(tenant, request_id, None)
+}
+
+/// [`onboard_message`] for a given target (`None`: the default).
+pub fn onboard_message_to(tenant: &str, request_id: &str, target: Option<&str>) -> OutgoingMessage {
     let mut c = OnboardTenant::new(request_id, tenant);
     c.workload = Some(WorkloadRequest { replicas: 1 });
+    c.target = target.map(str::to_string);
     command_message(&Command::Onboard(c))
 }
 

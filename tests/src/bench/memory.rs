@@ -34,6 +34,9 @@ pub const WORKER_PROCESS: &str = "worker-process";
 
 /// `bench worker-process --config FILE`: what `worker run` does (configuration from the file and
 /// `ONBOARD__*`, clients, the message loop until killed), with the ARM write budget lifted.
+/// Clusters the sagas are spread over (AKS: at most 100 agent pools per cluster).
+const CLUSTERS: usize = 100;
+
 pub fn worker_process(config_file: &std::path::Path) -> Result<()> {
     let config = worker::config::Config::load(Some(config_file), std::env::vars())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -79,6 +82,11 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     config.saga.step_retry_budget_ms = 100;
     config.saga.continuation_base_delay_ms = 3_600_000;
     config.saga.continuation_max_delay_ms = 7_200_000;
+    // AKS allows 100 agent pools per cluster, so the sagas are spread over clusters; those in a
+    // cluster's line look again only after the run.
+    let clusters = harness::spread_over_clusters(&mut config, CLUSTERS)?;
+    config.saga.cluster_turn_poll_ms = 3_600_000;
+    let config = config.normalised();
     let concurrency = config.worker.concurrency;
     let file = dir.path().join("worker.toml");
     std::fs::write(&file, harness::to_toml(&config)?)?;
@@ -87,9 +95,14 @@ pub fn run(rts: &Runtimes, quick: bool) -> Result<Block> {
     let names: Vec<String> = (0..sagas).map(|i| format!("mem-{i:05}")).collect();
     let sent = Instant::now();
     rts.work.block_on(async {
-        for t in &names {
+        for (i, t) in names.iter().enumerate() {
+            let target = clusters[i % clusters.len()].as_str();
             queue
-                .send(harness::onboard_message(t, &harness::request_id("mem")))
+                .send(harness::onboard_message_to(
+                    t,
+                    &harness::request_id("mem"),
+                    Some(target),
+                ))
                 .await?;
         }
         Ok::<_, anyhow::Error>(())

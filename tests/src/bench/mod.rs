@@ -5,6 +5,7 @@
 //! simulators it starts, child `worker` processes it spawns (and ends), and `docs/benchmarks.md`.
 
 pub mod arm_budget;
+pub mod cluster_burst;
 pub mod cold_start;
 pub mod critical_path;
 pub mod harness;

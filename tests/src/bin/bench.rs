@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use bench::harness::Runtimes;
 use bench::report::{self, Block};
-use bench::{arm_budget, cold_start, critical_path, memory, procstat, throughput};
+use bench::{arm_budget, cluster_burst, cold_start, critical_path, memory, procstat, throughput};
 
 type Bench = fn(&Runtimes, bool) -> anyhow::Result<Block>;
 
@@ -22,11 +22,16 @@ const BENCHES: &[(&str, &str, Bench)] = &[
     (critical_path::NAME, "Critical path", critical_path::run),
     (throughput::NAME, "Throughput and cost", throughput::run),
     (arm_budget::NAME, "ARM write budget", arm_budget::run),
+    (
+        cluster_burst::NAME,
+        "One cluster, a burst of onboardings",
+        cluster_burst::run,
+    ),
     (memory::NAME, "Memory at scale", memory::run),
     (cold_start::NAME, "Cold start", cold_start::run),
 ];
 
-const USAGE: &str = "usage: bench [all|critical-path|throughput|arm-budget|memory|cold-start]... [--quick] [--no-docs]
+const USAGE: &str = "usage: bench [all|critical-path|throughput|arm-budget|cluster-burst|memory|cold-start]... [--quick] [--no-docs]
   --quick    smaller runs (fewer tenants and repetitions)
   --no-docs  do not write docs/benchmarks.md (written by default when running all)";
 
