@@ -12,10 +12,9 @@ use std::time::Duration;
 use onboarding_config::Config;
 use onboarding_contract::events::{CloudEvent, EventData};
 use onboarding_journal::Journal;
-use onboarding_record::TenantRecord;
 
 use crate::output::Output;
-use crate::{EXIT_FAILED, EXIT_INVALID, Failure};
+use crate::{EXIT_INVALID, Failure};
 
 /// How often `--follow` looks at the journal again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -56,31 +55,11 @@ fn line(e: &CloudEvent) -> String {
 
 /// Every outcome event the journal holds for `tenant` (or every tenant), oldest first.
 async fn recorded(journal: &dyn Journal, tenant: Option<&str>) -> Result<Vec<CloudEvent>, Failure> {
-    let failed = |e: onboarding_journal::JournalError| Failure::new(EXIT_FAILED, e.to_string());
-    let keys = match tenant {
-        Some(t) => vec![t.to_string()],
-        // Tenant records only: the other documents' keys have a ':'.
-        None => journal
-            .keys()
-            .await
-            .map_err(failed)?
-            .into_iter()
-            .filter(|k| !k.contains(':'))
-            .collect(),
-    };
-    let mut events = Vec::new();
-    for key in keys {
-        let Some(stored) = journal.load(&key).await.map_err(failed)? else {
-            continue;
-        };
-        let record: TenantRecord = serde_json::from_value(stored.value).map_err(|e| {
-            Failure::new(
-                EXIT_FAILED,
-                format!("the journal record of {key} cannot be read: {e}"),
-            )
-        })?;
-        events.extend(record.finished.into_iter().map(|f| f.event));
-    }
+    let mut events: Vec<CloudEvent> = crate::stores::tenant_records(journal, tenant)
+        .await?
+        .into_iter()
+        .flat_map(|r| r.finished.into_iter().map(|f| f.event))
+        .collect();
     events.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
     Ok(events)
 }

@@ -8,7 +8,7 @@ use onboarding_config::Config;
 use onboarding_record::{TenantRecord, TenantState};
 
 use crate::output::Output;
-use crate::{EXIT_FAILED, EXIT_INVALID, Failure};
+use crate::{EXIT_INVALID, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -83,27 +83,8 @@ pub async fn list(config: &Config, out: &Output, args: ListArgs) -> Result<(), F
         ));
     }
     let journal = crate::stores::existing_journal(config)?;
-    let keys = journal
-        .keys()
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
     let mut lines = Vec::new();
-    // Tenant records only: the journal also holds request ids, cluster lines and budgets,
-    // under keys with a ':' (which a tenant id never has).
-    for key in keys.iter().filter(|k| !k.contains(':')) {
-        let Some(stored) = journal
-            .load(key)
-            .await
-            .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
-        else {
-            continue;
-        };
-        let record: TenantRecord = serde_json::from_value(stored.value).map_err(|e| {
-            Failure::new(
-                EXIT_FAILED,
-                format!("the journal record of {key} cannot be read: {e}"),
-            )
-        })?;
+    for record in crate::stores::tenant_records(journal.as_ref(), None).await? {
         let l = line(&record);
         if args.state.as_ref().is_some_and(|s| *s != l.state)
             || args

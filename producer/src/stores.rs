@@ -51,3 +51,36 @@ pub async fn existing_transport(
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))
 }
+
+/// Every tenant record the journal holds (or just `tenant`'s), sorted by tenant id: tenant
+/// records only, not the request registry, cluster lines or budgets the journal also holds
+/// (their keys have a ':', which a tenant id never has).
+pub async fn tenant_records(
+    journal: &dyn Journal,
+    tenant: Option<&str>,
+) -> Result<Vec<onboarding_record::TenantRecord>, Failure> {
+    let failed = |e: onboarding_journal::JournalError| Failure::new(EXIT_FAILED, e.to_string());
+    let keys = match tenant {
+        Some(t) => vec![t.to_string()],
+        None => journal
+            .keys()
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .filter(|k| !k.contains(':'))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    for key in keys {
+        let Some(stored) = journal.load(&key).await.map_err(failed)? else {
+            continue;
+        };
+        records.push(serde_json::from_value(stored.value).map_err(|e| {
+            Failure::new(
+                EXIT_FAILED,
+                format!("the journal record of {key} cannot be read: {e}"),
+            )
+        })?);
+    }
+    Ok(records)
+}

@@ -16,6 +16,23 @@ use super::id_or_reason;
 #[derive(Debug)]
 pub struct BlobContainerStep;
 
+/// Storage still deleting the name (after a purge, or the delete just sent): a wait, looked at
+/// again shortly, with the platform-wait deadline counted from when it began.
+fn wait_while_being_deleted(
+    input: &StepInput,
+    op: Option<&PendingOperation>,
+    e: &ProviderError,
+) -> Result<StepOutcome, ProviderError> {
+    platform_wait(
+        input,
+        OperationKind::Wait,
+        &e.resource,
+        op.and_then(|o| o.since),
+        None,
+        e.retry_after_secs.or(Some(CONTAINER_WAIT_SECS)),
+    )
+}
+
 #[async_trait::async_trait]
 impl Step for BlobContainerStep {
     fn name(&self) -> StepName {
@@ -48,14 +65,7 @@ impl Step for BlobContainerStep {
             Ok(info) => Ok(StepOutcome::Done(to_json(&info))),
             // The name is still being deleted (a re-onboarding right after a purge): it frees
             // up within a minute or so; waiting for it is no failed attempt.
-            Err(e) if e.is_being_deleted() => platform_wait(
-                input,
-                OperationKind::Wait,
-                &e.resource,
-                op.and_then(|o| o.since),
-                None,
-                e.retry_after_secs.or(Some(CONTAINER_WAIT_SECS)),
-            ),
+            Err(e) if e.is_being_deleted() => wait_while_being_deleted(input, op, &e),
             Err(e) => Err(e),
         }
     }
@@ -75,14 +85,7 @@ impl Step for BlobContainerStep {
         {
             Ok(()) => Ok(StepOutcome::Done(serde_json::Value::Null)),
             // Deleted, but still found: wait until it is gone rather than spend attempts.
-            Err(e) if e.is_being_deleted() => platform_wait(
-                input,
-                OperationKind::Wait,
-                &e.resource,
-                op.and_then(|o| o.since),
-                None,
-                e.retry_after_secs.or(Some(CONTAINER_WAIT_SECS)),
-            ),
+            Err(e) if e.is_being_deleted() => wait_while_being_deleted(input, op, &e),
             Err(e) => Err(e),
         }
     }

@@ -10,7 +10,7 @@ use onboarding_providers::manifests;
 use onboarding_providers::{KubeObject, OperationKind, PendingOperation, ProviderError};
 
 use super::owned::not_owned;
-use super::ownership::{Owner, owner, terminating};
+use super::ownership::{Owner, identity, owner, terminating};
 use crate::record::StepName;
 use crate::step::{Step, StepInput, StepOutcome};
 
@@ -92,13 +92,7 @@ impl Step for NamespaceStep {
         if !terminating(&live) {
             // With the preconditions of the object judged ours: one that changed hands in
             // between is not deleted (it is looked at again on the next call).
-            let field = |p: &str| {
-                live.pointer(p)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let (uid, version) = (field("/metadata/uid"), field("/metadata/resourceVersion"));
+            let (uid, version) = identity(&live);
             if !input
                 .kube
                 .delete_unchanged(&input.target, &reference, &uid, &version)

@@ -7,7 +7,7 @@
 
 use onboarding_providers::{KubeObject, ObjectRef, ProviderError};
 
-use super::ownership::{Owner, owner};
+use super::ownership::{Owner, identity, owner};
 use crate::step::StepInput;
 
 /// The refusal to adopt `reference`, which belongs to `who`.
@@ -67,13 +67,7 @@ pub(crate) async fn delete_owned(
             tracing::warn!(object = %reference, owner = %who, "not the worker's: left in place");
             return Ok(false);
         }
-        let field = |p: &str| {
-            live.pointer(p)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (uid, version) = (field("/metadata/uid"), field("/metadata/resourceVersion"));
+        let (uid, version) = identity(&live);
         if input
             .call(|| {
                 input

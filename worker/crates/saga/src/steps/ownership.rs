@@ -36,6 +36,18 @@ pub(crate) fn owner(live: &serde_json::Value, tenant_id: &str) -> Owner {
     }
 }
 
+/// The live object's uid and resourceVersion: the preconditions of a delete that must hit
+/// exactly the object judged ours.
+pub(crate) fn identity(live: &serde_json::Value) -> (String, String) {
+    let field = |p: &str| {
+        live.pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("/metadata/uid"), field("/metadata/resourceVersion"))
+}
+
 pub(crate) fn terminating(live: &serde_json::Value) -> bool {
     live.pointer("/status/phase").and_then(|v| v.as_str()) == Some("Terminating")
         || live.pointer("/metadata/deletionTimestamp").is_some()
