@@ -30,8 +30,13 @@ async fn a_request_id_reused_for_another_tenant_is_refused_by_the_producer_and_b
         )
         .await;
     assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(out.stderr.contains("nothing was sent"), "{out:?}");
-    assert!(out.stderr.contains("tenant acme"), "{out:?}");
+    // The harness runs the producer with --json: the failure is a document on stdout.
+    let error = out.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("nothing was sent"), "{out:?}");
+    assert!(error.contains("tenant acme"), "{out:?}");
 
     // The same reuse as raw bytes, past the producer's check: the worker refuses it.
     let body = Command::Onboard(OnboardTenant::new("shared-1", "beta")).to_json();
