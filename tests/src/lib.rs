@@ -340,6 +340,23 @@ impl ProcessHarness {
         Some(h)
     }
 
+    /// `producer offboard --tenant T --request-id R --purge-data` (which must be accepted) and
+    /// its outcome.
+    pub async fn offboard_purging(&self, tenant: &str, request_id: &str) -> CloudEvent {
+        self.request(
+            &[
+                "offboard",
+                "--tenant",
+                tenant,
+                "--request-id",
+                request_id,
+                "--purge-data",
+            ],
+            request_id,
+        )
+        .await
+    }
+
     /// Run `producer ARGS` (which must be accepted) and wait for the outcome of `request_id`.
     pub async fn request(&self, args: &[&str], request_id: &str) -> CloudEvent {
         let out = self.producer(args, Duration::from_secs(30)).await;
@@ -895,4 +912,12 @@ pub fn terminal_ids(events: &[CloudEvent], request_id: &str) -> BTreeSet<String>
         .filter(|e| e.request_id() == Some(request_id) && TERMINAL_TYPES.contains(&e.ty.as_str()))
         .map(|e| e.id.clone())
         .collect()
+}
+
+/// A tenant id no other test (or earlier run on a shared cluster) uses: `prefix` and 8 hex digits.
+pub fn unique_tenant(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }

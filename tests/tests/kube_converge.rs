@@ -3,7 +3,7 @@
 //! no longer lists them. The real `worker` and `producer` binaries, the worker authenticated as its
 //! own ServiceAccount with exactly the RBAC in `k8s/`.
 
-use e2e::ProcessHarness;
+use e2e::{ProcessHarness, unique_tenant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::Api;
@@ -18,7 +18,7 @@ async fn an_update_removes_the_dropped_admin_binding_and_workload_from_a_real_cl
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    let tenant = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let tenant = unique_tenant("c");
     let ns = format!("tenant-{tenant}");
     let admin = "11111111-2222-3333-4444-555555555555";
 
@@ -95,18 +95,6 @@ async fn an_update_removes_the_dropped_admin_binding_and_workload_from_a_real_cl
     let listed = serde_json::Value::Object(o.resources.clone()).to_string();
     assert!(!listed.contains("RoleBinding"), "{listed}");
 
-    let off = h
-        .request(
-            &[
-                "offboard",
-                "--tenant",
-                &tenant,
-                "--request-id",
-                "off-1",
-                "--purge-data",
-            ],
-            "off-1",
-        )
-        .await;
+    let off = h.offboard_purging(&tenant, "off-1").await;
     assert_eq!(off.ty, "tenant.offboarded", "{off:?}");
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::ProcessHarness;
+use e2e::{ProcessHarness, unique_tenant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -17,13 +17,6 @@ use onboarding_testkit::real_cluster::RealCluster;
 use sim::faults::FaultPlan;
 
 const OUTCOME: Duration = Duration::from_secs(120);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 async fn outcome(h: &ProcessHarness, request_id: &str) -> CloudEvent {
     let found = h
@@ -95,7 +88,7 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    let tenant = unique("e");
+    let tenant = unique_tenant("e");
 
     // Onboard, with the workload: pods admitted under Pod Security restricted, on the tenant's
     // own nodes only.
@@ -264,19 +257,7 @@ async fn a_tenant_is_onboarded_updated_offboarded_and_onboarded_again_on_a_real_
     );
 
     // Offboard for good: namespace and nodes go.
-    let off = h
-        .request(
-            &[
-                "offboard",
-                "--tenant",
-                &tenant,
-                "--request-id",
-                "off-2",
-                "--purge-data",
-            ],
-            "off-2",
-        )
-        .await;
+    let off = h.offboard_purging(&tenant, "off-2").await;
     assert_eq!(off.ty, "tenant.offboarded", "{off:?}");
     tenant_gone(&cluster, &tenant).await;
 }
@@ -289,7 +270,7 @@ async fn a_permanent_failure_compensates_and_leaves_nothing_in_the_real_cluster(
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    let tenant = unique("f");
+    let tenant = unique_tenant("f");
     h.set_faults(FaultPlan {
         fail_ops: vec!["role_assignments.put".into()],
         ..FaultPlan::default()

@@ -9,20 +9,13 @@
 
 use std::time::Duration;
 
-use e2e::ProcessHarness;
+use e2e::{ProcessHarness, unique_tenant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use onboarding_contract::events::EventData;
 use onboarding_testkit::real_cluster::{RealCluster, apply_as_admin};
 use serde_json::json;
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 /// Another team's namespace and Deployment under the tenant's names.
 async fn plant(cluster: &RealCluster, tenant: &str) -> (String, String) {
@@ -85,7 +78,7 @@ async fn a_foreign_namespace_survives_a_failed_onboarding_and_an_offboarding_unc
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    let tenant = unique("own");
+    let tenant = unique_tenant("own");
     let before = plant(&cluster, &tenant).await;
 
     let event = h
@@ -119,19 +112,7 @@ async fn a_foreign_namespace_survives_a_failed_onboarding_and_an_offboarding_unc
         "untouched by the onboarding"
     );
 
-    let event = h
-        .request(
-            &[
-                "offboard",
-                "--tenant",
-                &tenant,
-                "--request-id",
-                "off-1",
-                "--purge-data",
-            ],
-            "off-1",
-        )
-        .await;
+    let event = h.offboard_purging(&tenant, "off-1").await;
     assert_eq!(event.ty, "tenant.offboarded", "{event:?}");
     h.wait_for_empty_queue(Duration::from_secs(30)).await;
     assert_eq!(
@@ -149,7 +130,7 @@ async fn offboarding_a_tenant_the_worker_never_knew_deletes_nothing() {
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    let tenant = unique("ghost");
+    let tenant = unique_tenant("ghost");
     let before = plant(&cluster, &tenant).await;
     let out = h
         .producer(
