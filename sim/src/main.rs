@@ -1,4 +1,4 @@
-//! `sim`: runs the ARM and Kubernetes API simulators on loopback until interrupted.
+//! `sim`: runs the ARM, Entra ID and Kubernetes API simulators on loopback until interrupted.
 
 use std::net::SocketAddr;
 
@@ -6,11 +6,13 @@ use anyhow::Context;
 use clap::Parser;
 use sim::SimOptions;
 use sim::arm::{ArmBehaviour, KubeAuth, KubeNodeSink, VmSize};
+use sim::entra::{AppRegistration, EntraOptions};
 use sim::faults::{FaultPlan, LatencyProfile};
 
-/// Simulated Azure Resource Manager and Kubernetes API servers, for tests and the local run.
+/// Simulated Azure Resource Manager, Entra ID and Kubernetes API servers, for tests and the local
+/// run.
 ///
-/// Both listen on loopback only. `GET /_sim/inventory` lists what exists; `POST /_sim/faults`
+/// All listen on loopback only. `GET /_sim/inventory` lists what exists; `POST /_sim/faults`
 /// (JSON FaultPlan) changes fault injection while running.
 ///
 /// The ARM simulator enforces the platform's limits by default: one agent-pool operation per
@@ -27,6 +29,20 @@ use sim::faults::{FaultPlan, LatencyProfile};
 /// objects in that Kubernetes API server (names like aks-<pool>-<8 digits>-vmss000000, the pool's
 /// labels and taints, capacity from the VM size, Ready), deleted again with the pool; failures
 /// are logged and shown under `kubeNodes` in `GET /_sim/inventory`.
+///
+/// The Entra ID simulator starts too (unless --no-entra): an HTTPS token endpoint,
+/// POST /{tenant}/oauth2/v2.0/token, with a certificate from a test CA made at start (write its
+/// PEM with --entra-ca-out and make the client trust it). It exchanges workload identity
+/// assertions (client credentials, client_assertion = a Kubernetes service-account token) for
+/// access tokens, matching issuer, subject and audience against the federated credentials of the
+/// ARM simulator's user-assigned identities and of --entra-app registrations; assertion
+/// signatures are not verified. Refusals are Entra's: AADSTS70021 (no matching federated
+/// identity record), AADSTS700024 (assertion expired), AADSTS700016 (unknown client id). For
+/// tests: GET /_sim/entra/requests (the token requests, never the tokens),
+/// POST /_sim/entra/faults {"unavailableForSecs": 5, "status": 503}, POST /_sim/entra/apps
+/// {"clientId", "issuer", "subject"}, POST /_sim/entra/reset. With --arm-require-tokens, ARM
+/// requests without a valid token from it get ARM's 401s (AuthenticationFailed,
+/// InvalidAuthenticationToken, ExpiredAuthenticationToken).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -99,6 +115,35 @@ struct Args {
     /// PEM key of --kube-client-cert.
     #[arg(long, requires = "kube_client_cert")]
     kube_client_key: Option<std::path::PathBuf>,
+    /// Address of the Entra ID simulator (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8782")]
+    entra_addr: SocketAddr,
+    /// Do not start the Entra ID simulator.
+    #[arg(long, conflicts_with_all = ["entra_ca_out", "entra_apps", "arm_require_tokens"])]
+    no_entra: bool,
+    /// Write the PEM of the Entra simulator's test CA to this file (trust it to reach Entra).
+    #[arg(long)]
+    entra_ca_out: Option<std::path::PathBuf>,
+    /// An application with a federated credential: CLIENT_ID=ISSUER|SUBJECT (any tenant,
+    /// audience api://AzureADTokenExchange, propagated from the start). Repeatable.
+    #[arg(long = "entra-app", value_parser = parse_entra_app)]
+    entra_apps: Vec<AppRegistration>,
+    /// Seconds a new or changed federated credential stays unmatched (AADSTS70021), like Entra's
+    /// propagation (seconds to a minute or two in Azure).
+    #[arg(long, default_value_t = 0.0)]
+    entra_propagation_secs: f64,
+    /// Lifetime of the access tokens the Entra simulator issues (expires_in).
+    #[arg(long, default_value_t = sim::entra::DEFAULT_TOKEN_LIFETIME.as_secs())]
+    entra_token_lifetime_secs: u64,
+    /// ARM requests need an access token from the Entra simulator for ARM's audience
+    /// (401 AuthenticationFailed / InvalidAuthenticationToken / ExpiredAuthenticationToken
+    /// otherwise); /_sim/ endpoints stay open.
+    #[arg(long)]
+    arm_require_tokens: bool,
+}
+
+fn parse_entra_app(s: &str) -> Result<AppRegistration, String> {
+    s.parse()
 }
 
 fn parse_vm_size(s: &str) -> Result<VmSize, String> {
@@ -126,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    for addr in [args.arm_addr, args.kube_addr] {
+    for addr in [args.arm_addr, args.kube_addr, args.entra_addr] {
         anyhow::ensure!(
             addr.ip().is_loopback(),
             "the simulators only listen on loopback; {addr} is not a loopback address"
@@ -136,6 +181,16 @@ async fn main() -> anyhow::Result<()> {
         "realistic" => LatencyProfile::realistic(args.latency_scale),
         _ => LatencyProfile::zero(),
     };
+    anyhow::ensure!(
+        args.entra_propagation_secs.is_finite() && args.entra_propagation_secs >= 0.0,
+        "--entra-propagation-secs must be a number of seconds, at least 0"
+    );
+    let entra = (!args.no_entra).then(|| EntraOptions {
+        addr: args.entra_addr,
+        apps: args.entra_apps,
+        propagation: std::time::Duration::from_secs_f64(args.entra_propagation_secs),
+        token_lifetime: std::time::Duration::from_secs(args.entra_token_lifetime_secs),
+    });
     let options = SimOptions {
         latency,
         faults: FaultPlan {
@@ -170,13 +225,23 @@ async fn main() -> anyhow::Result<()> {
                 _ => KubeAuth::None,
             },
         }),
+        entra,
+        arm_require_tokens: args.arm_require_tokens,
         ..SimOptions::default()
     };
     let running = sim::start(args.arm_addr, args.kube_addr, options)
         .await
         .context("starting the simulators (is another `sim` already running on these ports?)")?;
+    if let (Some(path), Some(pem)) = (&args.entra_ca_out, running.entra_ca_pem()) {
+        std::fs::write(path, pem)
+            .with_context(|| format!("writing the Entra CA to {}", path.display()))?;
+    }
+    let entra = running
+        .entra_url()
+        .map(|url| format!("  |  simulated Entra ID on {url}"))
+        .unwrap_or_default();
     println!(
-        "simulated Azure Resource Manager on {}  |  simulated Kubernetes API on {}",
+        "simulated Azure Resource Manager on {}  |  simulated Kubernetes API on {}{entra}",
         running.arm_url(),
         running.kube_url()
     );

@@ -1,6 +1,9 @@
 //! Federated identity credentials of a user-assigned identity
 //! (`.../userAssignedIdentities/{identity}/federatedIdentityCredentials`): the identity must
-//! exist, the issuer must be https, exactly one audience, at most 20 per identity.
+//! exist, the issuer must be https, exactly one audience, at most 20 per identity. When each was
+//! created or changed is kept for the Entra simulator's propagation delay.
+
+use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -25,12 +28,12 @@ pub(super) fn handle(
     let id = format!("{parent}/federatedIdentityCredentials/{name}");
     match method.as_str() {
         "PUT" => put_fic(sim, &parent, &id, name, body),
-        "DELETE" => deleted(
-            lock(&sim.state)
-                .fics
-                .remove(&id.to_ascii_lowercase())
-                .is_some(),
-        ),
+        "DELETE" => {
+            let key = id.to_ascii_lowercase();
+            let mut st = lock(&sim.state);
+            st.fic_changed.remove(&key);
+            deleted(st.fics.remove(&key).is_some())
+        }
         _ => match lock(&sim.state).fics.get(&id.to_ascii_lowercase()) {
             Some(v) => json_response(StatusCode::OK, v),
             None => not_found(
@@ -116,6 +119,14 @@ fn put_fic(sim: &ArmSim, parent: &str, id: &str, name: &str, body: Value) -> Res
     });
     if status == StatusCode::CREATED {
         st.count_created("federatedIdentityCredentials");
+    }
+    // A new or changed credential has to propagate through Entra again; a replayed PUT does not.
+    if st
+        .fics
+        .get(&key)
+        .is_none_or(|old| old["properties"] != resource["properties"])
+    {
+        st.fic_changed.insert(key.clone(), Instant::now());
     }
     st.fics.insert(key, resource.clone());
     json_response(status, &resource)

@@ -1,5 +1,5 @@
-//! One ARM request from arrival to answer: route it, record it, check its api-version, take a
-//! write token, inject faults, validate the body against the official schema, wait the scaled
+//! One ARM request from arrival to answer: check its bearer token (when tokens are required),
+//! route it, record it, check its api-version, take a write token, inject faults, validate the body against the official schema, wait the scaled
 //! latency, then hand it to the resource type's module.
 
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ use super::responses::{arm_error, with_retry_after};
 use super::route::{Route, body_kind, parse_route, query_param};
 use super::state::RecordedRequest;
 use super::{
-    Ctx, MAX_RECORDED, agent_pools, blob_containers, federated_credentials, identities, lock,
+    Ctx, MAX_RECORDED, agent_pools, auth, blob_containers, federated_credentials, identities, lock,
     role_assignments,
 };
 use crate::faults::Fault;
@@ -35,7 +35,11 @@ pub(super) async fn handle(
         .get("x-ms-client-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut resp = respond(&ctx, &method, &uri, &body).await;
+    // ARM authenticates before it looks at anything else, so a bad token is a 401 on any path.
+    let mut resp = match auth::check(sim, &headers) {
+        None => respond(&ctx, &method, &uri, &body).await,
+        Some(refused) => refused,
+    };
     let h = resp.headers_mut();
     let request_id = Uuid::new_v4().to_string();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -10,19 +10,25 @@
 //! bucket throttles writes per subscription like ARM does. `GET /_sim/inventory`,
 //! `POST /_sim/faults` and `POST /_sim/reset` serve tests. State lives in memory only.
 //!
+//! Authentication is off by default. With [`ArmSim::require_tokens`] every ARM request (not the
+//! `/_sim/` ones) needs a bearer token the Entra simulator ([`crate::entra`]) issued for ARM's
+//! audience, and gets ARM's 401s otherwise (`auth`). The Entra simulator in turn reads the
+//! identities and federated credentials made here ([`ArmSim::federated_identity`]).
+//!
 //! The platform's limits are on by default ([`ArmBehaviour`]): one agent-pool operation per
 //! cluster, cluster-level operations (`POST /_sim/cluster-operation`) that keep pool operations
 //! out, containers that stay "being deleted", a VM size list and a regional vCPU quota. With a
 //! Kubernetes API server configured ([`KubeNodeSink`]), agent pools become Node objects there.
 //!
-//! Layout: `route` parses paths into routes, `handler` takes a request through the common
-//! checks and hands it to one module per resource type (`agent_pools`, `identities`,
+//! Layout: `route` parses paths into routes, `auth` checks bearer tokens, `handler` takes a
+//! request through the common checks and hands it to one module per resource type (`agent_pools`, `identities`,
 //! `federated_credentials`, `blob_containers`, `role_assignments`); `state` holds what exists,
 //! `bucket` the write budget, `platform` the limits, `responses` ARM's error envelope and shared
 //! helpers, `admin` the `/_sim/` endpoints, [`nodes`] and `node_sink` the Node objects.
 
 mod admin;
 mod agent_pools;
+mod auth;
 mod blob_containers;
 mod bucket;
 mod federated_credentials;
@@ -48,8 +54,10 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 use crate::SimOptions;
+use crate::entra::TokenVerifier;
 use crate::faults::{FaultPlan, Faults, LatencyProfile};
 use bucket::Bucket;
+pub use identities::{FederatedCredential, FederatedIdentity};
 pub(crate) use node_sink::run as run_node_sink;
 pub use node_sink::{KubeAuth, KubeNodeSink, NodeSinkReport};
 pub use platform::{ArmBehaviour, DEFAULT_CONTAINER_DELETION_SECS, DEFAULT_VCPU_QUOTA, VmSize};
@@ -83,6 +91,8 @@ pub struct ArmSim {
     behaviour: ArmBehaviour,
     node_sink: Option<node_sink::NodeSink>,
     principal_propagation: Mutex<Duration>,
+    /// `Some`: ARM requests need a token this verifier accepts.
+    token_check: Mutex<Option<TokenVerifier>>,
     state: Mutex<ArmState>,
     counters: AtomicCounters,
     recorded: Mutex<Vec<RecordedRequest>>,
@@ -121,6 +131,7 @@ impl ArmSim {
             behaviour: options.arm_behaviour.clone(),
             node_sink: options.kube_nodes.clone().map(node_sink::NodeSink::new),
             principal_propagation: Mutex::new(Duration::ZERO),
+            token_check: Mutex::new(None),
             state: Mutex::new(ArmState::default()),
             counters: AtomicCounters::default(),
             recorded: Mutex::new(Vec::new()),
@@ -140,6 +151,14 @@ impl ArmSim {
     /// `PrincipalNotFound`, like Entra's replication delay.
     pub fn set_principal_propagation(&self, delay: Duration) {
         *lock(&self.principal_propagation) = delay;
+    }
+
+    /// With a verifier, every ARM request needs `Authorization: Bearer <token>` with a token it
+    /// accepts for ARM's audience (401 `AuthenticationFailed`, `InvalidAuthenticationToken`,
+    /// `InvalidAuthenticationTokenAudience` or `ExpiredAuthenticationToken` otherwise); `None`
+    /// lets every request in (the default). `/_sim/` endpoints stay open either way.
+    pub fn require_tokens(&self, verifier: Option<TokenVerifier>) {
+        *lock(&self.token_check) = verifier;
     }
 
     /// Forget every resource, operation, counter and recorded request; restore the initial

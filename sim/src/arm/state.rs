@@ -145,6 +145,9 @@ pub(super) struct ArmState {
     pub(super) pools: BTreeMap<String, PoolRec>,
     pub(super) identities: BTreeMap<String, IdentityRec>,
     pub(super) fics: BTreeMap<String, Value>,
+    /// When each federated credential (by lower-cased id) was created or last changed: the
+    /// Entra simulator does not honour it before its propagation delay has passed.
+    pub(super) fic_changed: BTreeMap<String, Instant>,
     pub(super) containers: BTreeMap<String, Value>,
     pub(super) role_assignments: BTreeMap<String, RoleRec>,
     pub(super) operations: HashMap<String, OpRec>,
