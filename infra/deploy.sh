@@ -213,7 +213,7 @@ generate_overlay() {
     topic=$(deployment_output "$subscription" "$rg" "$main_deployment" topicName)
     subscription_name=$(deployment_output "$subscription" "$rg" "$main_deployment" subscriptionName)
   fi
-  local token=/var/run/secrets/azure/tokens/azure-identity-token sources=$main_deployment
+  local sources=$main_deployment
   if $remote_sb; then sources="$main_deployment and $sb_deployment"; fi
   rm -rf "$out"
   mkdir -p "$out"
@@ -232,7 +232,6 @@ subscription = "$subscription_name"
 kind = "workload_identity"
 tenant_id = "$sb_tenant"
 client_id = "$sb_client"
-token_file = "$token"
 
 [journal]
 kind = "azure_table"
@@ -243,7 +242,6 @@ table = "$table"
 kind = "workload_identity"
 tenant_id = "$tenant"
 client_id = "$client"
-token_file = "$token"
 
 [targets.prod]
 subscription_id = "$subscription"
@@ -262,7 +260,6 @@ arm_endpoint = "https://management.azure.com"
 kind = "workload_identity"
 tenant_id = "$tenant"
 client_id = "$client"
-token_file = "$token"
 
 [targets.prod.kubernetes]
 in_cluster = true

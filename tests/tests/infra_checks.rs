@@ -902,10 +902,36 @@ fn production_config_loads_with_the_worker_loader_apart_from_the_assumed_transpo
     assert!(target.kubernetes.in_cluster);
     assert_eq!(target.kubernetes.server, None);
     match &target.credential {
-        worker::config::CredentialConfig::WorkloadIdentity { token_file, .. } => assert_eq!(
-            token_file,
-            Path::new("/var/run/secrets/azure/tokens/azure-identity-token")
-        ),
+        // The path is the webhook's to choose: it moved in v1.6.0 and carries a per-pod segment.
+        worker::config::CredentialConfig::WorkloadIdentity(s) => assert_eq!(s.token_file, None),
+        other => panic!("the production target must use workload identity, not {other:?}"),
+    }
+}
+
+#[test]
+fn the_production_config_takes_its_token_file_from_the_webhooks_environment_variable() {
+    let objects = rendered("base");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("infra-config");
+    fs::create_dir_all(&dir).expect("create config dir");
+    let path = dir.join("webhook-env.toml");
+    fs::write(
+        &path,
+        config_without_transport_and_journal(&config_toml(&objects)),
+    )
+    .expect("write config");
+    let projected = "/var/run/secrets/azure/tokens/pod-7f9c/azure-identity-token";
+    let config = worker::config::Config::load(
+        Some(&path),
+        vec![(
+            "AZURE_FEDERATED_TOKEN_FILE".to_string(),
+            projected.to_string(),
+        )],
+    )
+    .unwrap_or_else(|e| panic!("the ConfigMap's config does not load: {e}"));
+    match &config.target(None).expect("the default target").credential {
+        worker::config::CredentialConfig::WorkloadIdentity(s) => {
+            assert_eq!(s.token_file.as_deref(), Some(Path::new(projected)))
+        }
         other => panic!("the production target must use workload identity, not {other:?}"),
     }
 }
@@ -958,7 +984,7 @@ fn transport_and_journal_use_the_assumed_service_bus_and_azure_table_keys() {
         let pairs = section(credential);
         assert_eq!(
             keys(&pairs),
-            BTreeSet::from(["kind", "tenant_id", "client_id", "token_file"])
+            BTreeSet::from(["kind", "tenant_id", "client_id"])
         );
         assert!(pairs.contains(&("kind".into(), "workload_identity".into())));
     }

@@ -1,5 +1,6 @@
-//! The worker's HTTP server for the platform: `/healthz` (the process serves), `/readyz` (the
-//! transport and the journal answer) and `/metrics` (Prometheus text format).
+//! The worker's HTTP server for the platform: `/healthz` (the process serves and its receive
+//! loop is not stuck), `/readyz` (the transport and the journal answer, and the worker is not
+//! backing off from a fault of its own) and `/metrics` (Prometheus text format).
 //!
 //! May touch: the listening socket it is given, and, per `/readyz` request, one `stats()` call on
 //! the queue and one `ping()` on the journal, each bounded by [`HealthState::check_timeout`].
@@ -16,6 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::wellbeing::Wellbeing;
 use onboarding_journal::Journal;
 use onboarding_transport::Queue;
 
@@ -29,6 +31,11 @@ pub struct HealthState {
     pub check_timeout: Duration,
     /// Turns true on shutdown: the worker takes no new work, so it reports not ready.
     pub stopping: watch::Receiver<bool>,
+    /// The runner's view of the worker's own faults, and of its receive loop.
+    pub wellbeing: Option<Wellbeing>,
+    /// One receive that has not returned after this long means the loop is stuck: `/healthz`
+    /// fails, so that the kubelet restarts the pod.
+    pub stuck_after: Duration,
 }
 
 impl HealthState {
@@ -40,7 +47,17 @@ impl HealthState {
             check_timeout: Duration::from_millis(1500),
             // A sender dropped at once leaves the value at false: never stopping.
             stopping: watch::channel(false).1,
+            wellbeing: None,
+            stuck_after: Duration::from_secs(300),
         }
+    }
+
+    /// Report the runner's faults in `/readyz`, and a receive stuck past `stuck_after` in
+    /// `/healthz`.
+    pub fn with_wellbeing(mut self, wellbeing: Wellbeing, stuck_after: Duration) -> Self {
+        self.wellbeing = Some(wellbeing);
+        self.stuck_after = stuck_after;
+        self
     }
 
     /// Report not ready once `stopping` turns true.
@@ -72,8 +89,21 @@ pub async fn serve(
         .await
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<HealthState>) -> Response {
+    if let Some(waited) = state
+        .wellbeing
+        .as_ref()
+        .and_then(|w| w.receive_stuck(state.stuck_after))
+    {
+        let why = format!(
+            "stuck: one receive from the queue has not returned for {}s (limit {}s)\n",
+            waited.as_secs(),
+            state.stuck_after.as_secs()
+        );
+        tracing::warn!(%why, "liveness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
+    "ok\n".into_response()
 }
 
 async fn readyz(State(state): State<HealthState>) -> Response {
@@ -109,6 +139,9 @@ async fn readyz(State(state): State<HealthState>) -> Response {
     if stopping {
         failing.push("worker");
         checks.insert("worker".into(), json!("shutting down"));
+    } else if let Some(fault) = state.wellbeing.as_ref().and_then(|w| w.fault()) {
+        failing.push("worker");
+        checks.insert("worker".into(), json!(fault));
     }
     let (status, summary) = if failing.is_empty() {
         (StatusCode::OK, "ready".to_string())

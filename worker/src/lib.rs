@@ -1,6 +1,6 @@
 //! The tenant onboarding worker's process: configuration, the clients it builds
 //! ([`bootstrap`]), the message loop ([`runner`]), and its operations surface ([`health`],
-//! [`metrics`], [`telemetry`]). The parts it assembles live in their own crates under
+//! [`metrics`], [`telemetry`], [`wellbeing`]). The parts it assembles live in their own crates under
 //! `worker/crates/` (contract, saga, providers, azure, kube, transport, journal), so that each
 //! rule of the architecture is a dependency that does not exist; see `docs/architecture.md`.
 //!
@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod runner;
 pub mod serve;
 pub mod telemetry;
+pub mod wellbeing;
 
 pub use onboarding_config as config;

@@ -18,13 +18,14 @@ use tracing::Instrument;
 use onboarding_contract::events::rejected_event;
 use onboarding_contract::parse_command;
 use onboarding_contract::validate::{FieldError, RejectReason, Rejection, ValidationContext};
-use onboarding_core::Classify;
+use onboarding_core::{Classify, ErrorClass};
 use onboarding_saga::engine::{Engine, EngineError, Incoming, WorkFlags, longest_lease};
 use onboarding_transport::envelope::{self, event_message};
 use onboarding_transport::{Delivery, LockToken};
 
 use crate::context::Context;
 use crate::metrics::SettledOutcome;
+use crate::wellbeing::{Source, Wellbeing};
 
 /// Messages being worked on: how to abort each task, its lock, and whether it compensates.
 type InFlight =
@@ -69,6 +70,7 @@ struct Inner {
     engine: Engine,
     validation: ValidationContext,
     stats: RunStats,
+    wellbeing: Wellbeing,
 }
 
 impl Runner {
@@ -85,18 +87,28 @@ impl Runner {
                 .cloned()
                 .collect(),
         };
+        let wellbeing = Wellbeing::new(
+            Duration::from_millis(cx.config.worker.unwell_backoff_first_ms.max(1)),
+            Duration::from_millis(cx.config.worker.unwell_backoff_max_ms.max(1)),
+        );
         Self {
             inner: Arc::new(Inner {
                 engine: Engine::new(cx.saga_context()),
                 cx,
                 validation,
                 stats: RunStats::default(),
+                wellbeing,
             }),
         }
     }
 
     pub fn stats(&self) -> &RunStats {
         &self.inner.stats
+    }
+
+    /// Whether the worker itself is well, for `/readyz` and `/healthz`.
+    pub fn wellbeing(&self) -> &Wellbeing {
+        &self.inner.wellbeing
     }
 
     fn cx(&self) -> &Context {
@@ -118,14 +130,25 @@ impl Runner {
                 break;
             }
             while tasks.try_join_next().is_some() {}
+            // While the worker is unwell, receive no more than one message per backoff period:
+            // each receive is also the probe of whether the queue answers again.
+            tokio::select! {
+                _ = self.wellbeing().backoff_over() => {}
+                _ = shutdown.changed() => break,
+            }
             let permit = tokio::select! {
                 p = semaphore.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.changed() => break,
             };
+            self.wellbeing().receiving(true);
             let received = tokio::select! {
                 r = self.cx().queue.receive(wait) => r,
                 _ = shutdown.changed() => break,
             };
+            self.wellbeing().receiving(false);
+            if received.is_ok() {
+                self.wellbeing().recovered(Source::Queue);
+            }
             match received {
                 Ok(Some(delivery)) => {
                     idle_since = None;
@@ -165,8 +188,11 @@ impl Runner {
                 }
                 Err(e) => {
                     drop(permit);
-                    tracing::warn!(error = %e, "receive failed; retrying shortly");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let delay = self.wellbeing().failed(
+                        Source::Queue,
+                        format!("receiving from the queue failed: {e}"),
+                    );
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "receive failed; backing off");
                 }
             }
         }
@@ -322,8 +348,33 @@ impl Runner {
                 .or_else(|| crate::telemetry::traceparent_of(&span)),
             command,
         };
-        let deadline = cx.clock.now() + Duration::from_millis(cx.config.saga.message_budget_ms);
-        let handled = match self.inner.engine.handle(incoming, deadline, &flags).await {
+        let handled = loop {
+            let deadline = cx.clock.now() + Duration::from_millis(cx.config.saga.message_budget_ms);
+            match self
+                .inner
+                .engine
+                .handle(incoming.clone(), deadline, &flags)
+                .await
+            {
+                Ok(h) => {
+                    self.wellbeing().recovered(Source::Work);
+                    break Ok(h);
+                }
+                Err(e) if e.class() == ErrorClass::Infrastructure => {
+                    // The worker itself is unwell (its own credential): the saga is not to
+                    // blame and nothing was failed. The message stays locked here (its lock is
+                    // renewed) rather than going back: every abandon would count as a delivery,
+                    // and an outage longer than the delivery limit would dead-letter requests
+                    // that are fine. Shutdown abandons it like any other in-flight message.
+                    let delay = self.wellbeing().failed(Source::Work, e.to_string());
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "the worker is unwell; the message waits");
+                    cx.clock.sleep(delay).await;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let handled = match handled {
             Ok(h) => h,
             Err(e) => {
                 if let EngineError::Busy { until, .. } = &e {

@@ -8,12 +8,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::bootstrap::BootstrapError;
 use crate::config::Config;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
 use crate::telemetry::Telemetry;
+
+/// How long past its own wait one receive may take before `/healthz` calls the loop stuck.
+const STUCK_MARGIN: Duration = Duration::from_secs(60);
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +55,13 @@ pub async fn run(
     let cx = crate::bootstrap::build_context_with(Arc::new(config), metrics.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = crate::runner::Runner::new(cx.clone());
+    // A receive waits `receive_wait_ms` at most; a minute past that, it is not coming back.
+    let stuck_after = Duration::from_millis(cx.config.worker.receive_wait_ms) + STUCK_MARGIN;
     let server = listener.map(|listener| {
         let state = HealthState::new(cx.queue.clone(), cx.journal.clone(), metrics.clone())
-            .with_stopping(stop_rx.clone());
+            .with_stopping(stop_rx.clone())
+            .with_wellbeing(runner.wellbeing().clone(), stuck_after);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
         }
@@ -71,7 +79,7 @@ pub async fn run(
         tracing::info!("shutdown requested: no new messages; finishing in-flight work");
         let _ = stop_tx.send(true);
     });
-    crate::runner::Runner::new(cx).run(stop_rx).await;
+    runner.run(stop_rx).await;
     let _ = server_stop.send(());
     if let Some(server) = server {
         let _ = server.await;

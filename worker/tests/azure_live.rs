@@ -79,9 +79,10 @@ fn live_target() -> Option<Target> {
         identity_entra_tenant_id: tenant.clone(),
         cluster_entra_tenant_id: tenant.clone(),
         arm_endpoint: "https://management.azure.com".into(),
-        credential: CredentialConfig::AzureCli {
+        credential: CredentialConfig::AzureCli(onboarding_core::AzureCliSettings {
             tenant_id: Some(tenant),
-        },
+            ..Default::default()
+        }),
         kubernetes: KubernetesConfig::default(),
     })
 }

@@ -5,12 +5,10 @@
 // Test helpers may unwrap: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::sync::Arc;
 
-use onboarding_core::ErrorClass;
-use onboarding_core::{AccessToken, AuthError, TokenCredential};
-use onboarding_journal::azure_table::{AzureTableJournal, TableAuth};
+use onboarding_core::{AccessToken, AuthError, CredentialConfig, TokenCredential};
+use onboarding_journal::azure_table::{AzureTableJournal, STORAGE_SCOPE, TableAuth};
 use onboarding_journal::{Journal, JournalError};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -59,68 +57,6 @@ mod azurite {
     onboarding_testkit::journal_conformance_tests!(super::azurite_journal);
 }
 
-/// A token from the Azure CLI for the live tests (the worker's own credentials live elsewhere).
-#[derive(Debug, Default)]
-struct AzureCliCredential {
-    cached: Mutex<Option<AccessToken>>,
-}
-
-#[async_trait::async_trait]
-impl TokenCredential for AzureCliCredential {
-    async fn token(&self, scope: &str) -> Result<AccessToken, AuthError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref()
-            && token.expires_on > chrono::Utc::now() + chrono::Duration::minutes(5)
-        {
-            return Ok(token.clone());
-        }
-        let resource = scope.trim_end_matches("/.default").to_string();
-        let fail = |message: String| AuthError {
-            credential: "az account get-access-token".into(),
-            scope: scope.to_string(),
-            message,
-            class: ErrorClass::Permanent,
-        };
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("az")
-                .args([
-                    "account",
-                    "get-access-token",
-                    "--resource",
-                    &resource,
-                    "-o",
-                    "json",
-                ])
-                .output()
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| {
-            fail(format!(
-                "cannot run az: {e}; install the Azure CLI and run az login"
-            ))
-        })?;
-        if !output.status.success() {
-            return Err(fail(
-                String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            ));
-        }
-        let answer: serde_json::Value =
-            serde_json::from_slice(&output.stdout).map_err(|e| fail(e.to_string()))?;
-        let token = answer["accessToken"]
-            .as_str()
-            .ok_or_else(|| fail("az printed no accessToken".into()))?
-            .to_string();
-        let expires_on = answer["expires_on"]
-            .as_i64()
-            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-            .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::minutes(10));
-        let token = AccessToken { token, expires_on };
-        *cached = Some(token.clone());
-        Ok(token)
-    }
-}
-
 async fn live_journal() -> Option<(Arc<dyn Journal>, ())> {
     let env = onboarding_testkit::env::require(&["ONBOARD_TEST_TABLE_ENDPOINT"], LIVE_PURPOSE)?;
     let raw = &env["ONBOARD_TEST_TABLE_ENDPOINT"];
@@ -130,8 +66,16 @@ async fn live_journal() -> Option<(Arc<dyn Journal>, ())> {
     // collect a table per test run.
     let table = onboarding_testkit::env::optional("ONBOARD_TEST_TABLE_NAME")
         .unwrap_or_else(|| "onboardjournaltest".to_string());
-    let credential: Arc<dyn TokenCredential> = Arc::new(AzureCliCredential::default());
-    let journal = AzureTableJournal::new(endpoint, table, TableAuth::Bearer(credential)).unwrap();
+    // The worker's own Azure CLI credential (azure_identity), as a developer's config names it.
+    let credential =
+        onboarding_identity::credential_for(&CredentialConfig::AzureCli(Default::default()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("an Entra credential");
+    let auth = TableAuth::Bearer {
+        credential,
+        scope: STORAGE_SCOPE.into(),
+    };
+    let journal = AzureTableJournal::new(endpoint, table, auth).unwrap();
     journal.ensure_table().await.unwrap();
     Some((Arc::new(journal), ()))
 }
@@ -316,7 +260,10 @@ async fn a_bearer_journal_sends_its_token_and_a_403_names_the_role_it_needs() {
     let journal = AzureTableJournal::new(
         endpoint,
         "journal".into(),
-        TableAuth::Bearer(Arc::new(FixedToken)),
+        TableAuth::Bearer {
+            credential: Arc::new(FixedToken),
+            scope: STORAGE_SCOPE.into(),
+        },
     )
     .unwrap();
     let error = journal.load("tenant").await.unwrap_err();
@@ -347,7 +294,10 @@ async fn throttling_and_server_errors_are_transient() {
         let journal = AzureTableJournal::new(
             endpoint,
             "journal".into(),
-            TableAuth::Bearer(Arc::new(FixedToken)),
+            TableAuth::Bearer {
+                credential: Arc::new(FixedToken),
+                scope: STORAGE_SCOPE.into(),
+            },
         )
         .unwrap();
         let error = journal.store("tenant", &json!({}), None).await.unwrap_err();

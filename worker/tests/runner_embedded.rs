@@ -14,7 +14,7 @@ use onboarding_core::SystemClock;
 use onboarding_journal::Journal;
 use onboarding_journal::sqlite::SqliteJournal;
 use onboarding_testkit::engine::test_config;
-use onboarding_testkit::fakes::FakeCloud;
+use onboarding_testkit::fakes::{CloudFaults, FakeCloud};
 use onboarding_testkit::fixtures::{MessageBuilder, OnboardBuilder};
 use onboarding_transport::sqlite::{SqliteTransport, SqliteTransportOptions};
 use onboarding_transport::{OutgoingMessage, Queue, Subscription, Topic};
@@ -57,12 +57,16 @@ impl Files {
     }
     /// A fresh worker process, as far as the files are concerned.
     fn runner(&self, id: &str) -> Runner {
+        self.runner_with(id, |_| {})
+    }
+    fn runner_with(&self, id: &str, tune: impl FnOnce(&mut worker::config::Config)) -> Runner {
         let mut cfg = test_config();
         cfg.saga.message_budget_ms = 1_500;
         cfg.saga.step_retry_budget_ms = 500;
         cfg.saga.continuation_base_delay_ms = 100;
         cfg.worker.receive_wait_ms = 50;
         cfg.worker.shutdown_grace_ms = 3_000;
+        tune(&mut cfg);
         let t = self.transport();
         Runner::new(Context {
             config: Arc::new(cfg),
@@ -361,4 +365,87 @@ async fn shutdown_stops_receiving_and_leaves_unfinished_work_to_the_next_worker(
     })
     .await;
     assert_eq!(terminal_ids(&seen, "req-1").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_workers_own_credential_is_refused_no_saga_fails_and_every_message_is_processed_afterwards()
+ {
+    let f = Files::new();
+    // Entra is down: every call that needs the worker's token fails as an infrastructure fault.
+    f.cloud.set_faults(CloudFaults {
+        unwell: vec!["create:identity".into()],
+        ..CloudFaults::default()
+    });
+    let t = f.transport();
+    let mut sub = t.subscribe("test").await.unwrap();
+    for (tenant, request) in [("acme", "req-a"), ("beta", "req-b")] {
+        let cmd = OnboardBuilder::tenant(tenant).request(request).build();
+        t.send(MessageBuilder::command(&cmd).build()).await.unwrap();
+    }
+    let runner = f.runner_with("w1", |cfg| {
+        cfg.worker.unwell_backoff_first_ms = 50;
+        cfg.worker.unwell_backoff_max_ms = 200;
+    });
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = {
+        let r = runner.clone();
+        tokio::spawn(async move { r.run(rx).await })
+    };
+    let mut seen: Vec<CloudEvent> = Vec::new();
+    let outage_ends = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < outage_ends {
+        if let Some(m) = sub.next(Duration::from_millis(100)).await.unwrap() {
+            seen.push(serde_json::from_slice(&m.body).unwrap());
+        }
+    }
+    // Meanwhile: the worker says why it is not ready, and no saga was failed or compensated.
+    let why = runner
+        .wellbeing()
+        .fault()
+        .expect("the worker reports itself unwell");
+    assert!(why.contains("Entra answered 503"), "{why}");
+    assert!(
+        seen.iter().all(|e| !e.is_terminal()),
+        "{:?}",
+        seen.iter().map(|e| &e.ty).collect::<Vec<_>>()
+    );
+    for tenant in ["acme", "beta"] {
+        let rec = f.journal().load(tenant).await.unwrap().unwrap().value;
+        let run = &rec["active"];
+        assert_eq!(run["phase"], "forward", "{tenant}: {rec}");
+        assert!(run["failure"].is_null(), "{tenant}: {rec}");
+        assert_eq!(run["steps"]["identity"]["attempts"], 0, "{tenant}: {rec}");
+    }
+    // Entra is back: every message is processed, each to its one outcome.
+    f.cloud.set_faults(CloudFaults::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline
+        && (terminal_ids(&seen, "req-a").is_empty() || terminal_ids(&seen, "req-b").is_empty())
+    {
+        if let Some(m) = sub.next(Duration::from_millis(100)).await.unwrap() {
+            seen.push(serde_json::from_slice(&m.body).unwrap());
+        }
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let outcomes: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.is_terminal())
+        .map(|e| e.ty.as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [events::ONBOARDED, events::ONBOARDED],
+        "{outcomes:?}"
+    );
+    assert_eq!(runner.wellbeing().fault(), None);
+    // The messages were held, not handed back: no delivery was spent on the outage.
+    assert_eq!(runner.stats().snapshot()[3], 0, "abandoned");
+    assert!(
+        f.transport()
+            .peek_dead_letters(0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

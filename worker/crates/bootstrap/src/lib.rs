@@ -68,11 +68,16 @@ pub async fn open_transport(
             };
             let auth = match (connection_string, credential) {
                 (Some(cs), _) => ServiceBusAuth::ConnectionString(cs.expose().to_string()),
-                (None, Some(c)) => {
-                    ServiceBusAuth::Credential(credential_for(c).ok_or_else(|| {
-                        open("transport.credential kind none cannot sign in to Service Bus".into())
-                    })?)
-                }
+                (None, Some(c)) => ServiceBusAuth::Credential(
+                    credential_for(c)
+                        .map_err(|e| open(e.to_string()))?
+                        .ok_or_else(|| {
+                            open(
+                                "transport.credential kind none cannot sign in to Service Bus"
+                                    .into(),
+                            )
+                        })?,
+                ),
                 (None, None) => return Err(open("transport.credential is missing".into())),
             };
             let settings = ServiceBusSettings::new(namespace, queue, topic, auth);
@@ -136,11 +141,16 @@ fn azure_table_journal(config: &Config) -> Result<AzureTableJournal, BootstrapEr
             key: key.expose().to_string(),
         },
         Some(other) => {
-            let token = other
+            let config = other
                 .token_credential()
-                .and_then(|c| onboarding_identity::credential_for(&c))
                 .ok_or_else(|| open_err("journal.credential names no Entra credential".into()))?;
-            TableAuth::Bearer(token)
+            let credential = credential_for(&config)
+                .map_err(|e| open_err(e.to_string()))?
+                .ok_or_else(|| open_err("journal.credential names no Entra credential".into()))?;
+            TableAuth::Bearer {
+                credential,
+                scope: config.cloud().storage_scope().to_string(),
+            }
         }
     };
     AzureTableJournal::new(url, table.clone(), auth).map_err(|e| open_err(e.to_string()))

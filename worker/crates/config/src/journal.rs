@@ -7,8 +7,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use onboarding_core::{CredentialConfig, Secret};
+use onboarding_core::{
+    AzureCliSettings, CredentialConfig, EntraEnvironment, ManagedIdentitySettings, Secret,
+    WorkloadIdentitySettings,
+};
 
+// Loaded once per process: the size of a credential's settings does not matter.
+#[allow(clippy::large_enum_variant)]
 /// Where saga state lives (`[journal] kind = ...`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -44,19 +49,17 @@ impl Default for JournalConfig {
     }
 }
 
-/// How the Azure Table journal signs in (`[journal.credential] kind = ...`).
+/// How the Azure Table journal signs in (`[journal.credential] kind = ...`): an Entra
+/// credential (the identity needs "Storage Table Data Contributor" on the table), or Shared Key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TableCredentialConfig {
     /// A developer's `az login`.
-    AzureCli { tenant_id: Option<String> },
-    /// Federated token file projected into the pod, exchanged in the given Entra tenant. The
-    /// identity needs "Storage Table Data Contributor" on the table.
-    WorkloadIdentity {
-        tenant_id: String,
-        client_id: String,
-        token_file: PathBuf,
-    },
+    AzureCli(AzureCliSettings),
+    /// The service-account token projected into the pod, exchanged in the given Entra tenant.
+    WorkloadIdentity(WorkloadIdentitySettings),
+    /// The managed identity of the VM or node.
+    ManagedIdentity(ManagedIdentitySettings),
     /// Shared Key, for Azurite only: production storage accounts disable key access
     /// (`allowSharedKeyAccess: false` in `infra/modules/storage.bicep`).
     SharedKey { account: String, key: Secret },
@@ -66,19 +69,31 @@ impl TableCredentialConfig {
     /// The Entra token credential this stands for; `None` for Shared Key.
     pub fn token_credential(&self) -> Option<CredentialConfig> {
         match self {
-            TableCredentialConfig::AzureCli { tenant_id } => Some(CredentialConfig::AzureCli {
-                tenant_id: tenant_id.clone(),
-            }),
-            TableCredentialConfig::WorkloadIdentity {
-                tenant_id,
-                client_id,
-                token_file,
-            } => Some(CredentialConfig::WorkloadIdentity {
-                tenant_id: tenant_id.clone(),
-                client_id: client_id.clone(),
-                token_file: token_file.clone(),
-            }),
+            TableCredentialConfig::AzureCli(s) => Some(CredentialConfig::AzureCli(s.clone())),
+            TableCredentialConfig::WorkloadIdentity(s) => {
+                Some(CredentialConfig::WorkloadIdentity(s.clone()))
+            }
+            TableCredentialConfig::ManagedIdentity(s) => {
+                Some(CredentialConfig::ManagedIdentity(s.clone()))
+            }
             TableCredentialConfig::SharedKey { .. } => None,
+        }
+    }
+
+    /// Settings left out, filled from the environment ([`CredentialConfig::with_environment`]).
+    pub fn with_environment(self, env: &EntraEnvironment) -> Self {
+        match self {
+            TableCredentialConfig::SharedKey { .. } => self,
+            other => match other.token_credential().map(|c| c.with_environment(env)) {
+                Some(CredentialConfig::AzureCli(s)) => TableCredentialConfig::AzureCli(s),
+                Some(CredentialConfig::WorkloadIdentity(s)) => {
+                    TableCredentialConfig::WorkloadIdentity(s)
+                }
+                Some(CredentialConfig::ManagedIdentity(s)) => {
+                    TableCredentialConfig::ManagedIdentity(s)
+                }
+                _ => other,
+            },
         }
     }
 }

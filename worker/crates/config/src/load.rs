@@ -1,11 +1,15 @@
 //! Loading: embedded defaults, then the TOML file, then `ONBOARD__*` environment variables
-//! (only those the binary passes in), then normalisation and validation.
+//! (only those the binary passes in), then what those variables say about Entra
+//! (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`) for credentials that leave it out,
+//! then normalisation and validation.
 //!
 //! May touch: the configuration file named by the caller; the environment only as given.
 
 use std::path::Path;
 
-use crate::{Config, ConfigError, ENV_PREFIX};
+use onboarding_core::EntraEnvironment;
+
+use crate::{Config, ConfigError, ENV_PREFIX, JournalConfig, TransportConfig};
 
 impl Config {
     /// Defaults, then `file` (if given), then `ONBOARD__*` from `env`.
@@ -19,6 +23,7 @@ impl Config {
             given = given.add_source(config::File::from(file).required(true));
         }
         let env: config::Map<String, String> = env.into_iter().collect();
+        let entra = EntraEnvironment::from_vars(env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let given = given
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -64,9 +69,32 @@ impl Config {
         if cfg.targets.is_empty() {
             cfg.targets = Config::default().targets;
         }
-        let cfg = cfg.normalised();
+        let cfg = cfg.normalised().with_entra_environment(&entra);
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Every credential's settings left out, filled from what the environment says about Entra
+    /// (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`, as the binary passed them in).
+    pub fn with_entra_environment(mut self, entra: &EntraEnvironment) -> Self {
+        for target in self.targets.values_mut() {
+            target.credential = target.credential.clone().with_environment(entra);
+        }
+        if let TransportConfig::ServiceBus {
+            credential: Some(c),
+            ..
+        } = &mut self.transport
+        {
+            *c = c.clone().with_environment(entra);
+        }
+        if let JournalConfig::AzureTable {
+            credential: Some(c),
+            ..
+        } = &mut self.journal
+        {
+            *c = c.clone().with_environment(entra);
+        }
+        self
     }
 
     /// Fill in each target's `name` from its key.

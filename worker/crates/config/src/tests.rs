@@ -129,7 +129,7 @@ token_file = "/var/run/secrets/azure/tokens/azure-identity-token"
     assert!(!create_table);
     assert!(matches!(
         credential,
-        Some(TableCredentialConfig::WorkloadIdentity { .. })
+        Some(TableCredentialConfig::WorkloadIdentity(_))
     ));
 }
 
@@ -226,7 +226,7 @@ fn the_printed_configuration_reads_back_as_the_same_configuration() {
     cfg.journal = JournalConfig::AzureTable {
         endpoint: "https://stonboard.table.core.windows.net".into(),
         table: "sagajournal".into(),
-        credential: Some(TableCredentialConfig::AzureCli { tenant_id: None }),
+        credential: Some(TableCredentialConfig::AzureCli(Default::default())),
         create_table: false,
     };
     cfg.health.port = 9090;
@@ -535,4 +535,85 @@ in_cluster = true
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+const SOVEREIGN_TARGET: &str = r#"
+default_target = "gov"
+[targets.gov]
+subscription_id = "00000000-0000-0000-0000-000000000001"
+resource_group = "rg-tenants"
+location = "usgovvirginia"
+cluster_resource_group = "rg-aks"
+cluster_name = "aks"
+oidc_issuer = "https://usgovvirginia.oic.prod-aks.azure.us/t/c/"
+storage_resource_group = "rg-aks"
+storage_account = "stonboard"
+identity_entra_tenant_id = "00000000-0000-0000-0000-00000000000a"
+cluster_entra_tenant_id = "00000000-0000-0000-0000-00000000000a"
+arm_endpoint = "https://management.usgovcloudapi.net"
+[targets.gov.credential]
+kind = "workload_identity"
+tenant_id = "00000000-0000-0000-0000-00000000000a"
+client_id = "00000000-0000-0000-0000-000000000000"
+cloud = { name = "us_government" }
+[targets.gov.kubernetes]
+in_cluster = true
+"#;
+
+fn gov_credential(cfg: &Config) -> onboarding_core::WorkloadIdentitySettings {
+    match &cfg.target(None).expect("target").credential {
+        CredentialConfig::WorkloadIdentity(s) => s.clone(),
+        other => panic!("not workload identity: {other:?}"),
+    }
+}
+
+#[test]
+fn a_sovereign_cloud_is_one_line_of_the_credential() {
+    let cfg = load_toml(SOVEREIGN_TARGET).expect("loads");
+    let s = gov_credential(&cfg);
+    assert_eq!(s.cloud.authority_host(), "https://login.microsoftonline.us");
+    assert_eq!(
+        s.cloud.service_bus_scope(),
+        "https://servicebus.usgovcloudapi.net/.default"
+    );
+}
+
+#[test]
+fn the_webhooks_variables_fill_what_a_credential_leaves_out_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, SOVEREIGN_TARGET).expect("write");
+    let env = vec![
+        (
+            "AZURE_FEDERATED_TOKEN_FILE".to_string(),
+            "/var/run/secrets/azure/tokens/x/token".to_string(),
+        ),
+        (
+            "AZURE_AUTHORITY_HOST".to_string(),
+            "https://login.example.test/".to_string(),
+        ),
+    ];
+    let cfg = Config::load(Some(&path), env).expect("loads");
+    let s = gov_credential(&cfg);
+    assert_eq!(
+        s.token_file.as_deref(),
+        Some(std::path::Path::new(
+            "/var/run/secrets/azure/tokens/x/token"
+        ))
+    );
+    // A credential that names its cloud keeps that cloud's authority.
+    assert_eq!(s.cloud.authority_host(), "https://login.microsoftonline.us");
+}
+
+#[test]
+fn an_authority_without_tls_is_a_configuration_problem_naming_the_setting() {
+    let text = SOVEREIGN_TARGET.replace(
+        r#"cloud = { name = "us_government" }"#,
+        r#"cloud = { authority_host = "http://login.example.test" }"#,
+    );
+    let err = load_toml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("targets.gov.credential.cloud.authority_host"),
+        "{err}"
+    );
 }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use onboarding_core::{CredentialConfig, Secret};
 
+// Loaded once per process: the size of a credential's settings does not matter.
+#[allow(clippy::large_enum_variant)]
 /// Which transport carries commands and events (`[transport] kind = ...`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

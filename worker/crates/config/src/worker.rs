@@ -22,6 +22,11 @@ pub struct WorkerSettings {
     /// `onboarding` is refused) and any the platform keeps for itself. `default` and `kube-*`
     /// are always refused.
     pub reserved_namespaces: Vec<String>,
+    /// After a fault of the worker's own (its credential refused, the queue unreachable), the
+    /// first wait before trying again; it doubles with each further failure…
+    pub unwell_backoff_first_ms: u64,
+    /// …up to this.
+    pub unwell_backoff_max_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -33,6 +38,8 @@ impl Default for WorkerSettings {
             receive_wait_ms: 1_000,
             exit_when_idle_ms: 0,
             reserved_namespaces: vec!["tenant-onboarding".into()],
+            unwell_backoff_first_ms: 1_000,
+            unwell_backoff_max_ms: 60_000,
         }
     }
 }

@@ -41,4 +41,8 @@ impl Classify for AuthError {
 #[async_trait::async_trait]
 pub trait TokenCredential: Send + Sync + std::fmt::Debug {
     async fn token(&self, scope: &str) -> Result<AccessToken, AuthError>;
+
+    /// A service refused the token of `scope` as expired (clocks disagree, or it was revoked):
+    /// forget it, so that the next [`token`](Self::token) fetches a new one.
+    fn invalidate(&self, _scope: &str) {}
 }

@@ -1,8 +1,9 @@
 //! Error classification shared by every part of the worker.
 //!
 //! Every library error answers one question for the saga engine and the run loop: is it worth
-//! trying again (transient), is it final (permanent), or was the input itself wrong (invalid
-//! input, which is dead-lettered and never retried)?
+//! trying again (transient), is it final (permanent), was the input itself wrong (invalid
+//! input, which is dead-lettered and never retried), or is the worker itself unwell
+//! (infrastructure: its own credential; the message waits, nothing is compensated)?
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub enum ErrorClass {
     Permanent,
     /// The request itself is malformed: reject without provisioning anything.
     InvalidInput,
+    /// The worker itself is unwell: its own credential cannot get a token, or a service refuses
+    /// the worker's own token. Never a step outcome: the message is kept and tried again once
+    /// the worker has backed off, nothing is compensated, and the worker reports not ready.
+    Infrastructure,
 }
 
 impl std::fmt::Display for ErrorClass {
@@ -24,6 +29,7 @@ impl std::fmt::Display for ErrorClass {
             ErrorClass::Transient => "transient",
             ErrorClass::Permanent => "permanent",
             ErrorClass::InvalidInput => "invalid input",
+            ErrorClass::Infrastructure => "infrastructure",
         })
     }
 }

@@ -14,5 +14,8 @@ mod recorder;
 pub use auth::{AccessToken, AuthError, TokenCredential};
 pub use clock::{Clock, SystemClock};
 pub use error::{Classify, ErrorClass};
-pub use identity::{CredentialConfig, REDACTED, Secret};
+pub use identity::{
+    AzureCliSettings, Cloud, CloudName, CredentialConfig, EntraEnvironment,
+    ManagedIdentitySettings, REDACTED, Secret, WorkloadIdentitySettings,
+};
 pub use recorder::{NoRecorder, Recorder};

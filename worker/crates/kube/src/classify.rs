@@ -90,7 +90,8 @@ pub(crate) fn classify(
             ),
         )
         .with_code("ConnectionError"),
-        kube::Error::Auth(e) => ProviderError::permanent(
+        kube::Error::Auth(e) => ProviderError::new(
+            ErrorClass::Infrastructure,
             operation,
             resource,
             format!(
@@ -164,8 +165,9 @@ pub(crate) fn classify_status(operation: &str, resource: &str, status: &Status) 
                 "the API server refused the worker: {message}; grant the worker's identity RBAC to {operation} this kind (see k8s)"
             ),
         ),
+        // The worker's own credentials: the worker is unwell, the step is not to blame.
         401 => (
-            ErrorClass::Permanent,
+            ErrorClass::Infrastructure,
             format!(
                 "the API server did not accept the worker's credentials: {message}; check the target's kubeconfig or service account"
             ),
@@ -259,7 +261,7 @@ mod tests {
             (422, "Invalid", ErrorClass::Permanent),
             (400, "BadRequest", ErrorClass::Permanent),
             (403, "Forbidden", ErrorClass::Permanent),
-            (401, "Unauthorized", ErrorClass::Permanent),
+            (401, "Unauthorized", ErrorClass::Infrastructure),
         ] {
             let e = classify_status("apply", "Role/ns/x", &status(code, reason, "m", 0));
             assert_eq!(e.class, class, "{code}");

@@ -108,6 +108,14 @@ pub enum EngineError {
     Journal(#[from] JournalError),
     #[error("the journal record of tenant {tenant} cannot be used: {message}")]
     Corrupt { tenant: String, message: String },
+    /// The worker itself is unwell (its own credential): the steps it hit stay as they were,
+    /// to be run again once the worker has backed off; nothing was failed or compensated.
+    #[error("step {step} of tenant {tenant} could not run because the worker is unwell: {message}")]
+    Infrastructure {
+        tenant: String,
+        step: String,
+        message: String,
+    },
 }
 
 impl Classify for EngineError {
@@ -116,6 +124,7 @@ impl Classify for EngineError {
             EngineError::Busy { .. } => ErrorClass::Transient,
             EngineError::Journal(e) => e.class(),
             EngineError::Corrupt { .. } => ErrorClass::Permanent,
+            EngineError::Infrastructure { .. } => ErrorClass::Infrastructure,
         }
     }
 }
@@ -341,7 +350,15 @@ impl Engine {
             }
         }
 
-        self.advance(&mut doc, deadline, flags, &mut events).await?;
+        if let Err(e) = self.advance(&mut doc, deadline, flags, &mut events).await {
+            if matches!(e, EngineError::Infrastructure { .. }) {
+                // What finished meanwhile is recorded; the lease goes, so that the message can
+                // be tried again (here or on another replica) as soon as the worker is well.
+                doc.rec.lease = None;
+                self.save(&mut doc).await?;
+            }
+            return Err(e);
+        }
 
         let continuation = match doc.rec.active.as_mut() {
             Some(run) => {
@@ -467,7 +484,13 @@ impl Engine {
         let step_budget = step_retry_budget(saga);
         let mut inflight = FuturesUnordered::new();
         let mut running: BTreeSet<StepName> = BTreeSet::new();
+        // The first step call the worker's own unwellness stopped: no more launches, the calls
+        // under way finish and are recorded, then the message waits (see EngineError).
+        let mut unwell: Option<EngineError> = None;
         while let Some(run) = doc.rec.active.as_ref() {
+            if unwell.is_some() && running.is_empty() {
+                break;
+            }
             flags
                 .compensating
                 .store(run.phase == Phase::Compensating, Ordering::Relaxed);
@@ -480,7 +503,7 @@ impl Engine {
                 self.finish(&mut doc.rec, outcome, events).await?;
                 continue;
             }
-            let may_launch = now + step_budget < deadline;
+            let may_launch = unwell.is_none() && now + step_budget < deadline;
             let ready = if may_launch {
                 machine::ready(&self.graph, run, now, &running)
             } else {
@@ -550,6 +573,19 @@ impl Engine {
             };
             if let Some(res) = finished {
                 running.remove(&res.step);
+                if let Err(e) = &res.result
+                    && e.class() == ErrorClass::Infrastructure
+                {
+                    // Not the step's outcome: it stays `Running` in the record, which the
+                    // next message runs again (steps are idempotent), without an attempt counted.
+                    tracing::warn!(step = %res.step, error = %e, "the worker is unwell; the step waits for it");
+                    unwell.get_or_insert(EngineError::Infrastructure {
+                        tenant: doc.rec.tenant_id.clone(),
+                        step: res.step.to_string(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
                 let progress = self.record_result(&mut doc.rec, res);
                 self.save(doc).await?;
                 if let Some(event) = progress {
@@ -557,7 +593,10 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        match unwell {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The runner published these outcome events: drop them from the tenant's outbox.

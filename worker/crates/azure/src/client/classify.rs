@@ -73,13 +73,14 @@ pub fn classify(resp: &ArmResponse, op: Op<'_>) -> ProviderError {
         500..=599 => ErrorClass::Transient,
         409 if is_transient_code(&code, &message) => ErrorClass::Transient,
         400 | 404 if code.eq_ignore_ascii_case("PrincipalNotFound") => ErrorClass::Transient,
-        401 if code.eq_ignore_ascii_case("ExpiredAuthenticationToken") => ErrorClass::Transient,
+        // ARM refused the worker's own token, even a new one: the worker is unwell, not the step.
+        401 => ErrorClass::Infrastructure,
         _ => ErrorClass::Permanent,
     };
     let hint = match (status, class) {
         (429, _) => "; ARM is throttling this subscription, the worker backs off",
-        (401, ErrorClass::Permanent) => {
-            "; check the target's credential (tenant, client id, federated credential)"
+        (401, _) => {
+            "; ARM refused the worker's token: check the target's credential (tenant, client id, federated credential) and that its Entra tenant is the subscription's"
         }
         (403, _) => {
             "; grant the worker's identity the role this operation needs on the target's scope"

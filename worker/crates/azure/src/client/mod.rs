@@ -197,7 +197,31 @@ impl ArmClient {
 
     /// Sends one request and returns whatever ARM answered. Only the failure to get an answer
     /// (connection, timeout, token) is an error here.
+    ///
+    /// A 401 means ARM refused the worker's token (expired by ARM's clock, or revoked): the
+    /// credential forgets it and the request goes once more with a new one. A second 401 is
+    /// returned as it is, and classified as the worker's own fault (infrastructure).
     pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        op: Op<'_>,
+    ) -> Result<ArmResponse, ProviderError> {
+        let first = self
+            .send_once(method.clone(), url.clone(), body, op)
+            .await?;
+        match &self.credential {
+            Some(cred) if first.status == 401 => {
+                tracing::info!(request.id = %first.request_id, "ARM refused the token; fetching a new one");
+                cred.invalidate(&self.scope);
+                self.send_once(method, url, body, op).await
+            }
+            _ => Ok(first),
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         url: Url,

@@ -103,7 +103,7 @@ impl ArmProvisioner {
         Self::from_targets_with(targets, options, &CredentialOptions::default())
     }
 
-    /// [`Self::from_targets`] with explicit credential options (authority host, `az` path).
+    /// [`Self::from_targets`] with explicit credential options (timeouts, cache).
     pub fn from_targets_with(
         targets: &BTreeMap<String, Target>,
         options: ArmClientOptions,
@@ -123,7 +123,15 @@ impl ArmProvisioner {
                     ),
                 )
             })?;
-            let credential = credential_with(&target.credential, credential_options);
+            let credential =
+                credential_with(&target.credential, credential_options).map_err(|e| {
+                    ProviderError::new(
+                        ErrorClass::Infrastructure,
+                        "configure ARM client",
+                        format!("target {name}"),
+                        format!("targets.{name}.credential: {e}"),
+                    )
+                })?;
             let client =
                 ArmClient::with_budgets(endpoint, credential, options.clone(), budgets.clone())?;
             clients.insert(name.clone(), client);

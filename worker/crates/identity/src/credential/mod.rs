@@ -1,68 +1,64 @@
-//! Azure credentials for ARM: workload identity (a projected Kubernetes token exchanged at Entra)
-//! and the Azure CLI (a developer's `az login`), both with an explicit tenant.
+//! Picks and builds the credential a [`CredentialConfig`] names: one module per credential
+//! (`workload_identity`, and the Azure CLI and managed identity straight from `azure_identity`),
+//! the cloud's HTTP settings (`cloud`), the cache every credential shares (`cached`) and the
+//! reading of Entra's errors (`classify`).
 //!
-//! Why not `azure_identity`: the release on the `azure_core` 0.25 line (0.25.0) depends on
-//! `azure_core` with its default features, which turn on reqwest 0.12's `default-tls`, so it
-//! always pulls native-tls and OpenSSL (checked with `cargo tree -i native-tls`); it also reads
-//! `AZURE_*` environment variables in its defaults and would bring a second HTTP stack. The two
-//! flows we need are small, so they are implemented here over the workspace's reqwest (rustls).
-//!
-//! Both cache one token per scope and fetch a new one [`CredentialOptions::refresh_before`]
-//! (5 minutes) before it expires; concurrent callers share one fetch. No environment reads:
-//! everything comes from [`CredentialConfig`] and [`CredentialOptions`].//!
-//! One module per credential (`workload_identity`, `azure_cli`) and the token cache they share
-//! (`cache`); this module holds their options and picks one from a [`CredentialConfig`].
+//! May touch: nothing by itself; the credentials it builds touch what the crate doc lists.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use url::Url;
+use azure_core_v1::credentials::TokenCredential as AzureTokenCredential;
+use azure_identity::{
+    AzureCliCredential, AzureCliCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId,
+};
 
-use onboarding_core::CredentialConfig;
-use onboarding_core::TokenCredential;
+use onboarding_core::{CredentialConfig, TokenCredential};
 
-mod azure_cli;
-mod cache;
+mod cached;
+mod classify;
+mod cloud;
 mod workload_identity;
 
-#[cfg(test)]
-mod tests;
-
-pub use azure_cli::AzureCliCredential;
-pub use workload_identity::WorkloadIdentityCredential;
-
-/// Entra's public-cloud authority.
-pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub use cached::CachedCredential;
 
 /// Settings shared by the credentials.
 #[derive(Debug, Clone)]
 pub struct CredentialOptions {
-    /// Where tokens are exchanged; tests point it at a local fake.
-    pub authority_host: Url,
     /// A cached token is replaced this long before it expires.
     pub refresh_before: Duration,
-    /// Time limit of one token request (HTTP or `az`).
+    /// Time limit of one token request (HTTP, or `az`).
     pub timeout: Duration,
-    /// The Azure CLI program (`az`).
-    pub az_program: PathBuf,
+    /// After a failed fetch, callers of that scope get the same failure for this long instead of
+    /// asking Entra again: an outage costs one request per scope per interval, not one per call.
+    pub failure_memory: Duration,
 }
 
 impl Default for CredentialOptions {
     fn default() -> Self {
         Self {
-            // A constant that parses: nothing outside can break it.
-            authority_host: Url::parse(DEFAULT_AUTHORITY_HOST).expect("constant URL"),
             refresh_before: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
-            az_program: PathBuf::from("az"),
+            failure_memory: Duration::from_secs(2),
         }
     }
 }
 
-/// The credential a target's configuration asks for, with default options; `None` for
+/// A credential cannot even be built: its settings are unusable (a tenant id Entra would refuse,
+/// an authority that is not https, an unreadable CA file).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot set up the {credential} credential: {message}")]
+pub struct CredentialError {
+    pub credential: String,
+    pub message: String,
+}
+
+/// The credential a configuration asks for, with default options; `None` for
 /// [`CredentialConfig::None`] (simulators on loopback).
-pub fn credential_for(cfg: &CredentialConfig) -> Option<Arc<dyn TokenCredential>> {
+pub fn credential_for(
+    cfg: &CredentialConfig,
+) -> Result<Option<Arc<dyn TokenCredential>>, CredentialError> {
     credential_with(cfg, &CredentialOptions::default())
 }
 
@@ -70,22 +66,70 @@ pub fn credential_for(cfg: &CredentialConfig) -> Option<Arc<dyn TokenCredential>
 pub fn credential_with(
     cfg: &CredentialConfig,
     options: &CredentialOptions,
-) -> Option<Arc<dyn TokenCredential>> {
-    match cfg {
-        CredentialConfig::None => None,
-        CredentialConfig::AzureCli { tenant_id } => Some(Arc::new(AzureCliCredential::new(
-            tenant_id.clone(),
-            options.clone(),
-        ))),
-        CredentialConfig::WorkloadIdentity {
-            tenant_id,
-            client_id,
-            token_file,
-        } => Some(Arc::new(WorkloadIdentityCredential::new(
-            tenant_id.clone(),
-            client_id.clone(),
-            token_file.clone(),
-            options.clone(),
-        ))),
-    }
+) -> Result<Option<Arc<dyn TokenCredential>>, CredentialError> {
+    let (name, make): (String, cached::Factory) = match cfg {
+        CredentialConfig::None => return Ok(None),
+        CredentialConfig::AzureCli(s) => {
+            let name = match &s.tenant_id {
+                Some(t) => format!("Azure CLI (tenant {t})"),
+                None => "Azure CLI".to_string(),
+            };
+            let tenant_id = s.tenant_id.clone();
+            let make: cached::Factory = Box::new(move || {
+                let credential: Arc<dyn AzureTokenCredential> =
+                    AzureCliCredential::new(Some(AzureCliCredentialOptions {
+                        tenant_id: tenant_id.clone(),
+                        ..AzureCliCredentialOptions::default()
+                    }))?;
+                Ok(credential)
+            });
+            (name, make)
+        }
+        CredentialConfig::ManagedIdentity(s) => {
+            let name = match &s.client_id {
+                Some(c) => format!("managed identity (client {c})"),
+                None => "system-assigned managed identity".to_string(),
+            };
+            let client_options =
+                cloud::client_options(&s.cloud, options.timeout).map_err(|message| {
+                    CredentialError {
+                        credential: name.clone(),
+                        message,
+                    }
+                })?;
+            let client_id = s.client_id.clone();
+            let make: cached::Factory = Box::new(move || {
+                let credential: Arc<dyn AzureTokenCredential> =
+                    ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                        user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                        client_options: client_options.clone(),
+                    }))?;
+                Ok(credential)
+            });
+            (name, make)
+        }
+        CredentialConfig::WorkloadIdentity(s) => {
+            let name = format!(
+                "workload identity (tenant {}, client {})",
+                s.tenant_id, s.client_id
+            );
+            let make =
+                workload_identity::factory(s, options).map_err(|message| CredentialError {
+                    credential: name.clone(),
+                    message,
+                })?;
+            (name, make)
+        }
+    };
+    // Built once now, so that settings Entra would refuse stop start-up with their reason.
+    let first = make().map_err(|e| CredentialError {
+        credential: name.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(Some(Arc::new(CachedCredential::new(
+        name,
+        first,
+        make,
+        options.clone(),
+    ))))
 }

@@ -1,199 +1,121 @@
 //! Workload identity: the Kubernetes service-account token projected into the pod, exchanged at
-//! Entra for a token of one app registration / managed identity in one tenant.
+//! Entra (`azure_identity`'s client-assertion credential) for a token of one app registration or
+//! managed identity in one tenant.
 //!
-//! May touch: the projected token file and Entra's token endpoint at the configured authority.
+//! `azure_identity`'s own `WorkloadIdentityCredential` is not used: it reads the file once when
+//! built (a pod whose token is not yet written cannot start) and then only every ten minutes.
+//! [`FederatedTokenFile`] reads it on every exchange, which is rare (tokens are cached), so a
+//! rotated token is used at once.
+//!
+//! May touch: the projected token file (read per exchange).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use chrono::Utc;
-use serde::Deserialize;
-use url::Url;
+use azure_core_v1::credentials::TokenCredential as AzureTokenCredential;
+use azure_core_v1::error::ErrorKind;
+use azure_core_v1::http::ClientMethodOptions;
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+};
 
-use onboarding_core::ErrorClass;
-use onboarding_core::{AccessToken, AuthError, TokenCredential};
+use onboarding_core::WorkloadIdentitySettings;
 
 use super::CredentialOptions;
-use super::cache::TokenCache;
+use super::cached::Factory;
+use super::cloud;
 
-/// Exchanges the Kubernetes service account token projected into the pod (the file the workload
-/// identity webhook mounts) for an Entra token of one app registration / managed identity in one
-/// tenant (`client_credentials` grant with a `jwt-bearer` client assertion).
-#[derive(Debug)]
-pub struct WorkloadIdentityCredential {
-    tenant_id: String,
-    client_id: String,
-    token_file: PathBuf,
-    options: CredentialOptions,
-    http: Result<reqwest::Client, String>,
-    cache: TokenCache,
-}
-
-#[derive(Debug, Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct TokenErrorResponse {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
-}
-
-impl WorkloadIdentityCredential {
-    pub fn new(
-        tenant_id: String,
-        client_id: String,
-        token_file: PathBuf,
-        options: CredentialOptions,
-    ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"));
-        Self {
-            tenant_id,
-            client_id,
-            token_file,
-            options,
-            http,
-            cache: TokenCache::default(),
-        }
-    }
-
-    fn name(&self) -> String {
-        format!(
-            "workload identity (tenant {}, client {})",
-            self.tenant_id, self.client_id
-        )
-    }
-
-    fn err(&self, scope: &str, class: ErrorClass, message: impl Into<String>) -> AuthError {
-        AuthError {
-            credential: self.name(),
-            scope: scope.to_string(),
-            message: message.into(),
-            class,
-        }
-    }
-
-    fn token_url(&self) -> Result<Url, String> {
-        let mut url = self.options.authority_host.clone();
-        url.path_segments_mut()
-            .map_err(|_| {
-                format!(
-                    "authority host {} cannot take a path",
-                    self.options.authority_host
-                )
-            })?
-            .pop_if_empty()
-            .extend([self.tenant_id.as_str(), "oauth2", "v2.0", "token"]);
-        Ok(url)
-    }
-
-    async fn fetch(&self, scope: &str) -> Result<AccessToken, AuthError> {
-        let http = self
-            .http
-            .as_ref()
-            .map_err(|e| self.err(scope, ErrorClass::Permanent, e.clone()))?;
-        // Read on every fetch: the kubelet rotates the projected token, and fetches are rare.
-        let assertion = tokio::fs::read_to_string(&self.token_file)
-            .await
-            .map_err(|e| {
-                self.err(
-                    scope,
-                    ErrorClass::Permanent,
-                    format!(
-                        "cannot read the federated token file {}: {e}; is the pod labelled azure.workload.identity/use=true with a service account that has the client-id annotation?",
-                        self.token_file.display()
-                    ),
-                )
-            })?;
-        let url = self
-            .token_url()
-            .map_err(|e| self.err(scope, ErrorClass::Permanent, e))?;
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_id", &self.client_id)
-            .append_pair("scope", scope)
-            .append_pair("grant_type", "client_credentials")
-            .append_pair(
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            )
-            .append_pair("client_assertion", assertion.trim())
-            .finish();
-        let response = http
-            .post(url.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(
-                    scope,
-                    ErrorClass::Transient,
-                    format!("token request to {url} failed: {e}"),
-                )
-            })?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| {
-            self.err(
-                scope,
-                ErrorClass::Transient,
-                format!("reading the token response from {url} failed: {e}"),
-            )
-        })?;
-        if !status.is_success() {
-            let body: TokenErrorResponse = serde_json::from_str(&text).unwrap_or_default();
-            // AADSTS700024: the assertion expired (the kubelet had not yet rotated the file).
-            let class = if status.as_u16() == 429
-                || status.is_server_error()
-                || body.error_description.contains("AADSTS700024")
-            {
-                ErrorClass::Transient
-            } else {
-                ErrorClass::Permanent
-            };
-            return Err(self.err(
-                scope,
-                class,
-                format!(
-                    "Entra answered {status} {}: {}; check the identity's federated credential (issuer and subject) and the client and tenant ids",
-                    body.error, body.error_description
-                ),
-            ));
-        }
-        let body: TokenResponse = serde_json::from_str(&text).map_err(|e| {
-            self.err(
-                scope,
-                ErrorClass::Transient,
-                format!("the token response from {url} is not a token: {e}"),
-            )
-        })?;
-        let secs = match body.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(3600),
-            Some(serde_json::Value::String(s)) => s.parse().unwrap_or(3600),
-            _ => 3600,
-        };
-        Ok(AccessToken {
-            token: body.access_token,
-            expires_on: Utc::now() + chrono::Duration::seconds(secs),
-        })
-    }
+/// The projected service-account token, read afresh for each exchange.
+#[derive(Debug, Clone)]
+pub(super) struct FederatedTokenFile {
+    path: PathBuf,
 }
 
 #[async_trait::async_trait]
-impl TokenCredential for WorkloadIdentityCredential {
-    async fn token(&self, scope: &str) -> Result<AccessToken, AuthError> {
-        self.cache
-            .get_or_fetch(scope, self.options.refresh_before, || self.fetch(scope))
-            .await
+impl ClientAssertion for FederatedTokenFile {
+    async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core_v1::Result<String> {
+        let token = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
+            azure_core_v1::Error::with_message(
+                ErrorKind::Io,
+                format!(
+                    "cannot read the federated token file {}: {e}; is the pod labelled azure.workload.identity/use=true, with a service account annotated azure.workload.identity/client-id?",
+                    self.path.display()
+                ),
+            )
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(azure_core_v1::Error::with_message(
+                ErrorKind::Io,
+                format!(
+                    "the federated token file {} is empty (the kubelet writes it shortly after the pod starts)",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(token.to_string())
+    }
+}
+
+/// Builds the credential of `settings` (again after a refused token, to drop the SDK's cache).
+pub(super) fn factory(
+    settings: &WorkloadIdentitySettings,
+    options: &CredentialOptions,
+) -> Result<Factory, String> {
+    let path = settings.token_file.clone().ok_or_else(|| {
+        "no token file: AZURE_FEDERATED_TOKEN_FILE is not set (the workload identity webhook sets it in pods labelled azure.workload.identity/use=true) and the credential names no token_file".to_string()
+    })?;
+    let client_options = cloud::client_options(&settings.cloud, options.timeout)?;
+    let tenant_id = settings.tenant_id.clone();
+    let client_id = settings.client_id.clone();
+    Ok(Box::new(move || {
+        let credential: Arc<dyn AzureTokenCredential> = ClientAssertionCredential::new(
+            tenant_id.clone(),
+            client_id.clone(),
+            FederatedTokenFile { path: path.clone() },
+            Some(ClientAssertionCredentialOptions {
+                client_options: client_options.clone(),
+            }),
+        )?;
+        Ok(credential)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_token_file_is_read_again_for_every_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let file = FederatedTokenFile { path: path.clone() };
+        assert_eq!(file.secret(None).await.unwrap(), "first");
+        std::fs::write(&path, "rotated").unwrap();
+        assert_eq!(file.secret(None).await.unwrap(), "rotated");
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_file_is_named_with_what_to_check() {
+        let file = FederatedTokenFile {
+            path: "/nonexistent/azure-identity-token".into(),
+        };
+        let err = file.secret(None).await.unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/azure-identity-token"), "{err}");
+        assert!(err.contains("azure.workload.identity/use=true"), "{err}");
+    }
+
+    #[test]
+    fn without_a_token_file_the_credential_says_where_it_looked() {
+        let settings = WorkloadIdentitySettings {
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            client_id: "00000000-0000-0000-0000-000000000001".into(),
+            ..WorkloadIdentitySettings::default()
+        };
+        let err = factory(&settings, &CredentialOptions::default())
+            .err()
+            .unwrap();
+        assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
     }
 }

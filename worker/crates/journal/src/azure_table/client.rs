@@ -75,7 +75,7 @@ impl AzureTableJournal {
                 })?;
                 Signer::SharedKey { account, key }
             }
-            TableAuth::Bearer(credential) => Signer::Bearer(credential),
+            TableAuth::Bearer { credential, scope } => Signer::Bearer { credential, scope },
         };
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -130,7 +130,7 @@ impl AzureTableJournal {
             Signer::SharedKey { account, .. } => {
                 format!("Shared Key of storage account {account}")
             }
-            Signer::Bearer(credential) => format!("Entra credential {credential:?}"),
+            Signer::Bearer { credential, .. } => format!("Entra credential {credential:?}"),
         }
     }
 
@@ -216,7 +216,7 @@ impl AzureTableJournal {
                     Signer::SharedKey { account, .. } => format!(
                         "check that {account} and its key are the storage account's current name and key1/key2 and that Shared Key access is allowed on the account; with Entra authentication the identity needs the \"Storage Table Data Contributor\" role"
                     ),
-                    Signer::Bearer(_) => format!(
+                    Signer::Bearer { .. } => format!(
                         "the identity of the {} needs the \"Storage Table Data Contributor\" role on the storage account or the table {} (a new role assignment can take minutes to apply)",
                         self.identity(),
                         self.table

@@ -98,9 +98,13 @@ pub enum TableAuth {
     /// Shared Key: the storage account's name and one of its keys (base64). For Azurite and for
     /// accounts that allow key access.
     SharedKey { account: String, key: String },
-    /// An Entra bearer token for [`STORAGE_SCOPE`]; the identity needs the "Storage Table Data
+    /// An Entra bearer token for `scope` (the credential's cloud's storage scope,
+    /// [`STORAGE_SCOPE`] in all public clouds); the identity needs the "Storage Table Data
     /// Contributor" role on the account or the table.
-    Bearer(Arc<dyn TokenCredential>),
+    Bearer {
+        credential: Arc<dyn TokenCredential>,
+        scope: String,
+    },
 }
 
 impl std::fmt::Debug for TableAuth {
@@ -112,7 +116,11 @@ impl std::fmt::Debug for TableAuth {
                 .field("account", account)
                 .field("key", &"<redacted>")
                 .finish(),
-            TableAuth::Bearer(credential) => f.debug_tuple("Bearer").field(credential).finish(),
+            TableAuth::Bearer { credential, scope } => f
+                .debug_struct("Bearer")
+                .field("credential", credential)
+                .field("scope", scope)
+                .finish(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Authorization of one Table service request: Shared Key signing (HMAC-SHA256 of the Table
 //! service's string-to-sign under the account key) or an Entra bearer token for
-//! [`STORAGE_SCOPE`].
+//! its cloud's storage scope ([`super::STORAGE_SCOPE`] by default).
 //!
 //! May touch: the account key held in memory and the token credential; nothing else. The key
 //! never leaves this module except as a signature.
@@ -13,14 +13,19 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use super::STORAGE_SCOPE;
 use crate::JournalError;
-use onboarding_core::{ErrorClass, TokenCredential};
+use onboarding_core::TokenCredential;
 
 /// How requests are authorized, after the settings were checked.
 pub(super) enum Signer {
-    SharedKey { account: String, key: Vec<u8> },
-    Bearer(Arc<dyn TokenCredential>),
+    SharedKey {
+        account: String,
+        key: Vec<u8>,
+    },
+    Bearer {
+        credential: Arc<dyn TokenCredential>,
+        scope: String,
+    },
 }
 
 impl Signer {
@@ -43,14 +48,13 @@ impl Signer {
                 );
                 format!("SharedKey {account}:{}", sign(key, &to_sign))
             }
-            Signer::Bearer(credential) => {
-                let token = credential.token(STORAGE_SCOPE).await.map_err(|e| {
-                    if e.class == ErrorClass::Transient {
-                        JournalError::Unavailable(e.to_string())
-                    } else {
-                        JournalError::Refused(e.to_string())
-                    }
-                })?;
+            Signer::Bearer { credential, scope } => {
+                // The worker's own credential failing makes the journal unreachable for it: the
+                // readiness probe reports it and the work waits; nothing is refused for good.
+                let token = credential
+                    .token(scope)
+                    .await
+                    .map_err(|e| JournalError::Unavailable(e.to_string()))?;
                 format!("Bearer {}", token.token)
             }
         })

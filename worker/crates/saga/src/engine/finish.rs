@@ -46,6 +46,7 @@ impl Engine {
                     ErrorClass::Transient => "transient",
                     ErrorClass::Permanent => "permanent",
                     ErrorClass::InvalidInput => "invalid_input",
+                    ErrorClass::Infrastructure => "infrastructure",
                 },
             },
             res.elapsed,

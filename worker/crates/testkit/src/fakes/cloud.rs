@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 #[derive(Debug, Default, Clone)]
 pub struct CloudFaults {
     pub permanent: Vec<String>,
+    /// Operations that fail because the worker's own credential is refused (Entra down, the
+    /// token rejected): infrastructure faults, never the step's.
+    pub unwell: Vec<String>,
     pub transient_rate: f64,
     pub seed: u64,
 }
@@ -67,6 +70,15 @@ impl FakeCloud {
                 ProviderError::permanent(op, resource, "injected permanent failure")
                     .with_code("InjectedPermanentFailure"),
             );
+        }
+        if f.unwell.iter().any(|p| p == op) {
+            return Err(ProviderError::new(
+                ErrorClass::Infrastructure,
+                op,
+                resource,
+                "cannot get a token from workload identity: Entra answered 503",
+            )
+            .with_code("AuthenticationFailed"));
         }
         if f.transient_rate > 0.0 && self.rng.lock().unwrap().random::<f64>() < f.transient_rate {
             return Err(

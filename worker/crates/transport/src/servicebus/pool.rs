@@ -5,13 +5,15 @@
 
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 
+use azservicebus::authorization::AzureNamedKeyCredential;
 use azservicebus::client::service_bus_client::WithCustomRetryPolicy;
 use azservicebus::core::BasicRetryPolicy;
 use azservicebus::{ServiceBusClient, ServiceBusClientOptions, ServiceBusRetryOptions};
 
 use super::errors::transport_error;
 use super::settings::{
-    AzureCoreCredential, ServiceBusAuth, ServiceBusSettings, is_development_emulator,
+    AzureCoreCredential, ServiceBusAuth, ServiceBusSettings, emulator_endpoint_with_port,
+    is_development_emulator,
 };
 use crate::TransportError;
 
@@ -55,9 +57,24 @@ impl Pool {
         };
         let result = match &s.auth {
             ServiceBusAuth::ConnectionString(cs) if is_development_emulator(cs) => {
-                WithCustomRetryPolicy::<BasicRetryPolicy>::unsecured()
-                    .new_from_connection_string(cs.as_str(), options)
-                    .await
+                match emulator_endpoint_with_port(cs) {
+                    // azservicebus drops the port of a connection string's endpoint and always
+                    // dials 5672; a named-key credential keeps `host:port` as given.
+                    Some(endpoint) => {
+                        WithCustomRetryPolicy::<BasicRetryPolicy>::unsecured()
+                            .new_from_named_key_credential(
+                                endpoint.host_port,
+                                AzureNamedKeyCredential::new(endpoint.key_name, endpoint.key),
+                                options,
+                            )
+                            .await
+                    }
+                    None => {
+                        WithCustomRetryPolicy::<BasicRetryPolicy>::unsecured()
+                            .new_from_connection_string(cs.as_str(), options)
+                            .await
+                    }
+                }
             }
             ServiceBusAuth::ConnectionString(cs) => {
                 ServiceBusClient::new_from_connection_string(cs.as_str(), options).await

@@ -106,6 +106,62 @@ pub fn is_development_emulator(connection_string: &str) -> bool {
     })
 }
 
+/// An emulator endpoint that names its port (`Endpoint=sb://127.0.0.1:5673;...`), with the
+/// key it is signed with.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct EmulatorEndpoint {
+    /// `host:port`, as the AMQP connection must dial it.
+    pub(super) host_port: String,
+    pub(super) key_name: String,
+    pub(super) key: String,
+}
+
+impl std::fmt::Debug for EmulatorEndpoint {
+    // The key must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorEndpoint")
+            .field("host_port", &self.host_port)
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoint of an emulator connection string when it carries an explicit port, which
+/// azservicebus's connection-string parser would drop (it always dials 5672). `None` for
+/// endpoints without a port or connection strings without a key name and key.
+pub(super) fn emulator_endpoint_with_port(connection_string: &str) -> Option<EmulatorEndpoint> {
+    let mut endpoint = None;
+    let mut key_name = None;
+    let mut key = None;
+    for pair in connection_string.split(';') {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "endpoint" => endpoint = Some(v),
+            "sharedaccesskeyname" => key_name = Some(v.to_string()),
+            // A base64 key may end in '=': split_once keeps everything after the first one.
+            "sharedaccesskey" => key = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    let endpoint = endpoint?;
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let (host, port) = host_port.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    Some(EmulatorEndpoint {
+        host_port: host_port.to_string(),
+        key_name: key_name?,
+        key: key?,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Credential bridge
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +226,28 @@ mod tests {
         assert!(!is_development_emulator(
             "Endpoint=sb://localhost;UseDevelopmentEmulator=false"
         ));
+    }
+
+    #[test]
+    fn an_emulator_endpoint_keeps_its_port() {
+        let e = emulator_endpoint_with_port(
+            "Endpoint=sb://127.0.0.1:45123;SharedAccessKeyName=Root;SharedAccessKey=a2V5=;UseDevelopmentEmulator=true;",
+        )
+        .expect("a port");
+        assert_eq!(e.host_port, "127.0.0.1:45123");
+        assert_eq!(e.key_name, "Root");
+        assert_eq!(e.key, "a2V5=");
+        assert!(!format!("{e:?}").contains("a2V5"));
+        assert_eq!(
+            emulator_endpoint_with_port(
+                "Endpoint=sb://localhost;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true;"
+            ),
+            None
+        );
+        assert_eq!(
+            emulator_endpoint_with_port("Endpoint=sb://localhost:notaport/;SharedAccessKeyName=k;SharedAccessKey=v"),
+            None
+        );
     }
 
     #[test]
