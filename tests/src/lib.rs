@@ -23,6 +23,8 @@
 //! prints the tail of every worker's log (`E2E_LOGS=1`: every test does; `E2E_KEEP=1`: a failing
 //! test leaves its temporary directory).
 
+pub mod entra;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -164,6 +166,12 @@ pub struct Settings {
     pub targets: usize,
     /// Which Kubernetes the default target provisions into.
     pub kube: KubeSide,
+    /// The default target signs in with workload identity at the Entra simulator, and the ARM
+    /// simulator requires its tokens (`None`: no credential, as the other suites run).
+    pub entra: Option<entra::EntraSide>,
+    /// Serve `/healthz` and `/readyz` on a free port ([`ProcessHarness::health_url`]); for one
+    /// worker only.
+    pub health: bool,
 }
 
 /// The Kubernetes side of a harness.
@@ -214,6 +222,8 @@ impl Default for Settings {
             log_filter: "info".into(),
             targets: 1,
             kube: KubeSide::Simulated,
+            entra: None,
+            health: false,
         }
     }
 }
@@ -394,20 +404,38 @@ impl ProcessHarness {
                         },
                     }),
                 },
+                entra: settings.entra.as_ref().map(|e| sim::entra::EntraOptions {
+                    propagation: e.propagation,
+                    token_lifetime: e
+                        .token_lifetime
+                        .unwrap_or(sim::entra::DEFAULT_TOKEN_LIFETIME),
+                    ..sim::entra::EntraOptions::default()
+                }),
+                arm_require_tokens: settings.entra.is_some(),
                 ..sim::SimOptions::default()
             },
         )
         .await
         .expect("start the simulators on loopback");
+        if let Some(entra) = &sims.entra {
+            // Created now, so that it propagates from now like a new federated credential.
+            entra
+                .register_app(entra::worker_app())
+                .expect("register the worker's app");
+        }
         let dir = tempfile::Builder::new()
             .prefix("e2e-")
             .tempdir()
             .expect("temp dir");
-        let config_path = onboarding_testkit::config::write_config(
-            dir.path(),
-            "worker.toml",
-            &worker_config(&settings, dir.path(), &sims.arm_url(), &sims.kube_url()),
-        );
+        let mut config = worker_config(&settings, dir.path(), &sims.arm_url(), &sims.kube_url());
+        if let (Some(url), Some(ca)) = (sims.entra_url(), sims.entra_ca_pem()) {
+            entra::configure(&mut config, dir.path(), &target_name(0), &url, &ca);
+        }
+        if settings.health {
+            config.health.port = free_port();
+        }
+        let config_path =
+            onboarding_testkit::config::write_config(dir.path(), "worker.toml", &config);
         let config = Config::load(Some(&config_path), Vec::new()).unwrap_or_else(|e| {
             panic!("the harness wrote a configuration the worker refuses: {e}")
         });
@@ -434,6 +462,32 @@ impl ProcessHarness {
             workers: Mutex::new(Vec::new()),
             spawned: Mutex::new(0),
         }
+    }
+
+    /// The Entra simulator of a harness started with [`Settings::entra`].
+    pub fn entra(&self) -> &sim::entra::EntraSim {
+        self.sims
+            .entra
+            .as_deref()
+            .expect("the harness was started with Settings::entra")
+    }
+
+    /// Replace the worker's projected token, as the kubelet does when it rotates it.
+    pub fn rotate_worker_token(&self, valid_for: chrono::Duration) {
+        let file = entra::token_file(self.dir.path());
+        let next = file.with_extension("next");
+        std::fs::write(&next, entra::worker_assertion(valid_for)).expect("write the token");
+        // Atomically, as the kubelet's atomic writer does.
+        std::fs::rename(&next, &file).expect("replace the token");
+    }
+
+    /// `http://127.0.0.1:<port>` of the worker's health server ([`Settings::health`]).
+    pub fn health_url(&self) -> String {
+        assert!(
+            self.settings.health,
+            "start the harness with Settings::health"
+        );
+        format!("http://127.0.0.1:{}", self.config.health.port)
     }
 
     /// Start one more `worker run` process on this harness's configuration.
@@ -885,6 +939,14 @@ pub fn target_name(i: usize) -> String {
     } else {
         format!("t{i}")
     }
+}
+
+/// A port nothing listens on now (the worker binds it moments later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// Poll `check` until it yields a value, or panic after `timeout` naming `what`.

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 pub use arm::ArmConfig;
 pub use health::HealthConfig;
 pub use journal::{JournalConfig, TableCredentialConfig};
-pub use onboarding_core::{CredentialConfig, REDACTED, Secret};
+pub use onboarding_core::{
+    AzureCliSettings, Cloud, CloudName, CredentialConfig, EntraEnvironment,
+    ManagedIdentitySettings, REDACTED, Secret, WorkloadIdentitySettings,
+};
 pub use onboarding_providers::{
     EgressRule, GuardrailDefaults, KubernetesConfig, Provisioning, Target, WorkloadTemplate,
 };

@@ -69,6 +69,9 @@ pub struct Cloud {
     /// A PEM file of certificate authorities trusted for the authority besides the system's
     /// (a private PKI, or the local Entra simulator's test CA).
     pub ca_file: Option<PathBuf>,
+    /// Scope of ARM tokens (default: the target's `arm_endpoint` + `/.default`, right for every
+    /// Azure cloud; a simulator or a proxy in front of ARM needs ARM's own).
+    pub arm_scope: Option<String>,
     /// Scope of Service Bus tokens (default: the cloud's).
     pub service_bus_scope: Option<String>,
     /// Scope of Table Storage tokens (default: the cloud's).

@@ -132,8 +132,11 @@ impl ArmProvisioner {
                         format!("targets.{name}.credential: {e}"),
                     )
                 })?;
-            let client =
-                ArmClient::with_budgets(endpoint, credential, options.clone(), budgets.clone())?;
+            let mut options = options.clone();
+            if let Some(scope) = target.credential.cloud().arm_scope {
+                options.token_scope = Some(scope);
+            }
+            let client = ArmClient::with_budgets(endpoint, credential, options, budgets.clone())?;
             clients.insert(name.clone(), client);
         }
         Ok(Self { clients })
