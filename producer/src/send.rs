@@ -98,7 +98,7 @@ fn validation(config: &Config) -> ValidationContext {
     ValidationContext {
         max_message_bytes: config.worker.max_message_bytes,
         targets: config.targets.keys().cloned().collect(),
-        workload_template: config.workload.is_some(),
+        workload_template: config.workload_template().is_some(),
         reserved_namespaces: config.worker.reserved_namespaces.iter().cloned().collect(),
     }
 }

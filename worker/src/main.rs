@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         action: ConfigAction::Check { format },
     }) = &cli.command
     {
+        // Printed with absolute paths, so that the output works as a file read from anywhere
+        // (relative paths in a file are relative to the file).
+        let config = match std::env::current_dir() {
+            Ok(dir) => config.with_absolute_paths(&dir),
+            Err(_) => config,
+        };
         return worker::cli::print_config(&config, format);
     }
     // Before anything builds a TLS client (the OTLP exporter does, in init).

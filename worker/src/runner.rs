@@ -78,7 +78,7 @@ impl Runner {
         let validation = ValidationContext {
             max_message_bytes: cx.config.worker.max_message_bytes,
             targets: cx.config.targets.keys().cloned().collect(),
-            workload_template: cx.config.workload.is_some(),
+            workload_template: cx.config.workload_template().is_some(),
             reserved_namespaces: cx
                 .config
                 .worker

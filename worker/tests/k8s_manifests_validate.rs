@@ -92,6 +92,7 @@ fn every_variant() -> Vec<(String, KubeObject)> {
                 tenant,
                 "acme",
                 &WorkloadTemplate {
+                    enabled: true,
                     image: "ghcr.io/example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
                     port: 443,
                     cpu: "1500m".into(),

@@ -51,6 +51,32 @@ fn config_check_prints_the_effective_configuration_as_toml_that_reads_back() {
 }
 
 #[test]
+fn relative_paths_in_a_config_file_mean_the_same_files_from_any_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "worker.toml",
+        "[journal]\nkind = \"sqlite\"\npath = \".local/journal.db\"\n",
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = worker(&["--config", &file, "config", "check"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: toml::Table = toml::from_str(&text(&out.stdout)).unwrap();
+    // Written in the file: beside the file. A default: where the worker runs. Both absolute.
+    assert_eq!(
+        value["journal"]["path"].as_str().map(Path::new),
+        Some(dir.path().join(".local/journal.db").as_path())
+    );
+    assert_eq!(
+        value["transport"]["path"].as_str().map(Path::new),
+        Some(elsewhere.path().join(".local/queue.db").as_path())
+    );
+}
+
+#[test]
 fn config_check_never_prints_the_shared_key_in_either_format() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(

@@ -104,8 +104,13 @@ impl Config {
             default_target: self.default_target.clone(),
             targets: self.targets.clone(),
             guardrails: self.guardrails.clone(),
-            workload: self.workload.clone(),
+            workload: self.workload_template().cloned(),
         }
+    }
+
+    /// The workload template, unless `[workload] enabled = false` turned workloads off.
+    pub fn workload_template(&self) -> Option<&WorkloadTemplate> {
+        self.workload.as_ref().filter(|w| w.enabled)
     }
 
     pub fn target(&self, name: Option<&str>) -> Option<&Target> {

@@ -5,11 +5,13 @@
 //!
 //! May touch: the configuration file named by the caller; the environment only as given.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use onboarding_core::EntraEnvironment;
+use onboarding_core::{Cloud, CredentialConfig, EntraEnvironment};
 
-use crate::{Config, ConfigError, ENV_PREFIX, JournalConfig, TransportConfig};
+use crate::{
+    Config, ConfigError, ENV_PREFIX, JournalConfig, TableCredentialConfig, TransportConfig,
+};
 
 impl Config {
     /// Defaults, then `file` (if given), then `ONBOARD__*` from `env`.
@@ -35,9 +37,12 @@ impl Config {
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         // The built-in loopback target is a default only for a configuration that names no
-        // targets: merged into a file's targets it would stay selectable in production.
+        // targets: merged into a file's targets it would stay selectable in production. A file
+        // that sets some fields of `[targets.default]` gets the rest from it, field by field.
         let mut base = Config::default();
-        base.targets.clear();
+        let overrides_default = given.get_table("targets.default").is_ok();
+        base.targets
+            .retain(|name, _| overrides_default && name == "default");
         let mut defaults =
             serde_json::to_value(&base).map_err(|e| ConfigError::Load(e.to_string()))?;
         // A section that picks another `kind` (azure_table, service_bus) must not inherit the
@@ -69,9 +74,110 @@ impl Config {
         if cfg.targets.is_empty() {
             cfg.targets = Config::default().targets;
         }
-        let cfg = cfg.normalised().with_entra_environment(&entra);
+        let mut cfg = cfg.normalised().with_entra_environment(&entra);
+        if let Some(file) = file {
+            cfg.resolve_paths_of(file)?;
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Relative paths written in `file` are relative to the file's directory, wherever the
+    /// binary runs (from elsewhere, `.local/journal.db` would silently be another journal).
+    /// Paths from the defaults or the environment stay relative to the working directory.
+    fn resolve_paths_of(&mut self, file: &Path) -> Result<(), ConfigError> {
+        let written = config::Config::builder()
+            .add_source(config::File::from(file).required(true))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let base = file.parent().unwrap_or(Path::new(""));
+        let resolve = |key: String, path: &mut PathBuf| {
+            if path.is_relative() && written.get_string(&key).is_ok() {
+                *path = base.join(&*path);
+            }
+        };
+        if let TransportConfig::Embedded { path, .. } = &mut self.transport {
+            resolve("transport.path".into(), path);
+        }
+        if let JournalConfig::Sqlite { path } = &mut self.journal {
+            resolve("journal.path".into(), path);
+        }
+        // The paths a credential holds: its token file and its cloud's CA file.
+        let credential = |prefix: &str, token_file: Option<&mut PathBuf>, cloud: &mut Cloud| {
+            if let Some(f) = token_file {
+                resolve(format!("{prefix}.token_file"), f);
+            }
+            if let Some(f) = &mut cloud.ca_file {
+                resolve(format!("{prefix}.cloud.ca_file"), f);
+            }
+        };
+        for (name, target) in self.targets.iter_mut() {
+            let prefix = format!("targets.{name}.credential");
+            match &mut target.credential {
+                CredentialConfig::None => {}
+                CredentialConfig::AzureCli(s) => credential(&prefix, None, &mut s.cloud),
+                CredentialConfig::ManagedIdentity(s) => credential(&prefix, None, &mut s.cloud),
+                CredentialConfig::WorkloadIdentity(s) => {
+                    credential(&prefix, s.token_file.as_mut(), &mut s.cloud)
+                }
+            }
+            if let Some(k) = &mut target.kubernetes.kubeconfig {
+                resolve(format!("targets.{name}.kubernetes.kubeconfig"), k);
+            }
+        }
+        if let TransportConfig::ServiceBus {
+            credential: Some(c),
+            ..
+        } = &mut self.transport
+        {
+            let prefix = "transport.credential";
+            match c {
+                CredentialConfig::None => {}
+                CredentialConfig::AzureCli(s) => credential(prefix, None, &mut s.cloud),
+                CredentialConfig::ManagedIdentity(s) => credential(prefix, None, &mut s.cloud),
+                CredentialConfig::WorkloadIdentity(s) => {
+                    credential(prefix, s.token_file.as_mut(), &mut s.cloud)
+                }
+            }
+        }
+        if let JournalConfig::AzureTable {
+            credential: Some(c),
+            ..
+        } = &mut self.journal
+        {
+            let prefix = "journal.credential";
+            match c {
+                TableCredentialConfig::SharedKey { .. } => {}
+                TableCredentialConfig::AzureCli(s) => credential(prefix, None, &mut s.cloud),
+                TableCredentialConfig::ManagedIdentity(s) => credential(prefix, None, &mut s.cloud),
+                TableCredentialConfig::WorkloadIdentity(s) => {
+                    credential(prefix, s.token_file.as_mut(), &mut s.cloud)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every relative path made absolute against `dir` (the working directory, given by the
+    /// binary): what `worker config check` prints, so that its output works from anywhere.
+    pub fn with_absolute_paths(mut self, dir: &Path) -> Self {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let TransportConfig::Embedded { path, .. } = &mut self.transport {
+            abs(path);
+        }
+        if let JournalConfig::Sqlite { path } = &mut self.journal {
+            abs(path);
+        }
+        for target in self.targets.values_mut() {
+            if let Some(k) = &mut target.kubernetes.kubeconfig {
+                abs(k);
+            }
+        }
+        self
     }
 
     /// Every credential's settings left out, filled from what the environment says about Entra

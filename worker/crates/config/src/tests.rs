@@ -231,6 +231,7 @@ fn the_printed_configuration_reads_back_as_the_same_configuration() {
     };
     cfg.health.port = 9090;
     cfg.telemetry.log_format = LogFormat::Json;
+    let cfg = cfg.with_absolute_paths(std::path::Path::new("/srv/worker"));
     let text = cfg.redacted_toml().expect("toml");
     let back = load_toml(&text).expect("reads back");
     assert_eq!(back, cfg, "{text}");
@@ -312,6 +313,8 @@ fn guardrails_egress_rules_load_from_toml_with_https_as_the_default_port() {
 #[test]
 fn egress_rules_survive_the_printed_configuration() {
     let cfg = load_toml(EGRESS).expect("loads");
+    // As `config check` prints it: paths absolute, so that the file reads back from anywhere.
+    let cfg = cfg.with_absolute_paths(std::path::Path::new("/srv/worker"));
     let text = cfg.redacted_toml().expect("toml");
     assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
 }
@@ -397,6 +400,8 @@ fn the_arm_write_budget_defaults_to_arms_own_bucket_and_is_set_in_its_section() 
             write_refill_per_sec: 2.5
         }
     );
+    // As `config check` prints it: paths absolute, so that the file reads back from anywhere.
+    let cfg = cfg.with_absolute_paths(std::path::Path::new("/srv/worker"));
     let text = cfg.redacted_toml().expect("toml");
     assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
     let env =
@@ -461,6 +466,8 @@ engine = "cilium"
             "sttenants.blob.core.windows.net".to_string()
         ]
     );
+    // As `config check` prints it: paths absolute, so that the file reads back from anywhere.
+    let cfg = cfg.with_absolute_paths(std::path::Path::new("/srv/worker"));
     let text = cfg.redacted_toml().expect("toml");
     assert_eq!(load_toml(&text).expect("reads back"), cfg, "{text}");
 }
@@ -616,4 +623,53 @@ fn an_authority_without_tls_is_a_configuration_problem_naming_the_setting() {
         err.contains("targets.gov.credential.cloud.authority_host"),
         "{err}"
     );
+}
+
+#[test]
+fn relative_paths_in_a_file_are_relative_to_the_file_not_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[journal]\nkind = \"sqlite\"\npath = \"state/journal.db\"\n",
+    )
+    .expect("write");
+    let cfg = Config::load(Some(&path), Vec::new()).expect("loads");
+    let JournalConfig::Sqlite { path: journal } = &cfg.journal else {
+        panic!("{:?}", cfg.journal)
+    };
+    assert_eq!(journal, &dir.path().join("state/journal.db"));
+    // Not written in the file: the default stays relative to where the binary runs.
+    let TransportConfig::Embedded { path: queue, .. } = &cfg.transport else {
+        panic!("{:?}", cfg.transport)
+    };
+    assert_eq!(queue, &PathBuf::from(".local/queue.db"));
+    // What `config check` prints reads back to the same files from anywhere.
+    let printed = cfg.with_absolute_paths(std::path::Path::new("/srv/worker"));
+    let TransportConfig::Embedded { path: queue, .. } = &printed.transport else {
+        panic!()
+    };
+    assert_eq!(queue, &PathBuf::from("/srv/worker/.local/queue.db"));
+}
+
+#[test]
+fn one_field_of_the_default_target_is_overridden_without_restating_the_rest() {
+    let cfg =
+        load_toml("[targets.default]\narm_endpoint = \"http://127.0.0.1:9999\"\n").expect("loads");
+    let t = cfg.target(None).expect("the default target");
+    assert_eq!(t.arm_endpoint, "http://127.0.0.1:9999");
+    assert_eq!(
+        t.cluster_name,
+        Config::default().targets["default"].cluster_name
+    );
+    assert_eq!(cfg.targets.len(), 1);
+}
+
+#[test]
+fn workloads_can_be_turned_off() {
+    let cfg = load_toml("[workload]\nenabled = false\n").expect("loads");
+    assert!(cfg.workload_template().is_none());
+    assert!(cfg.provisioning().workload.is_none());
+    let on = load_toml("").expect("loads");
+    assert!(on.workload_template().is_some());
 }

@@ -205,6 +205,9 @@ impl Default for GuardrailDefaults {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkloadTemplate {
+    /// `false` turns workloads off: a command asking for one is refused as invalid input
+    /// (`[workload] enabled = false`; the template is a default of every configuration).
+    pub enabled: bool,
     pub image: String,
     pub port: u16,
     pub cpu: String,
@@ -214,6 +217,7 @@ pub struct WorkloadTemplate {
 impl Default for WorkloadTemplate {
     fn default() -> Self {
         Self {
+            enabled: true,
             image: "mcr.microsoft.com/azuredocs/aks-helloworld:v1".into(),
             // The port the sample image serves on (its Flask app binds 80).
             port: 80,
