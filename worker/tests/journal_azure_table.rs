@@ -308,3 +308,65 @@ async fn throttling_and_server_errors_are_transient() {
         assert!(error.is_transient());
     }
 }
+
+/// A credential whose token changes each time a service refuses it.
+#[derive(Debug, Default)]
+struct RotatingToken {
+    invalidated: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for RotatingToken {
+    async fn token(&self, _scope: &str) -> Result<AccessToken, AuthError> {
+        let n = self.invalidated.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(AccessToken {
+            token: format!("token-{n}"),
+            expires_on: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+    }
+    fn invalidate(&self, scope: &str) {
+        assert_eq!(scope, STORAGE_SCOPE);
+        self.invalidated
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_is_forgotten_and_the_request_sent_once_more_with_a_new_one() {
+    let (endpoint, heads) = canned_server(
+        "401 Unauthorized",
+        r#"{"odata.error":{"code":"InvalidAuthenticationInfo","message":{"lang":"en-US","value":"Lifetime validation failed. The token is expired."}}}"#,
+    )
+    .await;
+    let credential = Arc::new(RotatingToken::default());
+    let journal = AzureTableJournal::new(
+        endpoint,
+        "journal".into(),
+        TableAuth::Bearer {
+            credential: credential.clone(),
+            scope: STORAGE_SCOPE.into(),
+        },
+    )
+    .unwrap();
+    let error = journal.load("tenant").await.unwrap_err();
+    assert!(matches!(error, JournalError::Refused(_)), "{error:?}");
+    // Once more with a new token, and no more than that.
+    let heads = heads.lock().await;
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer token-0")
+    );
+    assert!(
+        heads[1]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer token-1")
+    );
+    assert_eq!(
+        credential
+            .invalidated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -144,7 +144,31 @@ impl AzureTableJournal {
     }
 
     /// Sends one signed request; any HTTP status is returned, only transport failures are errors.
+    ///
+    /// A 401 to a bearer token means the service refused the token itself (expired by its
+    /// clock, or revoked): the credential forgets it and the request goes once more.
     pub(super) async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response, JournalError> {
+        let retry_body = body.clone();
+        let first = self
+            .send_once(method.clone(), path_and_query, body, headers)
+            .await?;
+        match &self.signer {
+            Signer::Bearer { credential, scope } if first.status() == StatusCode::UNAUTHORIZED => {
+                credential.invalidate(scope);
+                self.send_once(method, path_and_query, retry_body, headers)
+                    .await
+            }
+            _ => Ok(first),
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path_and_query: &str,
