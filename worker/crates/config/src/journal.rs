@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use onboarding_core::{
-    AzureCliSettings, CredentialConfig, EntraEnvironment, ManagedIdentitySettings, Secret,
+    AzureCliSettings, Cloud, CredentialConfig, EntraEnvironment, ManagedIdentitySettings, Secret,
     WorkloadIdentitySettings,
 };
 
@@ -80,21 +80,24 @@ impl TableCredentialConfig {
         }
     }
 
-    /// Settings left out, filled from the environment ([`CredentialConfig::with_environment`]).
-    pub fn with_environment(self, env: &EntraEnvironment) -> Self {
+    /// The token file and cloud of an Entra credential ([`CredentialConfig::parts_mut`]).
+    pub fn parts_mut(&mut self) -> Option<(Option<&mut Option<PathBuf>>, &mut Cloud)> {
         match self {
-            TableCredentialConfig::SharedKey { .. } => self,
-            other => match other.token_credential().map(|c| c.with_environment(env)) {
-                Some(CredentialConfig::AzureCli(s)) => TableCredentialConfig::AzureCli(s),
-                Some(CredentialConfig::WorkloadIdentity(s)) => {
-                    TableCredentialConfig::WorkloadIdentity(s)
-                }
-                Some(CredentialConfig::ManagedIdentity(s)) => {
-                    TableCredentialConfig::ManagedIdentity(s)
-                }
-                _ => other,
-            },
+            TableCredentialConfig::SharedKey { .. } => None,
+            TableCredentialConfig::AzureCli(s) => Some((None, &mut s.cloud)),
+            TableCredentialConfig::ManagedIdentity(s) => Some((None, &mut s.cloud)),
+            TableCredentialConfig::WorkloadIdentity(s) => {
+                Some((Some(&mut s.token_file), &mut s.cloud))
+            }
         }
+    }
+
+    /// Settings left out, filled from the environment ([`EntraEnvironment::fill`]).
+    pub fn with_environment(mut self, env: &EntraEnvironment) -> Self {
+        if let Some((token_file, cloud)) = self.parts_mut() {
+            env.fill(token_file, cloud);
+        }
+        self
     }
 }
 

@@ -7,11 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use onboarding_core::{Cloud, CredentialConfig, EntraEnvironment};
+use onboarding_core::{Cloud, EntraEnvironment};
 
-use crate::{
-    Config, ConfigError, ENV_PREFIX, JournalConfig, TableCredentialConfig, TransportConfig,
-};
+use crate::{Config, ConfigError, ENV_PREFIX, JournalConfig, TransportConfig};
 
 impl Config {
     /// Defaults, then `file` (if given), then `ONBOARD__*` from `env`.
@@ -103,24 +101,23 @@ impl Config {
             resolve("journal.path".into(), path);
         }
         // The paths a credential holds: its token file and its cloud's CA file.
-        let credential = |prefix: &str, token_file: Option<&mut PathBuf>, cloud: &mut Cloud| {
-            if let Some(f) = token_file {
-                resolve(format!("{prefix}.token_file"), f);
-            }
-            if let Some(f) = &mut cloud.ca_file {
-                resolve(format!("{prefix}.cloud.ca_file"), f);
-            }
-        };
-        for (name, target) in self.targets.iter_mut() {
-            let prefix = format!("targets.{name}.credential");
-            match &mut target.credential {
-                CredentialConfig::None => {}
-                CredentialConfig::AzureCli(s) => credential(&prefix, None, &mut s.cloud),
-                CredentialConfig::ManagedIdentity(s) => credential(&prefix, None, &mut s.cloud),
-                CredentialConfig::WorkloadIdentity(s) => {
-                    credential(&prefix, s.token_file.as_mut(), &mut s.cloud)
+        let credential =
+            |prefix: &str, parts: Option<(Option<&mut Option<PathBuf>>, &mut Cloud)>| {
+                let Some((token_file, cloud)) = parts else {
+                    return;
+                };
+                if let Some(Some(f)) = token_file {
+                    resolve(format!("{prefix}.token_file"), f);
                 }
-            }
+                if let Some(f) = &mut cloud.ca_file {
+                    resolve(format!("{prefix}.cloud.ca_file"), f);
+                }
+            };
+        for (name, target) in self.targets.iter_mut() {
+            credential(
+                &format!("targets.{name}.credential"),
+                target.credential.parts_mut(),
+            );
             if let Some(k) = &mut target.kubernetes.kubeconfig {
                 resolve(format!("targets.{name}.kubernetes.kubeconfig"), k);
             }
@@ -130,30 +127,14 @@ impl Config {
             ..
         } = &mut self.transport
         {
-            let prefix = "transport.credential";
-            match c {
-                CredentialConfig::None => {}
-                CredentialConfig::AzureCli(s) => credential(prefix, None, &mut s.cloud),
-                CredentialConfig::ManagedIdentity(s) => credential(prefix, None, &mut s.cloud),
-                CredentialConfig::WorkloadIdentity(s) => {
-                    credential(prefix, s.token_file.as_mut(), &mut s.cloud)
-                }
-            }
+            credential("transport.credential", c.parts_mut());
         }
         if let JournalConfig::AzureTable {
             credential: Some(c),
             ..
         } = &mut self.journal
         {
-            let prefix = "journal.credential";
-            match c {
-                TableCredentialConfig::SharedKey { .. } => {}
-                TableCredentialConfig::AzureCli(s) => credential(prefix, None, &mut s.cloud),
-                TableCredentialConfig::ManagedIdentity(s) => credential(prefix, None, &mut s.cloud),
-                TableCredentialConfig::WorkloadIdentity(s) => {
-                    credential(prefix, s.token_file.as_mut(), &mut s.cloud)
-                }
-            }
+            credential("journal.credential", c.parts_mut());
         }
         Ok(())
     }

@@ -160,6 +160,21 @@ impl EntraEnvironment {
     }
 }
 
+impl EntraEnvironment {
+    /// A credential's settings left out, filled from the environment: the token file, and the
+    /// authority of a credential on the public cloud that names none.
+    pub fn fill(&self, token_file: Option<&mut Option<PathBuf>>, cloud: &mut Cloud) {
+        if let Some(file) = token_file
+            && file.is_none()
+        {
+            *file = self.federated_token_file.clone();
+        }
+        if cloud.authority_host.is_none() && cloud.name == CloudName::Public {
+            cloud.authority_host = self.authority_host.clone();
+        }
+    }
+}
+
 impl CredentialConfig {
     /// The cloud this credential signs in to (the public cloud for `none`).
     pub fn cloud(&self) -> Cloud {
@@ -171,22 +186,21 @@ impl CredentialConfig {
         }
     }
 
-    /// Settings left out, filled from the environment: the token file, and the authority of a
-    /// credential on the public cloud that names none.
+    /// What every Entra credential holds that the environment or the configuration file's
+    /// place can change: the token file (workload identity only) and the cloud.
+    pub fn parts_mut(&mut self) -> Option<(Option<&mut Option<PathBuf>>, &mut Cloud)> {
+        match self {
+            CredentialConfig::None => None,
+            CredentialConfig::AzureCli(s) => Some((None, &mut s.cloud)),
+            CredentialConfig::ManagedIdentity(s) => Some((None, &mut s.cloud)),
+            CredentialConfig::WorkloadIdentity(s) => Some((Some(&mut s.token_file), &mut s.cloud)),
+        }
+    }
+
+    /// Settings left out, filled from the environment ([`EntraEnvironment::fill`]).
     pub fn with_environment(mut self, env: &EntraEnvironment) -> Self {
-        let cloud = match &mut self {
-            CredentialConfig::None => return self,
-            CredentialConfig::AzureCli(s) => &mut s.cloud,
-            CredentialConfig::ManagedIdentity(s) => &mut s.cloud,
-            CredentialConfig::WorkloadIdentity(s) => {
-                if s.token_file.is_none() {
-                    s.token_file = env.federated_token_file.clone();
-                }
-                &mut s.cloud
-            }
-        };
-        if cloud.authority_host.is_none() && cloud.name == CloudName::Public {
-            cloud.authority_host = env.authority_host.clone();
+        if let Some((token_file, cloud)) = self.parts_mut() {
+            env.fill(token_file, cloud);
         }
         self
     }
