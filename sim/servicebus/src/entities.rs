@@ -270,6 +270,29 @@ impl Broker {
         Ok(numbers)
     }
 
+    /// Add a subscription to an existing topic, as the infrastructure would while the namespace
+    /// runs; it sees only what is published from now on. False when the topic does not exist;
+    /// an existing subscription of that name is kept as it is.
+    pub fn create_subscription(&self, topic: &str, subscription: &EntityConfig) -> bool {
+        let topic = topic.to_ascii_lowercase();
+        let path = format!(
+            "{topic}/subscriptions/{}",
+            subscription.name.to_ascii_lowercase()
+        );
+        let mut s = self.lock();
+        if !s.topics.contains_key(&topic) {
+            return false;
+        }
+        if !s.queues.contains_key(&path) {
+            s.queues
+                .insert(path.clone(), queue_of(path.clone(), subscription));
+            if let Some(t) = s.topics.get_mut(&topic) {
+                t.subscriptions.push(path);
+            }
+        }
+        true
+    }
+
     /// Expire every lock of every entity now.
     pub fn expire_all_locks(&self, now: DateTime<Utc>) {
         for q in self.lock().queues.values_mut() {

@@ -149,6 +149,12 @@ impl ServiceBusPeer {
         self.broker.expire_all_locks(chrono::Utc::now());
     }
 
+    /// Create a subscription of `topic` now (the infrastructure's job on a real namespace).
+    /// False when the topic does not exist.
+    pub fn create_subscription(&self, topic: &str, subscription: EntityConfig) -> bool {
+        self.broker.create_subscription(topic, &subscription)
+    }
+
     /// (active, scheduled, dead-lettered) of a queue or `topic/subscriptions/sub`.
     pub fn counts(&self, entity: &str) -> Option<(usize, usize, usize)> {
         self.broker

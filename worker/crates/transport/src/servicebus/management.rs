@@ -6,9 +6,10 @@
 //! else. (Scheduled sends need no management call: see `amqp`, the annotation on a normal send.)
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use azservicebus::{ServiceBusReceiver, ServiceBusReceiverOptions, SubQueue};
+use azservicebus::{ServiceBusReceiverOptions, SubQueue};
 use chrono::Utc;
 use onboarding_core::Classify;
 
@@ -16,7 +17,9 @@ use super::SERVICE_BUS_SCOPE;
 use super::amqp::{locked_until_from_amqp, received_from_amqp};
 use super::errors::transport_error;
 use super::pool::lock;
-use super::sessions::{Held, lock_token_of};
+use super::sessions::{
+    CLOSE_WAIT, DeadLetterReceiver, Held, close_client, close_receiver, lock_token_of,
+};
 use super::settings::ServiceBusAuth;
 use super::transport::ServiceBusTransport;
 use crate::{Delivery, QueueStats, ReceivedMessage, TransportError};
@@ -62,39 +65,85 @@ fn xml_count(xml: &str, name: &str) -> Option<u64> {
 
 impl ServiceBusTransport {
     /// The shared peek-lock receiver on the queue's dead-letter sub-queue (which has no
-    /// sessions), created on first use.
+    /// sessions), created on first use and recreated when it failed or has grown older than
+    /// `link_max_age` (ahead of the token that authorised it running out: azservicebus refreshes
+    /// that token only at its expiry and never retries a failed refresh). Recreating it while
+    /// dead letters are held would lose their locks, so an old one is kept while any are.
     pub(super) async fn dead_letter_receiver(
         &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<ServiceBusReceiver>>, TransportError> {
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<DeadLetterReceiver>>, TransportError> {
         let mut guard = self.dead_letters.lock().await;
+        let too_old = guard
+            .as_ref()
+            .is_some_and(|dl| dl.created.elapsed() >= self.settings.link_max_age);
+        if too_old
+            && !self.holds_dead_letters()
+            && let Some(dl) = guard.take()
+        {
+            close_receiver(dl.receiver).await;
+        }
         if guard.is_none() {
-            let mut client = self.pool.take().await?;
-            let created = client
-                .create_receiver_for_queue(
+            let what = format!(
+                "opening the dead-letter receiver of queue {}",
+                self.settings.queue
+            );
+            let deadline = self.settings.accept_deadline;
+            let mut client = tokio::time::timeout(deadline, self.pool.take())
+                .await
+                .map_err(|_| {
+                    TransportError::Unavailable(format!(
+                        "{what}: no connection within {deadline:?}"
+                    ))
+                })??;
+            let created = tokio::time::timeout(
+                deadline,
+                client.create_receiver_for_queue(
                     self.settings.queue.clone(),
                     ServiceBusReceiverOptions {
                         sub_queue: SubQueue::DeadLetter,
                         ..ServiceBusReceiverOptions::default()
                     },
-                )
-                .await;
-            self.pool.put(client);
-            *guard = Some(created.map_err(|e| {
-                transport_error(
-                    &e,
-                    &format!(
-                        "opening the dead-letter receiver of queue {}",
-                        self.settings.queue
-                    ),
-                    self.ns(),
-                    "",
-                )
-            })?);
+                ),
+            )
+            .await;
+            let receiver = match created {
+                Ok(Ok(receiver)) => {
+                    self.pool.put(client);
+                    receiver
+                }
+                Ok(Err(e)) => {
+                    self.pool.put(client);
+                    return Err(transport_error(&e, &what, self.ns(), ""));
+                }
+                Err(_) => {
+                    // azservicebus would wait for this attach forever; the connection is
+                    // dropped so the broker lets go of it too.
+                    close_client(client).await;
+                    return Err(TransportError::Unavailable(format!(
+                        "{what} got no answer within {deadline:?}; retry"
+                    )));
+                }
+            };
+            *guard = Some(DeadLetterReceiver {
+                receiver,
+                generation: self.dead_letter_generation.fetch_add(1, Ordering::Relaxed),
+                created: tokio::time::Instant::now(),
+            });
         }
         Ok(guard)
     }
 
-    /// [`Queue::peek_dead_letters`](crate::Queue::peek_dead_letters).
+    fn holds_dead_letters(&self) -> bool {
+        lock(&self.held).values().any(|entry| {
+            entry
+                .try_lock()
+                .map_or(true, |held| matches!(&*held, Held::DeadLetter { .. }))
+        })
+    }
+
+    /// [`Queue::peek_dead_letters`](crate::Queue::peek_dead_letters). A failed peek is tried once
+    /// more on a new receiver: the likeliest cause is a link the broker closed. (Peeking holds
+    /// no lock, so replacing the receiver loses nothing.)
     pub(super) async fn peek_dead_letter_queue(
         &self,
         from_sequence: i64,
@@ -104,27 +153,46 @@ impl ServiceBusTransport {
             return Ok(Vec::new());
         }
         let max = u32::try_from(max).unwrap_or(u32::MAX).min(i32::MAX as u32);
-        let mut guard = self.dead_letter_receiver().await?;
-        let Some(receiver) = guard.as_mut() else {
-            return Err(TransportError::Unavailable(
-                "no dead-letter receiver; retry".into(),
-            ));
-        };
-        let peeked = receiver
-            .peek_messages(max, Some(from_sequence))
-            .await
-            .map_err(|e| {
-                transport_error(
+        let mut last_error = None;
+        for _ in 0..2 {
+            let mut guard = self.dead_letter_receiver().await?;
+            let Some(dl) = guard.as_mut() else {
+                return Err(TransportError::Unavailable(
+                    "no dead-letter receiver; retry".into(),
+                ));
+            };
+            let peeked = tokio::time::timeout(
+                self.settings.operation_timeout,
+                dl.receiver.peek_messages(max, Some(from_sequence)),
+            )
+            .await;
+            let err = match peeked {
+                Ok(Ok(peeked)) => {
+                    return Ok(peeked
+                        .iter()
+                        .map(|m| received_from_amqp(m.raw_amqp_message()))
+                        .collect());
+                }
+                Ok(Err(e)) => transport_error(
                     &e,
                     &format!("peeking the dead-letter queue of {}", self.settings.queue),
                     self.ns(),
                     "",
-                )
-            })?;
-        Ok(peeked
-            .iter()
-            .map(|m| received_from_amqp(m.raw_amqp_message()))
-            .collect())
+                ),
+                Err(_) => TransportError::Unavailable(format!(
+                    "peeking the dead-letter queue of {} got no answer within {:?}",
+                    self.settings.queue, self.settings.operation_timeout
+                )),
+            };
+            // Whatever failed, a new link decides: a token that ran out detaches the link with
+            // "unauthorized", which a fresh token cures; a real refusal comes back again.
+            if let Some(dl) = guard.take() {
+                close_receiver(dl.receiver).await;
+            }
+            last_error = Some(err);
+        }
+        Err(last_error
+            .unwrap_or_else(|| TransportError::Unavailable("peeking dead letters failed".into())))
     }
 
     /// [`Queue::receive_dead_letter`](crate::Queue::receive_dead_letter).
@@ -133,27 +201,40 @@ impl ServiceBusTransport {
         max_wait: Duration,
     ) -> Result<Option<Delivery>, TransportError> {
         let mut guard = self.dead_letter_receiver().await?;
-        let Some(receiver) = guard.as_mut() else {
+        let Some(dl) = guard.as_mut() else {
             return Err(TransportError::Unavailable(
                 "no dead-letter receiver; retry".into(),
             ));
         };
-        let result = receiver.receive_message_with_max_wait_time(max_wait).await;
+        let generation = dl.generation;
+        let result = tokio::time::timeout(
+            max_wait + CLOSE_WAIT,
+            dl.receiver.receive_message_with_max_wait_time(max_wait),
+        )
+        .await;
         let message = match result {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                let err = transport_error(
-                    &e,
-                    &format!(
-                        "receiving from the dead-letter queue of {}",
-                        self.settings.queue
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Ok(None),
+            outcome => {
+                let err = match outcome {
+                    Ok(Err(e)) => transport_error(
+                        &e,
+                        &format!(
+                            "receiving from the dead-letter queue of {}",
+                            self.settings.queue
+                        ),
+                        self.ns(),
+                        "",
                     ),
-                    self.ns(),
-                    "",
-                );
-                if let Some(r) = guard.take() {
-                    let _ = r.dispose().await;
+                    _ => TransportError::Unavailable(format!(
+                        "receiving from the dead-letter queue of {} did not return within {:?}",
+                        self.settings.queue,
+                        max_wait + CLOSE_WAIT
+                    )),
+                };
+                // Start over with a new link next time.
+                if let Some(dl) = guard.take() {
+                    close_receiver(dl.receiver).await;
                 }
                 return Err(err);
             }
@@ -165,7 +246,11 @@ impl ServiceBusTransport {
         let token = lock_token_of(&message);
         lock(&self.held).insert(
             token.clone(),
-            Arc::new(tokio::sync::Mutex::new(Held::DeadLetter { message })),
+            Arc::new(tokio::sync::Mutex::new(Held::DeadLetter {
+                message,
+                locked_until,
+                generation,
+            })),
         );
         Ok(Some(Delivery {
             message: received,

@@ -15,10 +15,23 @@
 //!   what holds the message (message-lock renewal is not a session receiver's operation).
 //!   Dead-lettered messages are not in a session: their message lock is renewed.
 //! - **Waiting for a session.** Accepting "the next session" is an AMQP attach the broker holds
-//!   open until a session frees up or its own timeout passes, and azservicebus offers no way to
-//!   shorten that. A `receive` whose `max_wait` runs out leaves its accept running and the next
-//!   `receive` call picks it up, so no attach is abandoned half-way (an abandoned one could
-//!   lock a session nobody works on). At most one accept runs per concurrent `receive` caller.
+//!   open until a session frees up or its own wait passes, and azservicebus awaits it with no
+//!   limit. A `receive` whose `max_wait` runs out leaves its accept running and the next
+//!   `receive` call picks it up; an accept that has not finished within
+//!   [`ServiceBusSettings::accept_deadline`] is taken for hung: its connection is closed (so the
+//!   broker drops the attach rather than lock a session for nobody) and the next receive
+//!   accepts anew. A `receive` therefore returns within
+//!   [`ServiceBusTransport::longest_receive`], whatever the broker does.
+//! - **Settlement is checked here.** fe2o3-amqp sends a settlement without waiting for the
+//!   broker's answer, and azservicebus "recovers" a failed receiver by re-attaching it, after
+//!   which settling an earlier message reports success for nothing. So receivers get no
+//!   azservicebus retries, a lock past its expiry is `LockLost` without asking the broker, and a
+//!   session message whose link failed is `LockLost` (the broker released the session with its
+//!   link; the message comes back).
+//! - **Links are renewed.** azservicebus refreshes a link's token only at its expiry and never
+//!   retries a failed refresh: senders and the dead-letter receiver are recreated after
+//!   [`ServiceBusSettings::link_max_age`], and a send or peek that fails on an existing link is
+//!   tried once more on a new one.
 //! - **Duplicate detection** is the entity's (`--enable-duplicate-detection`): Service Bus drops a
 //!   duplicate MessageId silently, so [`Queue::send`] always answers [`SendOutcome::Accepted`].
 //! - **Scheduled messages** carry the `x-opt-scheduled-enqueue-time` annotation on a normal send,
@@ -43,7 +56,8 @@
 //! - `amqp`: message <-> AMQP mapping (pure);
 //! - `errors`: what an azservicebus failure means, as a [`TransportError`] (pure);
 //! - `pool`: the AMQP connections;
-//! - `sessions`: accepting sessions, holding, renewing and settling peek-locked messages;
+//! - `sessions`: accepting sessions (with a deadline), holding, renewing and settling
+//!   peek-locked messages;
 //! - `management`: the dead-letter queue and the entity counts (HTTPS);
 //! - `transport`: [`ServiceBusTransport`], which ties them together and implements [`Queue`];
 //! - `topic`: [`Topic`] and the subscription receiver.

@@ -37,8 +37,16 @@ fn ensure_crypto_provider() {
 /// AMQP connections. azservicebus serialises link creation per connection (and an accept of the
 /// next session holds that lock until a session frees up), so concurrent accepts each take a
 /// connection of their own; idle ones are kept for reuse.
+///
+/// `max_retries` is what azservicebus may retry (and, before a retry, recover) on its own. The
+/// receivers' pool has none: azservicebus "recovers" a failed receiver by re-attaching it, after
+/// which settling a message received before answers success without the broker having seen
+/// anything (the lock went with the old link). The transport recovers receivers itself, with a
+/// new link and the held locks reported lost. Senders keep azservicebus's retries: the broker
+/// confirms every send, so a retried send cannot claim what did not happen.
 pub(super) struct Pool {
     pub(super) settings: Arc<ServiceBusSettings>,
+    pub(super) max_retries: u32,
     pub(super) idle: StdMutex<Vec<Client>>,
 }
 
@@ -48,7 +56,7 @@ impl Pool {
         let s = &self.settings;
         let retry_options = ServiceBusRetryOptions {
             try_timeout: s.operation_timeout,
-            max_retries: s.max_retries,
+            max_retries: self.max_retries,
             ..ServiceBusRetryOptions::default()
         };
         let options = ServiceBusClientOptions {

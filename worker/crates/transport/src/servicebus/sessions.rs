@@ -10,36 +10,72 @@ use std::time::Duration;
 
 use azservicebus::receiver::DeadLetterOptions;
 use azservicebus::{
-    ServiceBusReceivedMessage, ServiceBusSessionReceiver, ServiceBusSessionReceiverOptions,
+    ServiceBusReceivedMessage, ServiceBusReceiver, ServiceBusSessionReceiver,
+    ServiceBusSessionReceiverOptions,
 };
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use super::amqp::{locked_until_from_amqp, offset_to_chrono, received_from_amqp};
 use super::errors::{error_detail, is_no_session_available, transport_error};
-use super::pool::{Pool, lock};
+use super::pool::{Client, Pool, lock};
 use super::transport::ServiceBusTransport;
 use crate::{Delivery, LockToken, TransportError};
 
 /// After a session is accepted its first message is normally already there; this is how long we
 /// wait for it even when the caller's `max_wait` is nearly spent.
-const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(5);
+/// How long closing a link or connection may take before we drop it instead: closing waits for
+/// the broker's answer, which a broken connection never sends.
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a `receive` waits for: an accepted session, none (the broker's wait ended), or an error.
 pub(super) type Accepted = Result<Option<ServiceBusSessionReceiver>, TransportError>;
 
-async fn accept_next_session(pool: Arc<Pool>) -> Accepted {
-    let mut client = pool.take().await?;
+/// Close a connection, or drop it when closing does not finish in [`CLOSE_WAIT`].
+pub(super) async fn close_client(client: Client) {
+    match tokio::time::timeout(CLOSE_WAIT, client.dispose()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing a Service Bus connection"),
+        Err(_) => tracing::debug!("closing a Service Bus connection timed out; dropped it"),
+    }
+}
+
+/// Accept the next session on a connection of its own. azservicebus awaits the attach forever
+/// (the broker normally answers within its own wait, about a minute), so the attach gets
+/// `deadline`: past it the connection is closed, which makes the broker drop the attach (and
+/// with it any session it would have locked for nobody), and the caller accepts anew.
+async fn accept_next_session(pool: Arc<Pool>, deadline: Duration) -> Accepted {
     let queue = pool.settings.queue.clone();
-    let result = client
-        .accept_next_session_for_queue(queue.clone(), ServiceBusSessionReceiverOptions::default())
-        .await;
+    let hung = || {
+        TransportError::Unavailable(format!(
+            "accepting the next session on queue {queue} of Service Bus namespace {} got no answer within {deadline:?}; \
+             that connection was dropped and the next receive accepts anew",
+            pool.settings.namespace
+        ))
+    };
+    let mut client = tokio::time::timeout(deadline, pool.take())
+        .await
+        .map_err(|_| hung())??;
+    let result = tokio::time::timeout(
+        deadline,
+        client.accept_next_session_for_queue(
+            queue.clone(),
+            ServiceBusSessionReceiverOptions::default(),
+        ),
+    )
+    .await;
     match result {
-        Ok(receiver) => {
+        Err(_) => {
+            tracing::warn!(queue = %queue, ?deadline, "accepting a Service Bus session hung; dropping its connection");
+            close_client(client).await;
+            Err(hung())
+        }
+        Ok(Ok(receiver)) => {
             pool.put(client);
             Ok(Some(receiver))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             let (display, debug) = error_detail(&e);
             if is_no_session_available(&format!("{display} {debug}")) {
                 pool.put(client);
@@ -52,9 +88,7 @@ async fn accept_next_session(pool: Arc<Pool>) -> Accepted {
                 "",
             );
             // The connection may be what broke: do not hand it out again.
-            if let Err(e) = client.dispose().await {
-                tracing::debug!(error = %e, "closing a failed Service Bus connection");
-            }
+            close_client(client).await;
             Err(err)
         }
     }
@@ -66,11 +100,38 @@ pub(super) enum Held {
     Session {
         receiver: Box<ServiceBusSessionReceiver>,
         message: ServiceBusReceivedMessage,
+        /// When the broker releases the session unless it is renewed.
+        locked_until: DateTime<Utc>,
     },
-    /// A dead-lettered message, settled through the shared dead-letter receiver.
-    DeadLetter { message: ServiceBusReceivedMessage },
+    /// A dead-lettered message, settled through the dead-letter receiver that received it.
+    DeadLetter {
+        message: ServiceBusReceivedMessage,
+        locked_until: DateTime<Utc>,
+        /// Which dead-letter receiver received it (see [`DeadLetterReceiver`]).
+        generation: u64,
+    },
     /// Already settled (the entry is on its way out of the map).
     Settled,
+}
+
+impl Held {
+    fn locked_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Held::Session { locked_until, .. } | Held::DeadLetter { locked_until, .. } => {
+                Some(*locked_until)
+            }
+            Held::Settled => None,
+        }
+    }
+}
+
+/// The shared peek-lock receiver on the dead-letter sub-queue. `generation` changes whenever it
+/// is recreated: a message received on an earlier one cannot be settled on this one (fe2o3
+/// answers a disposition for a delivery the link does not know with a silent success).
+pub(super) struct DeadLetterReceiver {
+    pub(super) receiver: ServiceBusReceiver,
+    pub(super) generation: u64,
+    pub(super) created: tokio::time::Instant,
 }
 
 pub(super) enum Settle<'a> {
@@ -92,14 +153,26 @@ impl Settle<'_> {
     }
 }
 
+/// The session lock's expiry, when azservicebus could read one that is still ahead: it reads
+/// `com.microsoft:locked-until-utc` only as an AMQP timestamp, while the service sends .NET
+/// ticks, and then reports a default date long past.
+fn usable_session_expiry(receiver: &ServiceBusSessionReceiver) -> Option<DateTime<Utc>> {
+    offset_to_chrono!(receiver.session_locked_until()).filter(|at| *at > Utc::now())
+}
+
 impl ServiceBusTransport {
     pub(super) fn spawn_accept(&self) -> JoinHandle<Accepted> {
-        tokio::spawn(accept_next_session(self.pool.clone()))
+        tokio::spawn(accept_next_session(
+            self.pool.clone(),
+            self.settings.accept_deadline,
+        ))
     }
 
     /// [`Queue::receive`](crate::Queue::receive): accept the next session (or pick up an accept an
     /// earlier call left running), take one message from it and hold the session until the
-    /// message is settled.
+    /// message is settled. Returns within `max_wait` plus [`FIRST_MESSAGE_WAIT`] and
+    /// [`CLOSE_WAIT`], whatever the broker does: an accept that is still running is left for the
+    /// next call (and abandoned at its deadline).
     pub(super) async fn receive_from_next_session(
         &self,
         max_wait: Duration,
@@ -127,13 +200,28 @@ impl ServiceBusTransport {
         let wait = max_wait
             .saturating_sub(started.elapsed())
             .max(FIRST_MESSAGE_WAIT);
-        let message = match receiver.receive_message_with_max_wait_time(wait).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
+        // The receive has its own wait, but on a connection that broke under it the timer is
+        // all that ends it.
+        let received = tokio::time::timeout(
+            wait + CLOSE_WAIT,
+            receiver.receive_message_with_max_wait_time(wait),
+        )
+        .await;
+        let message = match received {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => {
                 dispose_session(receiver).await;
                 return Ok(None);
             }
-            Err(e) => {
+            Err(_) => {
+                dispose_session(receiver).await;
+                return Err(TransportError::Unavailable(format!(
+                    "receiving from session {session} of queue {} did not return within {:?}",
+                    self.settings.queue,
+                    wait + CLOSE_WAIT
+                )));
+            }
+            Ok(Err(e)) => {
                 let err = transport_error(
                     &e,
                     &format!(
@@ -148,10 +236,9 @@ impl ServiceBusTransport {
             }
         };
         let received = received_from_amqp(message.raw_amqp_message());
-        let session_until = offset_to_chrono!(receiver.session_locked_until());
         let locked_until = earliest(
             locked_until_from_amqp(message.raw_amqp_message()),
-            session_until,
+            usable_session_expiry(&receiver),
         )
         .unwrap_or_else(Utc::now);
         let token = lock_token_of(&message);
@@ -161,6 +248,7 @@ impl ServiceBusTransport {
             Arc::new(tokio::sync::Mutex::new(Held::Session {
                 receiver: Box::new(receiver),
                 message,
+                locked_until,
             })),
         );
         Ok(Some(Delivery {
@@ -168,6 +256,16 @@ impl ServiceBusTransport {
             lock: token,
             locked_until,
         }))
+    }
+
+    /// Forget a held message whose lock is gone, closing its session receiver (which the broker
+    /// has already let go).
+    async fn drop_held(&self, token: &LockToken, held: &mut Held) {
+        let finished = std::mem::replace(held, Held::Settled);
+        lock(&self.held).remove(token);
+        if let Held::Session { receiver, .. } = finished {
+            dispose_session(*receiver).await;
+        }
     }
 
     /// [`Queue::renew_lock`](crate::Queue::renew_lock): the session lock of a command, the
@@ -178,51 +276,103 @@ impl ServiceBusTransport {
     ) -> Result<DateTime<Utc>, TransportError> {
         let entry = self.held_entry(token)?;
         let mut held = entry.lock().await;
-        match &mut *held {
+        if held.locked_until().is_some_and(|until| until <= Utc::now()) {
+            // The broker has released it already; renewing would only be refused.
+            self.drop_held(token, &mut held).await;
+            return Err(TransportError::LockLost(format!(
+                "with lock {} (expired)",
+                token.0
+            )));
+        }
+        let result = match &mut *held {
             Held::Settled => Err(TransportError::LockLost(format!("with lock {}", token.0))),
-            Held::Session { receiver, message } => {
+            Held::Session {
+                receiver,
+                message,
+                locked_until,
+            } => {
                 let id = message
                     .message_id()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                receiver.renew_session_lock().await.map_err(|e| {
-                    transport_error(
+                let renewed = tokio::time::timeout(
+                    self.settings.operation_timeout,
+                    receiver.renew_session_lock(),
+                )
+                .await;
+                match renewed {
+                    Err(_) => Err(TransportError::Unavailable(format!(
+                        "renewing the session lock of message {id} got no answer within {:?}",
+                        self.settings.operation_timeout
+                    ))),
+                    Ok(Err(e)) => Err(transport_error(
                         &e,
                         &format!("renewing the session lock of message {id}"),
                         self.ns(),
                         &id,
-                    )
-                })?;
-                offset_to_chrono!(receiver.session_locked_until()).ok_or_else(|| {
-                    TransportError::Unavailable(format!(
-                        "the renewed session lock of message {id} has an unreadable expiry"
-                    ))
-                })
+                    )),
+                    Ok(Ok(())) => match usable_session_expiry(receiver) {
+                        Some(until) => {
+                            *locked_until = until;
+                            Ok(until)
+                        }
+                        None => Err(TransportError::Unavailable(format!(
+                            "the renewed session lock of message {id} has an unreadable expiry"
+                        ))),
+                    },
+                }
             }
-            Held::DeadLetter { message } => {
+            Held::DeadLetter {
+                message,
+                locked_until,
+                generation,
+            } => {
                 let id = message
                     .message_id()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
                 let mut guard = self.dead_letters.lock().await;
-                let Some(receiver) = guard.as_mut() else {
-                    return Err(TransportError::LockLost(id));
-                };
-                receiver.renew_message_lock(message).await.map_err(|e| {
-                    transport_error(
-                        &e,
-                        &format!("renewing the lock of dead-lettered message {id}"),
-                        self.ns(),
-                        &id,
-                    )
-                })?;
-                locked_until_from_amqp(message.raw_amqp_message()).ok_or_else(|| {
-                    TransportError::Unavailable(format!(
-                        "the renewed lock of message {id} has no expiry"
-                    ))
-                })
+                match guard.as_mut() {
+                    Some(dl) if dl.generation == *generation => {
+                        let renewed = tokio::time::timeout(
+                            self.settings.operation_timeout,
+                            dl.receiver.renew_message_lock(message),
+                        )
+                        .await;
+                        match renewed {
+                            Err(_) => Err(TransportError::Unavailable(format!(
+                                "renewing the lock of dead-lettered message {id} got no answer within {:?}",
+                                self.settings.operation_timeout
+                            ))),
+                            Ok(Err(e)) => Err(transport_error(
+                                &e,
+                                &format!("renewing the lock of dead-lettered message {id}"),
+                                self.ns(),
+                                &id,
+                            )),
+                            Ok(Ok(())) => {
+                                match locked_until_from_amqp(message.raw_amqp_message()) {
+                                    Some(until) => {
+                                        *locked_until = until;
+                                        Ok(until)
+                                    }
+                                    None => Err(TransportError::Unavailable(format!(
+                                        "the renewed lock of message {id} has no expiry"
+                                    ))),
+                                }
+                            }
+                        }
+                    }
+                    _ => Err(TransportError::LockLost(format!(
+                        "{id} (its dead-letter receiver was replaced)"
+                    ))),
+                }
             }
+        };
+        if matches!(result, Err(TransportError::LockLost(_))) {
+            self.drop_held(token, &mut held).await;
         }
+        result
     }
 
     pub(super) fn held_entry(
@@ -236,6 +386,12 @@ impl ServiceBusTransport {
     }
 
     /// Complete, abandon or dead-letter a held message, then let its session go.
+    ///
+    /// fe2o3-amqp sends a settlement without waiting for the broker's answer, so a settlement
+    /// the broker refuses (the lock expired, the link is gone) would look like a success. What
+    /// the broker would say is decided here instead: a lock past its expiry is lost, and a
+    /// session message whose link failed is lost too (the broker releases a session with its
+    /// link). Settling anyway could report a completion that never happened.
     pub(super) async fn settle(
         &self,
         token: &LockToken,
@@ -243,83 +399,138 @@ impl ServiceBusTransport {
     ) -> Result<(), TransportError> {
         let entry = self.held_entry(token)?;
         let mut held = entry.lock().await;
-        let (result, message_id) = match &mut *held {
+        if held.locked_until().is_some_and(|until| until <= Utc::now()) {
+            self.drop_held(token, &mut held).await;
+            return Err(TransportError::LockLost(format!(
+                "with lock {} (expired)",
+                token.0
+            )));
+        }
+        let limit = self.settings.operation_timeout;
+        let (outcome, message_id) = match &mut *held {
             Held::Settled => {
                 return Err(TransportError::LockLost(format!("with lock {}", token.0)));
             }
-            Held::Session { receiver, message } => {
+            Held::Session {
+                receiver, message, ..
+            } => {
                 let id = message
                     .message_id()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                let r = match &how {
-                    Settle::Complete => receiver.complete_message(&*message).await,
-                    Settle::Abandon => receiver.abandon_message(&*message, None).await,
-                    Settle::DeadLetter {
-                        reason,
-                        description,
-                    } => {
-                        receiver
-                            .dead_letter_message(
-                                &*message,
-                                dead_letter_options(reason, description),
-                            )
-                            .await
+                let r = tokio::time::timeout(limit, async {
+                    match &how {
+                        Settle::Complete => receiver.complete_message(&*message).await,
+                        Settle::Abandon => receiver.abandon_message(&*message, None).await,
+                        Settle::DeadLetter {
+                            reason,
+                            description,
+                        } => {
+                            receiver
+                                .dead_letter_message(
+                                    &*message,
+                                    dead_letter_options(reason, description),
+                                )
+                                .await
+                        }
                     }
+                })
+                .await;
+                let outcome = match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        let (detail, _) = error_detail(&e);
+                        tracing::warn!(message.id = %id, error = %detail, "settling on a failed session link; the broker has released the session");
+                        Err(TransportError::LockLost(format!(
+                            "{id} (its session link failed: {detail})"
+                        )))
+                    }
+                    Err(_) => Err(TransportError::LockLost(format!(
+                        "{id} (its session link did not answer within {limit:?})"
+                    ))),
                 };
-                (r, id)
+                (outcome, id)
             }
-            Held::DeadLetter { message } => {
+            Held::DeadLetter {
+                message,
+                generation,
+                ..
+            } => {
                 let id = message
                     .message_id()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
                 let mut guard = self.dead_letters.lock().await;
-                let Some(receiver) = guard.as_mut() else {
-                    drop(guard);
-                    *held = Held::Settled;
-                    lock(&self.held).remove(token);
-                    return Err(TransportError::LockLost(id));
-                };
-                let r = match &how {
-                    Settle::Complete => receiver.complete_message(&*message).await,
-                    Settle::Abandon => receiver.abandon_message(&*message, None).await,
-                    Settle::DeadLetter {
-                        reason,
-                        description,
-                    } => {
-                        receiver
-                            .dead_letter_message(
-                                &*message,
-                                dead_letter_options(reason, description),
-                            )
-                            .await
+                let outcome = match guard.as_mut() {
+                    Some(dl) if dl.generation == *generation => {
+                        let receiver = &mut dl.receiver;
+                        let r = tokio::time::timeout(limit, async {
+                            match &how {
+                                Settle::Complete => receiver.complete_message(&*message).await,
+                                Settle::Abandon => receiver.abandon_message(&*message, None).await,
+                                Settle::DeadLetter {
+                                    reason,
+                                    description,
+                                } => {
+                                    receiver
+                                        .dead_letter_message(
+                                            &*message,
+                                            dead_letter_options(reason, description),
+                                        )
+                                        .await
+                                }
+                            }
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => {
+                                // The link failed: recreate it next time; this lock goes with it.
+                                let err = transport_error(
+                                    &e,
+                                    &format!("{} dead-lettered message {id}", how.verb()),
+                                    self.ns(),
+                                    &id,
+                                );
+                                if let Some(dl) = guard.take() {
+                                    close_receiver(dl.receiver).await;
+                                }
+                                Err(TransportError::LockLost(format!(
+                                    "{id} (the dead-letter link failed: {err})"
+                                )))
+                            }
+                            Err(_) => {
+                                if let Some(dl) = guard.take() {
+                                    close_receiver(dl.receiver).await;
+                                }
+                                Err(TransportError::LockLost(format!(
+                                    "{id} (the dead-letter link did not answer within {limit:?})"
+                                )))
+                            }
+                        }
                     }
+                    _ => Err(TransportError::LockLost(format!(
+                        "{id} (its dead-letter receiver was replaced)"
+                    ))),
                 };
-                (r, id)
+                (outcome, id)
             }
         };
-        let outcome = result.map_err(|e| {
-            transport_error(
-                &e,
-                &format!("{} message {message_id}", how.verb()),
-                self.ns(),
-                &message_id,
-            )
-        });
-        // Done with this lock unless a transient failure leaves it worth another try.
-        if outcome.is_ok() || matches!(outcome, Err(TransportError::LockLost(_))) {
-            let finished = std::mem::replace(&mut *held, Held::Settled);
-            drop(held);
-            lock(&self.held).remove(token);
-            if let Held::Session { receiver, .. } = finished {
-                dispose_session(*receiver).await;
-            }
-        }
+        // Either way this lock is done with: settled, or lost.
+        self.drop_held(token, &mut held).await;
         if outcome.is_ok() {
             tracing::debug!(message.id = %message_id, action = how.verb(), "settled on Service Bus");
         }
         outcome
+    }
+}
+
+/// Close a receiver, or drop it when closing does not finish in [`CLOSE_WAIT`].
+pub(super) async fn close_receiver(receiver: ServiceBusReceiver) {
+    match tokio::time::timeout(CLOSE_WAIT, receiver.dispose()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing a Service Bus receiver"),
+        Err(_) => tracing::debug!("closing a Service Bus receiver timed out; dropped it"),
     }
 }
 
@@ -334,8 +545,14 @@ pub(super) fn dead_letter_options(reason: &str, description: &str) -> DeadLetter
 /// Closing the session receiver releases the session lock for the next receiver.
 pub(super) async fn dispose_session(receiver: ServiceBusSessionReceiver) {
     let session = receiver.session_id().to_string();
-    if let Err(e) = receiver.dispose().await {
-        tracing::debug!(session.id = %session, error = %e, "closing a Service Bus session receiver");
+    match tokio::time::timeout(CLOSE_WAIT, receiver.dispose()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(session.id = %session, error = %e, "closing a Service Bus session receiver")
+        }
+        Err(_) => {
+            tracing::debug!(session.id = %session, "closing a Service Bus session receiver timed out; dropped it")
+        }
     }
 }
 

@@ -47,8 +47,19 @@ pub struct ServiceBusSettings {
     pub auth: ServiceBusAuth,
     /// Time allowed for one try of an AMQP operation (connect, attach, send, settle).
     pub operation_timeout: Duration,
-    /// Retries azservicebus makes on transient AMQP failures before reporting them.
+    /// Retries azservicebus makes on transient AMQP failures of a send before reporting them
+    /// (receivers get none: see `pool`).
     pub max_retries: u32,
+    /// How long one accept of the next session (an AMQP attach the broker answers when a session
+    /// frees up or after its own wait, about a minute) may take before it is taken for hung:
+    /// its connection is closed and the next receive accepts anew. Also bounds opening the
+    /// dead-letter and subscription receivers. Longer than the broker's wait.
+    pub accept_deadline: Duration,
+    /// Senders and the dead-letter receiver are recreated once older than this, ahead of the
+    /// token that authorised them running out (azservicebus refreshes a link's token only at
+    /// its expiry and never retries a failed refresh; Entra and SAS tokens last an hour or
+    /// more). A link the broker detached anyway is recreated on its next use.
+    pub link_max_age: Duration,
 }
 
 impl ServiceBusSettings {
@@ -65,6 +76,8 @@ impl ServiceBusSettings {
             auth,
             operation_timeout: Duration::from_secs(60),
             max_retries: 3,
+            accept_deadline: Duration::from_secs(90),
+            link_max_age: Duration::from_secs(30 * 60),
         }
     }
 
@@ -75,6 +88,12 @@ impl ServiceBusSettings {
         }
         if self.topic.trim().is_empty() {
             problems.push("the topic name is empty");
+        }
+        if self.accept_deadline.is_zero() {
+            problems.push("the accept deadline is zero");
+        }
+        if self.link_max_age.is_zero() {
+            problems.push("the link max age is zero");
         }
         match &self.auth {
             ServiceBusAuth::Credential(_) if self.namespace.trim().is_empty() => {
@@ -245,7 +264,9 @@ mod tests {
             None
         );
         assert_eq!(
-            emulator_endpoint_with_port("Endpoint=sb://localhost:notaport/;SharedAccessKeyName=k;SharedAccessKey=v"),
+            emulator_endpoint_with_port(
+                "Endpoint=sb://localhost:notaport/;SharedAccessKeyName=k;SharedAccessKey=v"
+            ),
             None
         );
     }

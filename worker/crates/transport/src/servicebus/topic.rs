@@ -12,6 +12,7 @@ use super::amqp::received_from_amqp;
 use super::errors::{
     FailureKind, auth_error_in, error_detail, failure_kind, is_credential_error, transport_error,
 };
+use super::sessions::{CLOSE_WAIT, close_client};
 use super::transport::ServiceBusTransport;
 use crate::{OutgoingMessage, ReceivedMessage, Subscription, Topic, TransportError};
 
@@ -33,17 +34,34 @@ impl Topic for ServiceBusTransport {
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, TransportError> {
         let topic = self.settings.topic.clone();
-        let mut client = self.pool.take().await?;
-        let created = client
-            .create_receiver_for_subscription(
+        let deadline = self.settings.accept_deadline;
+        let what = format!("opening subscription {subscription} of topic {topic}");
+        let mut client = tokio::time::timeout(deadline, self.pool.take())
+            .await
+            .map_err(|_| {
+                TransportError::Unavailable(format!("{what}: no connection within {deadline:?}"))
+            })??;
+        let created = tokio::time::timeout(
+            deadline,
+            client.create_receiver_for_subscription(
                 &topic,
                 subscription,
                 ServiceBusReceiverOptions {
                     receive_mode: ServiceBusReceiveMode::ReceiveAndDelete,
                     ..ServiceBusReceiverOptions::default()
                 },
-            )
-            .await;
+            ),
+        )
+        .await;
+        let Ok(created) = created else {
+            // azservicebus would wait for this attach forever; dropping the connection makes
+            // the broker let go of it too.
+            close_client(client).await;
+            return Err(TransportError::Unavailable(format!(
+                "{what} on Service Bus namespace {} got no answer within {deadline:?}; retry",
+                self.ns()
+            )));
+        };
         self.pool.put(client);
         let receiver = created.map_err(|e| {
             let (display, debug) = error_detail(&e);
@@ -55,16 +73,11 @@ impl Topic for ServiceBusTransport {
                      az servicebus topic subscription create --namespace-name <ns> --topic-name {topic} --name {subscription} -g <rg>",
                     self.ns()
                 )),
-                _ => transport_error(
-                    &e,
-                    &format!("opening subscription {subscription} of topic {topic}"),
-                    self.ns(),
-                    "",
-                ),
+                _ => transport_error(&e, &what, self.ns(), ""),
             }
         })?;
         Ok(Box::new(ServiceBusSubscription {
-            receiver,
+            receiver: Some(receiver),
             topic,
             name: subscription.to_string(),
             namespace: self.settings.namespace.clone(),
@@ -74,7 +87,8 @@ impl Topic for ServiceBusTransport {
 
 /// A receive-and-delete receiver on an existing topic subscription.
 pub struct ServiceBusSubscription {
-    receiver: ServiceBusReceiver,
+    /// Taken by `Drop`, which closes the link.
+    receiver: Option<ServiceBusReceiver>,
     topic: String,
     name: String,
     namespace: String,
@@ -89,27 +103,62 @@ impl std::fmt::Debug for ServiceBusSubscription {
     }
 }
 
+impl Drop for ServiceBusSubscription {
+    // A receiver dropped without a detach leaves its link attached on the broker, which goes on
+    // handing it (receive-and-delete) events nobody reads, and the next attach on the same
+    // connection waits behind it. Close it in the background instead.
+    fn drop(&mut self) {
+        let Some(receiver) = self.receiver.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = receiver.dispose().await {
+                    tracing::debug!(error = %e, "closing a Service Bus subscription receiver");
+                }
+            });
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Subscription for ServiceBusSubscription {
     async fn next(
         &mut self,
         max_wait: Duration,
     ) -> Result<Option<ReceivedMessage>, TransportError> {
-        let message = self
-            .receiver
-            .receive_message_with_max_wait_time(max_wait)
-            .await
-            .map_err(|e| {
-                transport_error(
-                    &e,
-                    &format!(
-                        "receiving from subscription {} of topic {}",
-                        self.name, self.topic
-                    ),
-                    &self.namespace,
-                    "",
-                )
-            })?;
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Err(TransportError::Unavailable(format!(
+                "subscription {} of topic {} is closed",
+                self.name, self.topic
+            )));
+        };
+        // The receive has its own wait, but on a connection that broke under it the timer is
+        // all that ends it.
+        let message = tokio::time::timeout(
+            max_wait + CLOSE_WAIT,
+            receiver.receive_message_with_max_wait_time(max_wait),
+        )
+        .await
+        .map_err(|_| {
+            TransportError::Unavailable(format!(
+                "receiving from subscription {} of topic {} did not return within {:?}",
+                self.name,
+                self.topic,
+                max_wait + CLOSE_WAIT
+            ))
+        })?
+        .map_err(|e| {
+            transport_error(
+                &e,
+                &format!(
+                    "receiving from subscription {} of topic {}",
+                    self.name, self.topic
+                ),
+                &self.namespace,
+                "",
+            )
+        })?;
         Ok(message.map(|m| received_from_amqp(m.raw_amqp_message())))
     }
 }

@@ -5,20 +5,21 @@
 //! Touches the network through the connection pool (AMQP to the namespace in the settings).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use azservicebus::{
-    ServiceBusMessage, ServiceBusReceiver, ServiceBusSender, ServiceBusSenderOptions,
-};
+use azservicebus::{ServiceBusMessage, ServiceBusSender, ServiceBusSenderOptions};
 use chrono::{DateTime, Utc};
-use onboarding_core::Classify;
 use tokio::task::JoinHandle;
 
 use super::amqp::outgoing_to_amqp;
 use super::errors::transport_error;
 use super::pool::{Pool, lock};
-use super::sessions::{Accepted, Held, Settle, dispose_session};
+use super::sessions::{
+    Accepted, CLOSE_WAIT, DeadLetterReceiver, FIRST_MESSAGE_WAIT, Held, Settle, close_client,
+    close_receiver, dispose_session,
+};
 use super::settings::ServiceBusSettings;
 use crate::{
     Delivery, LockToken, OutgoingMessage, Queue, QueueStats, ReceivedMessage, SendOutcome,
@@ -28,14 +29,24 @@ use crate::{
 /// The Service Bus implementation of [`Queue`] and [`Topic`](crate::Topic).
 pub struct ServiceBusTransport {
     pub(super) settings: Arc<ServiceBusSettings>,
+    /// Connections for receivers (accepts, the dead-letter receiver, subscriptions).
     pub(super) pool: Arc<Pool>,
+    /// Connections for senders.
+    pub(super) send_pool: Arc<Pool>,
     /// Accepts still running after their `receive` call gave up waiting.
     pub(super) pending: StdMutex<VecDeque<JoinHandle<Accepted>>>,
     pub(super) held: StdMutex<HashMap<LockToken, Arc<tokio::sync::Mutex<Held>>>>,
-    pub(super) queue_sender: tokio::sync::Mutex<Option<ServiceBusSender>>,
-    pub(super) topic_sender: tokio::sync::Mutex<Option<ServiceBusSender>>,
-    pub(super) dead_letters: tokio::sync::Mutex<Option<ServiceBusReceiver>>,
+    pub(super) queue_sender: tokio::sync::Mutex<Option<Sender>>,
+    pub(super) topic_sender: tokio::sync::Mutex<Option<Sender>>,
+    pub(super) dead_letters: tokio::sync::Mutex<Option<DeadLetterReceiver>>,
+    pub(super) dead_letter_generation: AtomicU64,
     pub(super) http: reqwest::Client,
+}
+
+/// A sender link and when it was opened (see `link_max_age`).
+pub(super) struct Sender {
+    sender: ServiceBusSender,
+    created: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for ServiceBusTransport {
@@ -57,6 +68,12 @@ impl ServiceBusTransport {
         let settings = Arc::new(settings);
         let pool = Arc::new(Pool {
             settings: settings.clone(),
+            max_retries: 0,
+            idle: StdMutex::new(Vec::new()),
+        });
+        let send_pool = Arc::new(Pool {
+            settings: settings.clone(),
+            max_retries: settings.max_retries,
             idle: StdMutex::new(Vec::new()),
         });
         let first = pool.connect().await?;
@@ -72,17 +89,28 @@ impl ServiceBusTransport {
         Ok(Self {
             settings,
             pool,
+            send_pool,
             pending: StdMutex::new(VecDeque::new()),
             held: StdMutex::new(HashMap::new()),
             queue_sender: tokio::sync::Mutex::new(None),
             topic_sender: tokio::sync::Mutex::new(None),
             dead_letters: tokio::sync::Mutex::new(None),
+            dead_letter_generation: AtomicU64::new(0),
             http,
         })
     }
 
     pub fn settings(&self) -> &ServiceBusSettings {
         &self.settings
+    }
+
+    /// The longest a [`Queue::receive`] with `max_wait` can take, whatever the broker or the
+    /// network does (a hung attach, a connection that stops answering): for a stuck-receive
+    /// check. Past `max_wait` a receive leaves its accept running for the next call, which
+    /// abandons it at `accept_deadline`; taking the first message of an accepted session and
+    /// closing a broken link have bounds of their own.
+    pub fn longest_receive(&self, max_wait: Duration) -> Duration {
+        longest_receive(max_wait)
     }
 
     /// Release everything: abandon-by-close the held sessions (their messages come back),
@@ -108,15 +136,17 @@ impl ServiceBusTransport {
         }
         for sender in [&self.queue_sender, &self.topic_sender] {
             if let Some(s) = sender.lock().await.take() {
-                let _ = s.dispose().await;
+                close_sender(s.sender).await;
             }
         }
-        if let Some(r) = self.dead_letters.lock().await.take() {
-            let _ = r.dispose().await;
+        if let Some(dl) = self.dead_letters.lock().await.take() {
+            close_receiver(dl.receiver).await;
         }
-        let clients: Vec<_> = lock(&self.pool.idle).drain(..).collect();
-        for c in clients {
-            let _ = c.dispose().await;
+        for pool in [&self.pool, &self.send_pool] {
+            let clients: Vec<_> = lock(&pool.idle).drain(..).collect();
+            for c in clients {
+                close_client(c).await;
+            }
         }
     }
 
@@ -124,53 +154,118 @@ impl ServiceBusTransport {
         &self.settings.namespace
     }
 
+    /// Send on the entity's sender, opening it when there is none or it has reached
+    /// `link_max_age`. A send that fails on an existing link is tried once more on a new one:
+    /// the likeliest cause is a link the broker detached (its token ran out, the connection
+    /// dropped), and a refusal that is real comes back again from the new link.
     pub(super) async fn send_to(
         &self,
-        sender: &tokio::sync::Mutex<Option<ServiceBusSender>>,
+        sender: &tokio::sync::Mutex<Option<Sender>>,
         entity: &str,
         message: &OutgoingMessage,
     ) -> Result<(), TransportError> {
         let amqp = outgoing_to_amqp(message)?;
         let mut guard = sender.lock().await;
-        if guard.is_none() {
-            let mut client = self.pool.take().await?;
-            let created = client
-                .create_sender(entity.to_string(), ServiceBusSenderOptions::default())
-                .await;
-            self.pool.put(client);
-            *guard = Some(created.map_err(|e| {
-                transport_error(&e, &format!("opening a sender on {entity}"), self.ns(), "")
-            })?);
+        if guard
+            .as_ref()
+            .is_some_and(|s| s.created.elapsed() >= self.settings.link_max_age)
+            && let Some(old) = guard.take()
+        {
+            close_sender(old.sender).await;
         }
-        let Some(s) = guard.as_mut() else {
-            return Err(TransportError::Unavailable(format!(
-                "no sender on {entity}; retry"
-            )));
-        };
-        let result = s
-            .send_message(ServiceBusMessage::from_raw_amqp_message(amqp))
-            .await;
-        match result {
-            Ok(()) => {
-                tracing::debug!(message.id = %message.message_id, session.id = ?message.session_id, entity, "sent to Service Bus");
-                Ok(())
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let fresh = guard.is_none();
+            if fresh {
+                *guard = Some(self.open_sender(entity).await?);
             }
-            Err(e) => {
-                let err = transport_error(
+            let Some(s) = guard.as_mut() else {
+                return Err(TransportError::Unavailable(format!(
+                    "no sender on {entity}; retry"
+                )));
+            };
+            let result = tokio::time::timeout(
+                self.settings.operation_timeout,
+                s.sender
+                    .send_message(ServiceBusMessage::from_raw_amqp_message(amqp.clone())),
+            )
+            .await;
+            let err = match result {
+                Ok(Ok(())) => {
+                    tracing::debug!(message.id = %message.message_id, session.id = ?message.session_id, entity, "sent to Service Bus");
+                    return Ok(());
+                }
+                Ok(Err(e)) => transport_error(
                     &e,
                     &format!("sending message {} to {entity}", message.message_id),
                     self.ns(),
                     &message.message_id,
-                );
-                if err.is_transient() {
-                    // Start over with a fresh link next time.
-                    if let Some(s) = guard.take() {
-                        let _ = s.dispose().await;
-                    }
-                }
-                Err(err)
+                ),
+                Err(_) => TransportError::Unavailable(format!(
+                    "sending message {} to {entity} on Service Bus namespace {} got no answer within {:?}",
+                    message.message_id,
+                    self.ns(),
+                    self.settings.operation_timeout
+                )),
+            };
+            // Start over with a new link: this one may be what failed.
+            if let Some(old) = guard.take() {
+                close_sender(old.sender).await;
+            }
+            if fresh || attempts >= 2 {
+                return Err(err);
+            }
+            tracing::debug!(entity, error = %err, "send failed on an existing link; trying a new one");
+        }
+    }
+
+    async fn open_sender(&self, entity: &str) -> Result<Sender, TransportError> {
+        let what = format!("opening a sender on {entity}");
+        let limit = self.settings.operation_timeout;
+        let mut client = tokio::time::timeout(limit, self.send_pool.take())
+            .await
+            .map_err(|_| {
+                TransportError::Unavailable(format!("{what}: no connection within {limit:?}"))
+            })??;
+        let created = tokio::time::timeout(
+            limit,
+            client.create_sender(entity.to_string(), ServiceBusSenderOptions::default()),
+        )
+        .await;
+        match created {
+            Ok(Ok(sender)) => {
+                self.send_pool.put(client);
+                Ok(Sender {
+                    sender,
+                    created: tokio::time::Instant::now(),
+                })
+            }
+            Ok(Err(e)) => {
+                self.send_pool.put(client);
+                Err(transport_error(&e, &what, self.ns(), ""))
+            }
+            Err(_) => {
+                close_client(client).await;
+                Err(TransportError::Unavailable(format!(
+                    "{what} on Service Bus namespace {} got no answer within {limit:?}",
+                    self.ns()
+                )))
             }
         }
+    }
+}
+
+/// See [`ServiceBusTransport::longest_receive`].
+pub(super) fn longest_receive(max_wait: Duration) -> Duration {
+    max_wait + FIRST_MESSAGE_WAIT + 3 * CLOSE_WAIT
+}
+
+async fn close_sender(sender: ServiceBusSender) {
+    match tokio::time::timeout(CLOSE_WAIT, sender.dispose()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing a Service Bus sender"),
+        Err(_) => tracing::debug!("closing a Service Bus sender timed out; dropped it"),
     }
 }
 
