@@ -9,6 +9,7 @@ mod output;
 mod send;
 mod status;
 mod stores;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Inspect, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Verify tenants' live state against their spec and prove their isolation; exit 0 clean,
+    /// 1 drift or violation, 4 unknown tenant. --repair re-sends the spec of unclean ones.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +67,8 @@ struct DlqArgs {
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The command's own output already says why (a verify report): nothing more is printed.
+    pub reported: bool,
 }
 
 impl Failure {
@@ -70,6 +76,16 @@ impl Failure {
         Self {
             code,
             message: message.into(),
+            reported: false,
+        }
+    }
+
+    /// A failure the command's output has already described.
+    pub fn reported(code: u8) -> Self {
+        Self {
+            code,
+            message: String::new(),
+            reported: true,
         }
     }
 }
@@ -115,10 +131,12 @@ fn main() -> ExitCode {
             Command::Events(args) => events::events(&config, &out, args).await,
             Command::Status { tenant } => status::status(&config, &out, &tenant).await,
             Command::Dlq(args) => dlq::run(&config, &out, args.action).await,
+            Command::Verify(args) => verify::verify(&config, &out, args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.reported => ExitCode::from(f.code),
         Err(f) => {
             if out.json {
                 // Scripts reading --json get the failure as a document too.

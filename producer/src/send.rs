@@ -88,13 +88,13 @@ pub struct OffboardArgs {
 pub struct WaitArgs {
     /// Follow the request's progress events until its outcome.
     #[arg(long)]
-    wait: bool,
+    pub(crate) wait: bool,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    pub(crate) timeout: u64,
 }
 
-fn validation(config: &Config) -> ValidationContext {
+pub(crate) fn validation(config: &Config) -> ValidationContext {
     ValidationContext {
         max_message_bytes: config.worker.max_message_bytes,
         targets: config.targets.keys().cloned().collect(),
@@ -193,7 +193,7 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, Failure> {
         .map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", path.display())))
 }
 
-async fn submit(
+pub(crate) async fn submit(
     config: &Config,
     out: &Output,
     command: Command,
