@@ -322,7 +322,10 @@ mod tests {
     #[test]
     fn the_bench_configuration_survives_the_trip_through_toml() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut c = Config::default().normalised();
+        // Absolute paths, as the bench writes them (relative ones would mean beside the file).
+        let mut c = Config::default()
+            .normalised()
+            .with_absolute_paths(dir.path());
         if let Some(t) = c.targets.get_mut("default") {
             t.arm_endpoint = "http://127.0.0.1:1234".into();
         }

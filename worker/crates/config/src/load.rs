@@ -58,6 +58,19 @@ impl Config {
                     sections.remove(section);
                 }
             }
+            // Of the built-in default target, a file's `[targets.default]` takes single fields
+            // but not parts of its tables: a `kubernetes` with a kubeconfig must not inherit the
+            // built-in `server`, nor a credential the built-in kind's keys.
+            if let Some(serde_json::Value::Object(default)) = sections
+                .get_mut("targets")
+                .and_then(|t| t.get_mut("default"))
+            {
+                for table in ["kubernetes", "credential"] {
+                    if given.get_table(&format!("targets.default.{table}")).is_ok() {
+                        default.remove(table);
+                    }
+                }
+            }
         }
         let defaults =
             config::Config::try_from(&defaults).map_err(|e| ConfigError::Load(e.to_string()))?;

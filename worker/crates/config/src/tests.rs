@@ -663,6 +663,12 @@ fn one_field_of_the_default_target_is_overridden_without_restating_the_rest() {
         Config::default().targets["default"].cluster_name
     );
     assert_eq!(cfg.targets.len(), 1);
+    // A table of it is taken whole: a kubeconfig does not inherit the built-in server.
+    let cfg = load_toml("[targets.default.kubernetes]\nkubeconfig = \"/etc/worker/kubeconfig\"\n")
+        .expect("loads");
+    let k = &cfg.target(None).expect("the default target").kubernetes;
+    assert_eq!(k.kubeconfig, Some(PathBuf::from("/etc/worker/kubeconfig")));
+    assert_eq!(k.server, None);
 }
 
 #[test]
