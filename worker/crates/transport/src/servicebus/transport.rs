@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::amqp::outgoing_to_amqp;
 use super::errors::transport_error;
-use super::pool::{Pool, lock};
+use super::pool::{Client, Pool, lock};
 use super::sessions::{
     Accepted, CLOSE_WAIT, DeadLetterReceiver, FIRST_MESSAGE_WAIT, Held, Settle, close_client,
     close_receiver, dispose_session,
@@ -31,7 +31,7 @@ pub struct ServiceBusTransport {
     pub(super) settings: Arc<ServiceBusSettings>,
     /// Connections for receivers (accepts, the dead-letter receiver, subscriptions).
     pub(super) pool: Arc<Pool>,
-    /// Connections for senders.
+    /// Opens the senders' connections (one per sender, see [`Sender`]).
     pub(super) send_pool: Arc<Pool>,
     /// Accepts still running after their `receive` call gave up waiting.
     pub(super) pending: StdMutex<VecDeque<JoinHandle<Accepted>>>,
@@ -43,10 +43,21 @@ pub struct ServiceBusTransport {
     pub(super) http: reqwest::Client,
 }
 
-/// A sender link and when it was opened (see `link_max_age`).
+/// A sender link on a connection of its own, and when it was opened (see `link_max_age`).
+/// The connection goes with the link: after a link failed (its token ran out, the socket
+/// dropped) azservicebus's recovery on that connection can leave the next attach unanswered, so
+/// a new link gets a new connection.
 pub(super) struct Sender {
     sender: ServiceBusSender,
+    client: Client,
     created: tokio::time::Instant,
+}
+
+impl Sender {
+    async fn close(self) {
+        close_sender(self.sender).await;
+        close_client(self.client).await;
+    }
 }
 
 impl std::fmt::Debug for ServiceBusTransport {
@@ -136,7 +147,7 @@ impl ServiceBusTransport {
         }
         for sender in [&self.queue_sender, &self.topic_sender] {
             if let Some(s) = sender.lock().await.take() {
-                close_sender(s.sender).await;
+                s.close().await;
             }
         }
         if let Some(dl) = self.dead_letters.lock().await.take() {
@@ -171,7 +182,7 @@ impl ServiceBusTransport {
             .is_some_and(|s| s.created.elapsed() >= self.settings.link_max_age)
             && let Some(old) = guard.take()
         {
-            close_sender(old.sender).await;
+            old.close().await;
         }
         let mut attempts = 0;
         loop {
@@ -211,7 +222,7 @@ impl ServiceBusTransport {
             };
             // Start over with a new link: this one may be what failed.
             if let Some(old) = guard.take() {
-                close_sender(old.sender).await;
+                old.close().await;
             }
             if fresh || attempts >= 2 {
                 return Err(err);
@@ -223,7 +234,7 @@ impl ServiceBusTransport {
     async fn open_sender(&self, entity: &str) -> Result<Sender, TransportError> {
         let what = format!("opening a sender on {entity}");
         let limit = self.settings.operation_timeout;
-        let mut client = tokio::time::timeout(limit, self.send_pool.take())
+        let mut client = tokio::time::timeout(limit, self.send_pool.connect())
             .await
             .map_err(|_| {
                 TransportError::Unavailable(format!("{what}: no connection within {limit:?}"))
@@ -234,15 +245,13 @@ impl ServiceBusTransport {
         )
         .await;
         match created {
-            Ok(Ok(sender)) => {
-                self.send_pool.put(client);
-                Ok(Sender {
-                    sender,
-                    created: tokio::time::Instant::now(),
-                })
-            }
+            Ok(Ok(sender)) => Ok(Sender {
+                sender,
+                client,
+                created: tokio::time::Instant::now(),
+            }),
             Ok(Err(e)) => {
-                self.send_pool.put(client);
+                close_client(client).await;
                 Err(transport_error(&e, &what, self.ns(), ""))
             }
             Err(_) => {

@@ -1,0 +1,202 @@
+//! The Service Bus transport through the wire faults of `servicebus-sim`: a hung session accept,
+//! a dropped connection, refused tokens, tokens that run out early. Each test starts its own
+//! peer on loopback and checks what the worker relies on: a receive returns in bounded time, no
+//! message is lost or settled twice, and the transport recovers without being recreated.
+//!
+//! Touches loopback only.
+
+use std::time::Duration;
+
+use onboarding_transport::servicebus::{ServiceBusAuth, ServiceBusSettings, ServiceBusTransport};
+use onboarding_transport::{Delivery, OutgoingMessage, Queue, TransportError};
+use servicebus_sim::{EntityConfig, PeerConfig, ServiceBusPeer};
+use tokio::time::Instant;
+
+const QUEUE: &str = "tenant-commands";
+const WAIT: Duration = Duration::from_millis(500);
+
+async fn start_peer() -> ServiceBusPeer {
+    ServiceBusPeer::start(PeerConfig {
+        queues: vec![
+            EntityConfig::queue(QUEUE)
+                .with_sessions()
+                .lock_duration(Duration::from_secs(5))
+                .duplicate_detection(Duration::from_secs(600)),
+        ],
+        session_wait: Duration::from_secs(2),
+        ..PeerConfig::default()
+    })
+    .await
+    .expect("start the Service Bus peer")
+}
+
+async fn connect(peer: &ServiceBusPeer, accept_deadline: Duration) -> ServiceBusTransport {
+    let mut settings = ServiceBusSettings::new(
+        "servicebus-sim",
+        QUEUE,
+        "tenant-events",
+        ServiceBusAuth::ConnectionString(peer.connection_string()),
+    );
+    settings.operation_timeout = Duration::from_secs(5);
+    settings.accept_deadline = accept_deadline;
+    ServiceBusTransport::connect(settings)
+        .await
+        .expect("connect to the peer")
+}
+
+fn command(id: &str, session: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        message_id: id.to_string(),
+        session_id: Some(session.to_string()),
+        body: id.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Receive until a delivery arrives or `within` passes, checking that every single receive
+/// returns within the transport's stated bound (what the runner's stuck check relies on).
+/// Errors are returned to the loop, as the runner would back off and call again.
+async fn next_delivery(sb: &ServiceBusTransport, within: Duration) -> Option<Delivery> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let got = sb.receive(WAIT).await;
+        let took = started.elapsed();
+        assert!(
+            took <= sb.longest_receive(WAIT),
+            "a receive took {took:?}, more than the {:?} the transport promises",
+            sb.longest_receive(WAIT)
+        );
+        match got {
+            Ok(Some(d)) => return Some(d),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("receive failed (the runner would back off): {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_hung_session_accept_is_abandoned_after_its_deadline_and_the_next_message_is_received() {
+    let peer = start_peer().await;
+    let sb = connect(&peer, Duration::from_secs(2)).await;
+    peer.faults().hang_next_receiver_attaches(1);
+    sb.send(command("hung-1", "tenant-a")).await.expect("send");
+    let started = Instant::now();
+    let d = next_delivery(&sb, Duration::from_secs(15))
+        .await
+        .expect("the message arrives once the hung accept is abandoned");
+    assert_eq!(peer.faults().hung_attaches(), 1, "the fault was hit");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the message cannot have come before the hung accept's deadline"
+    );
+    assert_eq!(d.message.message_id, "hung-1");
+    assert_eq!(
+        d.message.delivery_count, 1,
+        "the hung accept never delivered it"
+    );
+    sb.complete(&d.lock).await.expect("complete");
+    assert_eq!(peer.counts(QUEUE), Some((0, 0, 0)));
+    sb.close().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_mid_stream_loses_no_message_and_settles_none_twice() {
+    let peer = start_peer().await;
+    let sb = connect(&peer, Duration::from_secs(10)).await;
+    sb.send(command("drop-1", "tenant-a"))
+        .await
+        .expect("send 1");
+    let first = next_delivery(&sb, Duration::from_secs(10))
+        .await
+        .expect("the first delivery");
+    peer.faults().drop_connections();
+    // Let the client see the socket close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = sb
+        .complete(&first.lock)
+        .await
+        .expect_err("the session went with the connection: completing cannot succeed");
+    assert!(matches!(err, TransportError::LockLost(_)), "{err}");
+    // Sending works on a new connection.
+    sb.send(command("drop-2", "tenant-b"))
+        .await
+        .expect("send after the drop");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let d = next_delivery(&sb, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("only {seen:?} arrived after the drop"));
+        if d.message.message_id == "drop-1" {
+            assert_eq!(
+                d.message.delivery_count, 2,
+                "the message whose lock went with the connection comes back"
+            );
+        }
+        sb.complete(&d.lock).await.expect("complete");
+        seen.push(d.message.message_id.clone());
+    }
+    seen.sort();
+    assert_eq!(seen, ["drop-1", "drop-2"], "each message exactly once");
+    assert_eq!(peer.counts(QUEUE), Some((0, 0, 0)), "nothing left behind");
+    assert!(
+        next_delivery(&sb, Duration::from_secs(1)).await.is_none(),
+        "nothing comes back after being completed"
+    );
+    sb.close().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_fails_receives_quickly_and_recovers_once_tokens_are_accepted_again() {
+    let peer = start_peer().await;
+    let sb = connect(&peer, Duration::from_secs(10)).await;
+    sb.send(command("token-1", "tenant-a")).await.expect("send");
+    peer.faults().refuse_tokens_for(Duration::from_secs(600));
+    let started = Instant::now();
+    let refused = sb.receive(WAIT).await;
+    assert!(
+        started.elapsed() <= sb.longest_receive(WAIT),
+        "a refused receive must fail fast, took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !matches!(refused, Ok(Some(_))),
+        "nothing can be received with a refused token: {refused:?}"
+    );
+    peer.faults().accept_tokens();
+    let d = next_delivery(&sb, Duration::from_secs(15))
+        .await
+        .expect("the message arrives once tokens are accepted");
+    assert_eq!(d.message.message_id, "token-1");
+    sb.complete(&d.lock).await.expect("complete");
+    sb.send(command("token-2", "tenant-b"))
+        .await
+        .expect("sending works again");
+    sb.close().await;
+}
+
+#[tokio::test]
+async fn a_sender_whose_token_lifetime_is_short_keeps_sending_past_it() {
+    let peer = start_peer().await;
+    let sb = connect(&peer, Duration::from_secs(10)).await;
+    peer.faults()
+        .limit_token_lifetime(Some(Duration::from_secs(1)));
+    for n in 0..3 {
+        sb.send(command(&format!("short-{n}"), &format!("tenant-{n}")))
+            .await
+            .unwrap_or_else(|e| panic!("send {n} failed: {e}"));
+        // Past the token's lifetime: the broker detaches the sender before the next send.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    peer.faults().limit_token_lifetime(None);
+    assert_eq!(
+        peer.counts(QUEUE),
+        Some((3, 0, 0)),
+        "every send arrived once"
+    );
+    sb.close().await;
+}
