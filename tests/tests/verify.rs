@@ -20,7 +20,11 @@ use onboarding_testkit::real_cluster::{
 };
 use serde_json::{Value, json};
 
-const ADMIN_GROUP: &str = "5f0c7a52-3b7e-4d43-9d0e-6a1c2b3d4e5f";
+/// Each tenant's own admin group: a group that administers two tenants would rightly be
+/// reported, since it may act in both namespaces.
+fn admin_group(tenant: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).to_string()
+}
 const AGENT_POOLS: &str = "2026-08-01";
 const IDENTITIES: &str = "2024-11-30";
 const ROLE_ASSIGNMENTS: &str = "2022-04-01";
@@ -45,6 +49,7 @@ async fn grant_verifier(cluster: &RealCluster) {
 
 async fn onboard(h: &ProcessHarness, tenant: &str) {
     let rid = format!("on-{tenant}");
+    let group = admin_group(tenant);
     let event = h
         .request(
             &[
@@ -54,7 +59,7 @@ async fn onboard(h: &ProcessHarness, tenant: &str) {
                 "--request-id",
                 &rid,
                 "--admin-group",
-                ADMIN_GROUP,
+                &group,
                 "--workload",
                 "1",
             ],
