@@ -58,13 +58,11 @@ pub struct VerifyArgs {
     timeout: u64,
 }
 
-/// The body of the tenant's last accepted onboarding, when the journal holds it: under `spec`
-/// in the record (written by workers that keep it), or the running request's command.
-fn known_request(raw: &Value, record: &TenantRecord) -> Option<OnboardTenant> {
-    if let Some(spec) = raw.get("spec")
-        && let Ok(c) = serde_json::from_value::<OnboardTenant>(spec.clone())
-    {
-        return Some(c);
+/// The body of the tenant's onboarding: the last one that succeeded (kept in the record), or
+/// the running request's command.
+fn known_request(record: &TenantRecord) -> Option<OnboardTenant> {
+    if let Some(spec) = &record.spec {
+        return Some(spec.clone());
     }
     match record.active.as_ref().map(|r| &r.command) {
         Some(Command::Onboard(c)) => Some(c.clone()),
@@ -88,7 +86,7 @@ fn state_report(record: &TenantRecord, target: &str) -> TenantReport {
 
 /// Everything needed to verify the chosen tenants.
 struct Plan {
-    records: Vec<(TenantRecord, Value)>,
+    records: Vec<TenantRecord>,
     others: Vec<OtherTenant>,
 }
 
@@ -127,24 +125,16 @@ async fn load_plan(config: &Config, args: &VerifyArgs) -> Result<Plan, Failure> 
             format!("the journal has no tenant {t:?}; nothing was ever requested for it"),
         ));
     }
-    let mut records = Vec::new();
-    for r in chosen {
-        let raw = journal
-            .load(&r.tenant_id)
-            .await
-            .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
-            .map(|s| s.value)
-            .unwrap_or(Value::Null);
-        records.push((r, raw));
-    }
-    Ok(Plan { records, others })
+    Ok(Plan {
+        records: chosen,
+        others,
+    })
 }
 
 async fn verify_one(
     config: &Config,
     lives: &mut BTreeMap<String, Live>,
     record: &TenantRecord,
-    raw: &Value,
     others: &[OtherTenant],
 ) -> Result<TenantReport, Failure> {
     let target_name = record
@@ -174,7 +164,7 @@ async fn verify_one(
         .ok_or_else(|| Failure::new(EXIT_FAILED, "no client for the target"))?;
     let names = TenantNames::derive(&record.tenant_id)
         .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-    let request = known_request(raw, record);
+    let request = known_request(record);
     let outputs: BTreeMap<String, Value> = record
         .resources
         .iter()
@@ -198,9 +188,9 @@ async fn verify_one(
 
 /// The update `--repair` sends: the known request body under a new request id, else one built
 /// from the request-specific values found live (the journal keeps no body to take them from).
-fn repair_command(report: &TenantReport, record: &TenantRecord, raw: &Value) -> OnboardTenant {
+fn repair_command(report: &TenantReport, record: &TenantRecord) -> OnboardTenant {
     let request_id = uuid::Uuid::new_v4().to_string();
-    if let Some(mut c) = known_request(raw, record) {
+    if let Some(mut c) = known_request(record) {
         c.request_id = request_id;
         return c;
     }
@@ -251,9 +241,8 @@ async fn repair(
     args: &VerifyArgs,
     report: &TenantReport,
     record: &TenantRecord,
-    raw: &Value,
 ) -> Result<(), Failure> {
-    let command = Command::Onboard(repair_command(report, record, raw));
+    let command = Command::Onboard(repair_command(report, record));
     let body = command.to_json();
     let command = parse_command(&body, &crate::send::validation(config)).map_err(|r| {
         Failure::new(
@@ -275,21 +264,20 @@ pub async fn verify(config: &Config, out: &Output, args: VerifyArgs) -> Result<(
     let plan = load_plan(config, &args).await?;
     let mut lives = BTreeMap::new();
     let mut reports = Vec::new();
-    for (record, raw) in &plan.records {
-        let mut report = verify_one(config, &mut lives, record, raw, &plan.others).await?;
+    for record in &plan.records {
+        let mut report = verify_one(config, &mut lives, record, &plan.others).await?;
         if args.repair && !report.clean && record.state == TenantState::Onboarded {
             if !out.json {
                 println!("{}\nrepairing {}...", report.render(), record.tenant_id);
             }
-            repair(config, out, &args, &report, record, raw).await?;
+            repair(config, out, &args, &report, record).await?;
             let plan_after = load_plan(config, &args).await?;
-            if let Some((after, raw_after)) = plan_after
+            if let Some(after) = plan_after
                 .records
                 .iter()
-                .find(|(r, _)| r.tenant_id == record.tenant_id)
+                .find(|r| r.tenant_id == record.tenant_id)
             {
-                report =
-                    verify_one(config, &mut lives, after, raw_after, &plan_after.others).await?;
+                report = verify_one(config, &mut lives, after, &plan_after.others).await?;
             }
         }
         reports.push(report);

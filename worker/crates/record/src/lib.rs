@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use onboarding_contract::Command;
 use onboarding_contract::events::{CloudEvent, EventError};
+use onboarding_contract::{Command, OnboardTenant};
 use onboarding_providers::{PendingOperation, ProviderError};
 
 mod requests;
@@ -226,6 +226,10 @@ pub struct TenantRecord {
     pub outbox: Vec<CloudEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// The onboarding the tenant's resources were last built to (its last successful
+    /// `OnboardTenant`): what `producer verify` and `plan` compare the live state with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<OnboardTenant>,
 }
 
 impl TenantRecord {

@@ -154,6 +154,11 @@ impl Engine {
         self.cx.recorder.saga_finished(outcome.metric_label());
         self.remember(rec, &run.request_id, event.clone());
         rec.state = outcome.tenant_state(!rec.resources.is_empty());
+        match (&run.command, outcome) {
+            (Command::Onboard(c), Terminal::Succeeded) => rec.spec = Some(c.clone()),
+            (Command::Offboard(_), Terminal::Offboarded) => rec.spec = None,
+            _ => {}
+        }
         rec.active = None;
         rec.outbox.push(event.clone());
         events.push(event);
