@@ -1,10 +1,11 @@
 //! `producer verify` through the real binaries, on a real Kubernetes control plane and the ARM
 //! simulator: a freshly onboarded tenant verifies clean; tamperings the worker converges (a
 //! pool's taint, a namespace label, the ServiceAccount's annotation, a deleted NetworkPolicy, the
-//! federated credential's subject) are each reported by name and `--repair` restores a clean
-//! verify; tamperings that are someone else's (an edited ABAC condition, another tenant's role
-//! assignment on the container, a RoleBinding to an outside group, a pod on another tenant's
-//! node) are each reported by name with exit 1; an unknown tenant is exit 4.
+//! federated credential's subject, the ABAC condition of the worker's own role assignment) are
+//! each reported by name and `--repair` restores a clean verify; tamperings that are someone
+//! else's (another tenant's role assignment on the container, a RoleBinding to an outside group,
+//! a pod on another tenant's node) are each reported by name with exit 1; an unknown tenant is
+//! exit 4.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -205,34 +206,12 @@ async fn verify_reports_each_tampering_by_name_and_repair_restores_a_clean_tenan
         .delete("default-deny", &DeleteParams::default())
         .await
         .expect("delete a guard rail");
-
-    let (code, report) = verify(&h, &[&a]).await;
-    assert_eq!(code, Some(1), "{report}");
-    assert_reported(&report, "node_pool", "nodeTaints");
-    assert_reported(&report, "federated_credential", "properties.subject");
-    assert_reported(&report, "isolation:federated-subject", &nb.namespace);
-    assert_reported(&report, "namespace", "pod-security.kubernetes.io/enforce");
-    assert_reported(
-        &report,
-        "service_account",
-        "azure.workload.identity/client-id",
-    );
-    assert_reported(&report, "guardrail:NetworkPolicy/default-deny", "not found");
-
-    let (code, report) = verify(&h, &[&a, "--repair", "--timeout", "120"]).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "--repair restores a clean verify: {:#?}",
-        failing(&report)
-    );
-
-    // Tamperings that are someone else's: reported, never "repaired" by the worker.
-    let scope = blob_container_id(&target, &na.blob_container).unwrap();
+    // The worker's own assignment with its condition widened to every tenant's container.
+    let ra_scope = blob_container_id(&target, &na.blob_container).unwrap();
     let record = h.record(&a).await.expect("a's record").1;
     let ra = &record.resources[&onboarding_saga::record::StepName::RoleAssignment];
     let ra_id = format!(
-        "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+        "{ra_scope}/providers/Microsoft.Authorization/roleAssignments/{}",
         ra["name"].as_str().unwrap()
     );
     let mut assignment = h
@@ -251,6 +230,31 @@ async fn verify_reports_each_tampering_by_name_and_repair_restores_a_clean_tenan
         &json!({"properties": assignment["properties"]}),
     )
     .await;
+
+    let (code, report) = verify(&h, &[&a]).await;
+    assert_eq!(code, Some(1), "{report}");
+    assert_reported(&report, "node_pool", "nodeTaints");
+    assert_reported(&report, "federated_credential", "properties.subject");
+    assert_reported(&report, "isolation:federated-subject", &nb.namespace);
+    assert_reported(&report, "namespace", "pod-security.kubernetes.io/enforce");
+    assert_reported(
+        &report,
+        "service_account",
+        "azure.workload.identity/client-id",
+    );
+    assert_reported(&report, "guardrail:NetworkPolicy/default-deny", "not found");
+    assert_reported(&report, "role_assignment", "properties.condition");
+
+    let (code, report) = verify(&h, &[&a, "--repair", "--timeout", "120"]).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "--repair restores a clean verify: {:#?}",
+        failing(&report)
+    );
+
+    // Tamperings that are someone else's: reported, never "repaired" by the worker.
+    let scope = blob_container_id(&target, &na.blob_container).unwrap();
     let b_principal = h.record(&b).await.unwrap().1.resources
         [&onboarding_saga::record::StepName::Identity]["principal_id"]
         .as_str()
@@ -285,7 +289,6 @@ async fn verify_reports_each_tampering_by_name_and_repair_restores_a_clean_tenan
 
     let (code, report) = verify(&h, &[&a]).await;
     assert_eq!(code, Some(1), "{report}");
-    assert_reported(&report, "role_assignment", "properties.condition");
     assert_reported(
         &report,
         "isolation:container-data-roles",

@@ -747,3 +747,47 @@ async fn a_federated_credential_under_a_foreign_identity_is_not_deleted() {
     assert_eq!(arm_get(&env, &fic_id, api).await, before);
     assert_eq!(inventory(&env).await["total"], 2);
 }
+
+#[tokio::test]
+async fn an_edited_condition_on_the_workers_own_assignment_is_put_back_and_another_principal_is_refused()
+ {
+    let env = start(SimOptions::default()).await;
+    let created = create_all(&env.arm, &env.target, "acme").await.unwrap();
+    let api = "2022-04-01";
+    let mut assignment = arm_get(&env, &created.role_assignment_id, api).await;
+    let own = assignment["properties"]["condition"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assignment["properties"]["condition"] =
+        serde_json::json!(own.replace("tenant-acme", "tenant-*"));
+    put_foreign(
+        &env,
+        &created.role_assignment_id,
+        api,
+        serde_json::json!({"properties": assignment["properties"]}),
+    )
+    .await;
+    // The update converges: the worker's assignment carries the worker's condition again.
+    let spec = TenantResources::role_assignment(
+        &env.target,
+        &created.container_id,
+        &created.identity_principal,
+        "tenant-acme",
+    );
+    env.arm
+        .ensure_role_assignment(&env.target, &spec)
+        .await
+        .unwrap();
+    let now = arm_get(&env, &created.role_assignment_id, api).await;
+    assert_eq!(now["properties"]["condition"], serde_json::json!(own));
+    // Under the worker's name but for another principal: not the worker's to change.
+    let mut other = spec.clone();
+    other.principal_id = "00000000-0000-0000-0000-00000000beef".into();
+    let err = env
+        .arm
+        .ensure_role_assignment(&env.target, &other)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("ResourceNotOwned"), "{err}");
+}

@@ -64,15 +64,20 @@ pub(super) fn existing_assignment_name(message: &str) -> Option<String> {
     Uuid::parse_str(&candidate).ok().map(|u| u.to_string())
 }
 
+/// The same principal and role, whatever the condition.
+fn same_grantee(spec: &RoleAssignmentSpec, p: &RoleAssignmentProperties) -> bool {
+    p.principal_id.eq_ignore_ascii_case(&spec.principal_id)
+        && role_definition_guid(&p.role_definition_id)
+            .eq_ignore_ascii_case(role_definition_guid(&spec.role_definition_id))
+}
+
 pub(super) fn same_assignment(spec: &RoleAssignmentSpec, p: &RoleAssignmentProperties) -> bool {
     let condition = |c: Option<&str>| {
         c.map(str::trim)
             .filter(|c| !c.is_empty())
             .map(str::to_string)
     };
-    p.principal_id.eq_ignore_ascii_case(&spec.principal_id)
-        && role_definition_guid(&p.role_definition_id)
-            .eq_ignore_ascii_case(role_definition_guid(&spec.role_definition_id))
+    same_grantee(spec, p)
         && condition(p.condition.as_deref()) == condition(Some(&spec.condition))
         && (spec.condition.is_empty()
             || p.condition_version.as_deref() == Some(spec.condition_version.as_str()))
@@ -140,15 +145,21 @@ pub(super) async fn ensure(
     if let Some(existing) = read(client, &path).await?
         && !same_assignment(spec, &existing.properties)
     {
-        return Err(super::not_owned(
-            op.operation,
-            &path,
-            "role assignment",
-            &format!(
-                "principal {} with another role or condition (the worker's assignment under this name would be for principal {})",
-                existing.properties.principal_id, spec.principal_id
-            ),
-        ));
+        if same_grantee(spec, &existing.properties) {
+            // The worker's own assignment (its derived name, its identity, its role) whose
+            // condition someone changed: an update puts it back, as ARM allows for conditions.
+            tracing::warn!(assignment = %path, "the assignment's condition was changed; restoring it");
+        } else {
+            return Err(super::not_owned(
+                op.operation,
+                &path,
+                "role assignment",
+                &format!(
+                    "principal {} with another role (the worker's assignment under this name would be for principal {})",
+                    existing.properties.principal_id, spec.principal_id
+                ),
+            ));
+        }
     }
     let body = to_json(&role_assignment_body(spec), op)?;
     match client.put(&path, api::ROLE_ASSIGNMENTS, &body, op).await {
