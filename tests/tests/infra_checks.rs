@@ -1051,13 +1051,40 @@ fn worker_cluster_role_has_exactly_the_verbs_the_provider_uses() {
 }
 
 #[test]
+fn the_verifier_role_only_reads_and_asks_access_reviews() {
+    let objects = rendered("base");
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole" && o["metadata"]["name"] == "tenant-onboarding:verifier"
+        })
+        .expect("the verifier ClusterRole");
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let verbs = strings(&rule["verbs"]);
+        let resources = strings(&rule["resources"]);
+        if resources.contains("subjectaccessreviews") {
+            assert_eq!(verbs, BTreeSet::from(["create".to_string()]));
+        } else {
+            assert!(
+                verbs.iter().all(|v| v == "get" || v == "list"),
+                "{resources:?}: {verbs:?}"
+            );
+        }
+    }
+    // Nothing binds it to the worker: the worker never verifies.
+    assert!(!objects.iter().any(|o| o["kind"] == "ClusterRoleBinding"
+        && o["roleRef"]["name"] == "tenant-onboarding:verifier"));
+}
+
+#[test]
 fn no_cluster_role_grants_escalate_impersonate_wildcards_or_unnamed_bind() {
     let objects = rendered("base");
     let roles: Vec<&Value> = objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRole")
         .collect();
-    assert_eq!(roles.len(), 2);
+    // The worker's, the tenant admins', and the verifier's (read-only, bound by operators).
+    assert_eq!(roles.len(), 3);
     for role in roles {
         let name = role["metadata"]["name"].as_str().unwrap_or_default();
         for rule in role["rules"].as_sequence().expect("rules") {
