@@ -80,7 +80,10 @@ pub async fn open_transport(
                 ),
                 (None, None) => return Err(open("transport.credential is missing".into())),
             };
-            let settings = ServiceBusSettings::new(namespace, queue, topic, auth);
+            let mut settings = ServiceBusSettings::new(namespace, queue, topic, auth);
+            if let Some(c) = credential {
+                settings.scope = c.cloud().service_bus_scope().to_string();
+            }
             let t = Arc::new(
                 ServiceBusTransport::connect(settings)
                     .await

@@ -13,7 +13,6 @@ use azservicebus::{ServiceBusReceiverOptions, SubQueue};
 use chrono::Utc;
 use onboarding_core::Classify;
 
-use super::SERVICE_BUS_SCOPE;
 use super::amqp::{locked_until_from_amqp, received_from_amqp};
 use super::errors::transport_error;
 use super::pool::lock;
@@ -269,7 +268,7 @@ impl ServiceBusTransport {
                 self.settings.queue
             )));
         };
-        let token = credential.token(SERVICE_BUS_SCOPE).await.map_err(|e| {
+        let token = credential.token(&self.settings.scope).await.map_err(|e| {
             if e.is_transient() {
                 TransportError::Unavailable(e.to_string())
             } else {

@@ -89,7 +89,7 @@ impl Pool {
             }
             ServiceBusAuth::Credential(credential) => {
                 let bridged: Arc<dyn azure_core::credentials::TokenCredential> =
-                    Arc::new(AzureCoreCredential::new(credential.clone()));
+                    Arc::new(AzureCoreCredential::new(credential.clone(), &s.scope));
                 ServiceBusClient::new_from_token_credential(s.namespace.clone(), bridged, options)
                     .await
             }

@@ -45,6 +45,10 @@ pub struct ServiceBusSettings {
     /// The events topic.
     pub topic: String,
     pub auth: ServiceBusAuth,
+    /// The scope Entra tokens are asked for ([`SERVICE_BUS_SCOPE`] in the public cloud; the
+    /// credential's cloud names another in Azure Government or China). azservicebus always asks
+    /// for the public one, so the bridge asks the credential for this instead.
+    pub scope: String,
     /// Time allowed for one try of an AMQP operation (connect, attach, send, settle).
     pub operation_timeout: Duration,
     /// Retries azservicebus makes on transient AMQP failures of a send before reporting them
@@ -74,6 +78,7 @@ impl ServiceBusSettings {
             queue: queue.into(),
             topic: topic.into(),
             auth,
+            scope: SERVICE_BUS_SCOPE.to_string(),
             operation_timeout: Duration::from_secs(60),
             max_retries: 3,
             accept_deadline: Duration::from_secs(90),
@@ -191,11 +196,17 @@ pub(super) fn emulator_endpoint_with_port(connection_string: &str) -> Option<Emu
 #[derive(Debug, Clone)]
 pub struct AzureCoreCredential {
     inner: Arc<dyn TokenCredential>,
+    scope: String,
 }
 
 impl AzureCoreCredential {
-    pub fn new(inner: Arc<dyn TokenCredential>) -> Self {
-        Self { inner }
+    /// Tokens of `inner` for `scope`, whatever scope azservicebus asks for (always the public
+    /// cloud's).
+    pub fn new(inner: Arc<dyn TokenCredential>, scope: impl Into<String>) -> Self {
+        Self {
+            inner,
+            scope: scope.into(),
+        }
     }
 }
 
@@ -203,14 +214,12 @@ impl AzureCoreCredential {
 impl azure_core::credentials::TokenCredential for AzureCoreCredential {
     async fn get_token(
         &self,
-        scopes: &[&str],
+        _scopes: &[&str],
         _options: Option<azure_core::credentials::TokenRequestOptions>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        // azservicebus asks for exactly one scope; our trait takes one.
-        let scope = scopes.first().copied().unwrap_or(SERVICE_BUS_SCOPE);
         let token = self
             .inner
-            .token(scope)
+            .token(&self.scope)
             .await
             .map_err(|e| azure_core::Error::new(azure_core::error::ErrorKind::Credential, e))?;
         let expires_on =
@@ -317,23 +326,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn our_credential_serves_azservicebus_tokens_for_the_service_bus_scope() {
+    async fn the_bridge_asks_for_the_clouds_scope_whatever_azservicebus_asks_for() {
         use azure_core::credentials::TokenCredential as _;
-        let bridged = AzureCoreCredential::new(Arc::new(FixedToken));
-        let token = bridged.get_token(&[SERVICE_BUS_SCOPE], None).await.unwrap();
+        // FixedToken answers only the public scope: the bridge must pass the configured one.
+        let bridged = AzureCoreCredential::new(Arc::new(FixedToken), SERVICE_BUS_SCOPE);
+        let token = bridged
+            .get_token(&["https://servicebus.azure.net/.default"], None)
+            .await
+            .unwrap();
         assert_eq!(token.token.secret(), "tok-123");
         assert_eq!(token.expires_on.unix_timestamp(), 2_000_000_000);
-        let err = bridged
-            .get_token(&["https://management.azure.com/.default"], None)
+        let gov = AzureCoreCredential::new(
+            Arc::new(FixedToken),
+            "https://servicebus.usgovcloudapi.net/.default",
+        );
+        let err = gov
+            .get_token(&["https://servicebus.azure.net/.default"], None)
             .await
             .unwrap_err();
         assert!(matches!(
             err.kind(),
             azure_core::error::ErrorKind::Credential
         ));
-        assert!(
-            err.to_string().contains("unexpected scope")
-                || format!("{err:?}").contains("unexpected scope")
-        );
+        assert!(format!("{err:?}").contains("usgovcloudapi"), "{err:?}");
     }
 }
