@@ -6,6 +6,7 @@ mod dlq;
 mod events;
 mod list;
 mod output;
+mod plan;
 mod send;
 mod status;
 mod stores;
@@ -54,6 +55,8 @@ enum Command {
     /// Verify tenants' live state against their spec and prove their isolation; exit 0 clean,
     /// 1 drift or violation, 4 unknown tenant. --repair re-sends the spec of unclean ones.
     Verify(verify::VerifyArgs),
+    // Its help (verbs, exit codes) is `PlanArgs`'s doc.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
             Command::Status { tenant } => status::status(&config, &out, &tenant).await,
             Command::Dlq(args) => dlq::run(&config, &out, args.action).await,
             Command::Verify(args) => verify::verify(&config, &out, args).await,
+            Command::Plan(args) => plan::plan(&config, &out, args).await,
         }
     });
     match result {

@@ -64,9 +64,9 @@ pub struct SendArgs {
     /// Put this file's bytes on the queue unvalidated (to test bad input, or resend a repaired
     /// message). The SessionId is --tenant, else the body's tenantId, else "raw".
     #[arg(long)]
-    raw: Option<PathBuf>,
+    pub(crate) raw: Option<PathBuf>,
     #[command(flatten)]
-    wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ pub struct OffboardArgs {
     #[arg(long)]
     purge_data: bool,
     #[command(flatten)]
-    wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +116,21 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
     if let Some(path) = &args.raw {
         return send_raw(config, out, path, args.tenant.as_deref()).await;
     }
-    let body = match &args.file {
+    let body = onboard_body(&args)?;
+    let command = parse_body(config, &body)?;
+    submit(config, out, command, body, &args.wait).await
+}
+
+pub async fn offboard(config: &Config, out: &Output, args: OffboardArgs) -> Result<(), Failure> {
+    let body = offboard_body(&args);
+    let command = parse_command(&body, &validation(config))
+        .map_err(|r| Failure::new(EXIT_INVALID, format!("the request is invalid: {r}")))?;
+    submit(config, out, command, body, &args.wait).await
+}
+
+/// The onboarding `args` describe, as the JSON body sent: the file's bytes, or built from flags.
+pub(crate) fn onboard_body(args: &SendArgs) -> Result<Vec<u8>, Failure> {
+    Ok(match &args.file {
         Some(path) => read_input(path)?,
         None => {
             let tenant = args.tenant.clone().unwrap_or_default();
@@ -147,8 +161,12 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
             c.workload = args.workload.map(|replicas| WorkloadRequest { replicas });
             Command::Onboard(c).to_json()
         }
-    };
-    let command = parse_command(&body, &validation(config)).map_err(|r| {
+    })
+}
+
+/// The body parsed and validated exactly as the worker will; invalid input is exit 2.
+pub(crate) fn parse_body(config: &Config, body: &[u8]) -> Result<Command, Failure> {
+    parse_command(body, &validation(config)).map_err(|r| {
         Failure::new(
             EXIT_INVALID,
             format!(
@@ -165,21 +183,18 @@ pub async fn send(config: &Config, out: &Output, args: SendArgs) -> Result<(), F
                     .join("\n")
             ),
         )
-    })?;
-    submit(config, out, command, body, &args.wait).await
+    })
 }
 
-pub async fn offboard(config: &Config, out: &Output, args: OffboardArgs) -> Result<(), Failure> {
+/// The offboarding `args` describe, as the JSON body sent.
+pub(crate) fn offboard_body(args: &OffboardArgs) -> Vec<u8> {
     let mut c = OffboardTenant::new(
         args.request_id.clone().unwrap_or_else(new_request_id),
         args.tenant.clone(),
     );
     c.target = args.target.clone();
     c.purge_data = args.purge_data;
-    let body = Command::Offboard(c).to_json();
-    let command = parse_command(&body, &validation(config))
-        .map_err(|r| Failure::new(EXIT_INVALID, format!("the request is invalid: {r}")))?;
-    submit(config, out, command, body, &args.wait).await
+    Command::Offboard(c).to_json()
 }
 
 fn read_input(path: &PathBuf) -> Result<Vec<u8>, Failure> {

@@ -13,6 +13,8 @@
 //! May touch: GETs to the target's ARM endpoint (with the target's credential), GET/LIST and
 //! SubjectAccessReview creation on the target's API server. Nothing else; no environment reads.
 //!
+//! [`plan`] uses the same expected objects and checks to say what a request would do.
+//!
 //! Pure evaluation lives in `arm_checks`, `kube_checks`, `isolation` and `diff` (unit-tested);
 //! `live` does the reads and calls them.
 
@@ -26,13 +28,17 @@ pub mod expected;
 pub mod isolation;
 pub mod kube_checks;
 pub mod live;
+pub mod plan;
 
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 
 pub use diff::Difference;
 pub use expected::{Expected, OtherTenant, TenantInputs};
-pub use live::{Live, verify_tenant};
+pub use live::{Live, Resources, read_resources, verify_tenant};
+pub use plan::{Action, PlanItem, TenantPlan, plan_offboard, plan_onboard};
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

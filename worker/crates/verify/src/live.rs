@@ -73,7 +73,7 @@ impl Live {
         Ok(Self { arm, kube })
     }
 
-    async fn arm_get(
+    pub(crate) async fn arm_get(
         &self,
         path: &Result<String, String>,
         version: &str,
@@ -85,7 +85,7 @@ impl Live {
     }
 
     /// The object `object` names, as the API server has it.
-    async fn kube_get(&self, object: &KubeObject) -> Result<Option<Value>, String> {
+    pub async fn kube_get(&self, object: &KubeObject) -> Result<Option<Value>, String> {
         let (group, version) = match object.api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", object.api_version.as_str()),
@@ -144,9 +144,19 @@ fn to_values<T: serde::Serialize>(items: Vec<T>) -> Vec<Value> {
         .collect()
 }
 
-/// Reads and judges one tenant.
-pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantReport {
-    let exp = Expected::build(inputs);
+/// What reading a tenant's resources found: one check per resource (plus the isolation checks
+/// those same reads decide: the federated subject and the container's data roles), the
+/// Kubernetes objects found by kind, and the node pool as ARM answered.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub checks: Vec<Check>,
+    pub found: BTreeMap<String, Value>,
+    pub pool: Result<Option<Value>, String>,
+}
+
+/// Reads and judges each of the tenant's resources against `exp` (no isolation probes): what
+/// both `verify` and `plan` need.
+pub async fn read_resources(exp: &Expected, inputs: &TenantInputs<'_>, live: &Live) -> Resources {
     let target = inputs.target;
     let mut checks = Vec::new();
 
@@ -155,13 +165,13 @@ pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantRepo
     let pool = live.arm_get(&pool_id, api::AGENT_POOLS).await;
     let pool_res = pool_id.clone().unwrap_or_default();
     checks.push(match &pool {
-        Ok(p) => arm_checks::node_pool(&exp, &pool_res, p.as_ref()),
+        Ok(p) => arm_checks::node_pool(exp, &pool_res, p.as_ref()),
         Err(e) => errored("node_pool", Group::Resource, &pool_res, e.clone()),
     });
     let ident_id = identity_id(target, &exp.names.identity).map_err(|e| e.to_string());
     let ident_res = ident_id.clone().unwrap_or_default();
     checks.push(match live.arm_get(&ident_id, api::MANAGED_IDENTITY).await {
-        Ok(i) => arm_checks::identity(&exp, &ident_res, i.as_ref()),
+        Ok(i) => arm_checks::identity(exp, &ident_res, i.as_ref()),
         Err(e) => errored("identity", Group::Resource, &ident_res, e),
     });
     let fic_id =
@@ -170,8 +180,8 @@ pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantRepo
     let fic_res = fic_id.clone().unwrap_or_default();
     match live.arm_get(&fic_id, api::MANAGED_IDENTITY).await {
         Ok(f) => {
-            checks.push(arm_checks::federated_credential(&exp, &fic_res, f.as_ref()));
-            checks.push(arm_checks::federated_subject(&exp, &fic_res, f.as_ref()));
+            checks.push(arm_checks::federated_credential(exp, &fic_res, f.as_ref()));
+            checks.push(arm_checks::federated_subject(exp, &fic_res, f.as_ref()));
         }
         Err(e) => checks.push(errored(
             "federated_credential",
@@ -183,7 +193,7 @@ pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantRepo
     let scope = exp.container_scope.clone();
     let scope_res = scope.clone().unwrap_or_default();
     checks.push(match live.arm_get(&scope, api::BLOB_CONTAINERS).await {
-        Ok(c) => arm_checks::blob_container(&exp, &scope_res, c.as_ref()),
+        Ok(c) => arm_checks::blob_container(exp, &scope_res, c.as_ref()),
         Err(e) => errored("blob_container", Group::Resource, &scope_res, e),
     });
     let list = scope
@@ -195,9 +205,9 @@ pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantRepo
             let all = l
                 .and_then(|v| v["value"].as_array().cloned())
                 .unwrap_or_default();
-            checks.push(arm_checks::role_assignment(&exp, &scope_res, &all));
+            checks.push(arm_checks::role_assignment(exp, &scope_res, &all));
             checks.push(arm_checks::container_data_roles(
-                &exp,
+                exp,
                 &scope_res,
                 &all,
                 &inputs.others,
@@ -228,6 +238,23 @@ pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantRepo
             )),
         }
     }
+
+    Resources {
+        checks,
+        found,
+        pool,
+    }
+}
+
+/// Reads and judges one tenant.
+pub async fn verify_tenant(inputs: &TenantInputs<'_>, live: &Live) -> TenantReport {
+    let exp = Expected::build(inputs);
+    let target = inputs.target;
+    let Resources {
+        mut checks,
+        found,
+        pool,
+    } = read_resources(&exp, inputs, live).await;
 
     // Isolation in the cluster. The admin group: from the request, else as the binding says.
     let observed = kube_checks::observed(
