@@ -42,6 +42,7 @@ fn line(e: &CloudEvent) -> String {
             r.reason.as_str(),
         ),
         EventData::Step(s) => (s.tenant_id.as_str(), s.request_id.as_str(), s.step.as_str()),
+        EventData::Drifted(d) => (d.tenant_id.as_str(), "-", "drifted"),
     };
     format!(
         "{}  {:<28} {:<40} {:<38} {}",

@@ -478,5 +478,14 @@ fn describe(event: &CloudEvent, elapsed: f64) -> String {
                 .collect::<Vec<_>>()
                 .join("\n")
         ),
+        EventData::Drifted(d) => format!(
+            "  [{elapsed:6.1}s] {} drifted: {}",
+            d.tenant_id,
+            d.findings
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

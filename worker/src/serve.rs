@@ -1,5 +1,6 @@
 //! `run(config, telemetry, shutdown)`: the worker process once configured. Binds the health
-//! port, builds every client, runs the message loop until `shutdown` resolves, then drains
+//! port, builds every client, runs the message loop (and, when configured, the periodic drift
+//! check beside it) until `shutdown` resolves, then drains
 //! in-flight work (the health server keeps answering meanwhile, so a liveness probe does not kill
 //! a worker that is finishing a compensation).
 //!
@@ -79,7 +80,12 @@ pub async fn run(
         tracing::info!("shutdown requested: no new messages; finishing in-flight work");
         let _ = stop_tx.send(true);
     });
+    // Off unless `[drift] interval_secs` is set; stopped by the same signal as the runner.
+    let drift = crate::drift::spawn(&cx, stop_rx.clone());
     runner.run(stop_rx).await;
+    if let Some(drift) = drift {
+        let _ = drift.await;
+    }
     let _ = server_stop.send(());
     if let Some(server) = server {
         let _ = server.await;

@@ -6,7 +6,7 @@
 //!
 //! One module per section of the file ([`transport`](TransportConfig), [`journal`](JournalConfig),
 //! `targets` (their validation; the types come from `onboarding_providers`), [`worker`](WorkerSettings),
-//! [`telemetry`](TelemetryConfig), [`health`](HealthConfig), [`saga`](SagaConfig), [`arm`](ArmConfig)), plus `load`
+//! [`telemetry`](TelemetryConfig), [`health`](HealthConfig), [`saga`](SagaConfig), [`arm`](ArmConfig), [`drift`](DriftConfig)), plus `load`
 //! (layering the sources), `validate` (every problem at once) and `redact` (printing without
 //! secrets). Every type is re-exported here, so `onboarding_config::X` is the path to use.
 
@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use arm::ArmConfig;
+pub use drift::DriftConfig;
 pub use health::HealthConfig;
 pub use journal::{JournalConfig, TableCredentialConfig};
 pub use onboarding_core::{
@@ -31,6 +32,7 @@ pub use transport::TransportConfig;
 pub use worker::WorkerSettings;
 
 mod arm;
+mod drift;
 mod health;
 mod journal;
 mod load;
@@ -67,6 +69,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// The write budget every replica shares per subscription.
     pub arm: ArmConfig,
+    /// The periodic drift check (off by default).
+    pub drift: DriftConfig,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             health: HealthConfig::default(),
             arm: ArmConfig::default(),
+            drift: DriftConfig::default(),
         }
     }
 }

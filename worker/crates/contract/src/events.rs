@@ -1,7 +1,9 @@
 //! The CloudEvents 1.0 (JSON, structured mode) the worker publishes on the events topic.
 //!
 //! Event ids are UUID v5 of the request id and the event type (and the step, for progress), so a
-//! re-published outcome carries the same id and consumers can deduplicate.
+//! re-published outcome carries the same id and consumers can deduplicate. A `tenant.drifted`
+//! event, which no request caused, takes its id from the tenant and a digest of its findings
+//! ([`drifted_event`]): the same drift found again is the same event.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -17,6 +19,9 @@ pub const COMPENSATION_FAILED: &str = "tenant.compensation_failed";
 pub const OFFBOARDED: &str = "tenant.offboarded";
 pub const REQUEST_REJECTED: &str = "request.rejected";
 pub const STEP_COMPLETED: &str = "tenant.step_completed";
+/// The worker's periodic check found a tenant's live state differing from its spec, or its
+/// isolation broken (`[drift] interval_secs`).
+pub const DRIFTED: &str = "tenant.drifted";
 
 /// Terminal event types: exactly one of these ends every accepted request.
 pub const TERMINAL_TYPES: [&str; 4] = [
@@ -53,6 +58,8 @@ pub enum EventData {
     Outcome(OutcomeData),
     Step(StepData),
     Rejected(RejectedData),
+    /// Last: it has no request id, so it must not shadow the others when deserialised.
+    Drifted(DriftedData),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -123,6 +130,56 @@ pub struct RejectedData {
     pub errors: Vec<crate::validate::FieldError>,
 }
 
+/// What the periodic drift check found wrong with a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedData {
+    pub tenant_id: String,
+    pub target: String,
+    /// Each check that failed, sorted by name.
+    pub findings: Vec<DriftFinding>,
+}
+
+/// One failed check, named as `producer verify` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftFinding {
+    /// `node_pool`, `guardrail:NetworkPolicy/default-deny`, `isolation:pod-placement`...
+    pub name: String,
+    /// `drifted`, `missing`, `notOurs` or `violation`.
+    pub status: String,
+    pub detail: String,
+}
+
+/// A `tenant.drifted` event. Its id is UUID v5 of the tenant and a digest of the (sorted)
+/// findings, so the same drift found twice is the same event and consumers can deduplicate.
+pub fn drifted_event(
+    tenant_id: &str,
+    target: &str,
+    mut findings: Vec<DriftFinding>,
+    now: DateTime<Utc>,
+) -> CloudEvent {
+    findings.sort_by(|a, b| (&a.name, &a.status).cmp(&(&b.name, &b.status)));
+    let digest = findings_digest(&findings);
+    CloudEvent::new(
+        DRIFTED,
+        event_id(tenant_id, DRIFTED, &digest),
+        Some(tenant_id.to_string()),
+        now,
+        None,
+        EventData::Drifted(DriftedData {
+            tenant_id: tenant_id.to_string(),
+            target: target.to_string(),
+            findings,
+        }),
+    )
+}
+
+/// A digest of findings (UUID v5 of their JSON): equal for the same findings in the same order.
+pub fn findings_digest(findings: &[DriftFinding]) -> String {
+    let text = serde_json::to_string(findings).unwrap_or_default();
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, text.as_bytes()).to_string()
+}
+
 /// Deterministic event id: UUID v5 of the request id, the type and (for progress) a detail.
 pub fn event_id(request_id: &str, ty: &str, detail: &str) -> String {
     Uuid::new_v5(
@@ -163,6 +220,7 @@ impl CloudEvent {
             EventData::Outcome(d) => Some(&d.request_id),
             EventData::Step(d) => Some(&d.request_id),
             EventData::Rejected(d) => d.request_id.as_deref(),
+            EventData::Drifted(_) => None,
         }
     }
 
@@ -228,6 +286,53 @@ mod tests {
             event_id("r1", ONBOARDED, ""),
             event_id("r1", OFFBOARDED, "")
         );
+    }
+
+    fn finding(name: &str, detail: &str) -> DriftFinding {
+        DriftFinding {
+            name: name.into(),
+            status: "missing".into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn the_same_drift_is_the_same_event_and_another_drift_another() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let a = drifted_event(
+            "acme",
+            "default",
+            vec![finding("x", "1"), finding("y", "2")],
+            now,
+        );
+        let again = drifted_event(
+            "acme",
+            "default",
+            vec![finding("y", "2"), finding("x", "1")],
+            now,
+        );
+        assert_eq!(
+            a.id, again.id,
+            "found in another order, it is the same drift"
+        );
+        let other = drifted_event("acme", "default", vec![finding("x", "1")], now);
+        assert_ne!(a.id, other.id);
+        let elsewhere = drifted_event("beta", "default", vec![finding("x", "1")], now);
+        assert_ne!(other.id, elsewhere.id);
+    }
+
+    #[test]
+    fn a_drifted_event_round_trips_as_drifted_data() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let e = drifted_event("acme", "default", vec![finding("x", "gone")], now);
+        let back: CloudEvent = serde_json::from_slice(&e.to_json()).expect("json");
+        assert_eq!(back, e);
+        assert!(matches!(back.data, EventData::Drifted(_)));
+        assert_eq!(back.request_id(), None);
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).expect("json");
+        assert_eq!(v["type"], DRIFTED);
+        assert_eq!(v["data"]["findings"][0]["name"], "x");
+        assert_eq!(v["data"]["tenantId"], "acme");
     }
 
     #[test]
