@@ -1071,7 +1071,8 @@ fn the_verifier_role_only_reads_and_asks_access_reviews() {
             );
         }
     }
-    // Nothing binds it to the worker: the worker never verifies.
+    // Not bound to the worker by default: only [drift] (off by default) has it verify, and
+    // docs/deploy.md says to bind it then.
     assert!(!objects.iter().any(|o| o["kind"] == "ClusterRoleBinding"
         && o["roleRef"]["name"] == "tenant-onboarding:verifier"));
 }
