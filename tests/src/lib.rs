@@ -24,6 +24,7 @@
 //! test leaves its temporary directory).
 
 pub mod entra;
+pub mod servicebus;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -172,6 +173,10 @@ pub struct Settings {
     /// Serve `/healthz` and `/readyz` on a free port ([`ProcessHarness::health_url`]); for one
     /// worker only.
     pub health: bool,
+    /// Carry commands and events over Service Bus: the peer (`servicebus-sim`) in process, the
+    /// worker on `[transport] kind = "service_bus"` with its connection string (see
+    /// [`servicebus`]). Off: the embedded SQLite queue and topic.
+    pub servicebus: bool,
 }
 
 /// The Kubernetes side of a harness.
@@ -224,6 +229,7 @@ impl Default for Settings {
             kube: KubeSide::Simulated,
             entra: None,
             health: false,
+            servicebus: false,
         }
     }
 }
@@ -304,6 +310,8 @@ pub struct ProcessHarness {
     pub queue: Arc<dyn Queue>,
     pub topic: Arc<dyn Topic>,
     pub journal: Arc<dyn Journal>,
+    /// The Service Bus peer of a harness started with [`Settings::servicebus`].
+    pub servicebus: Option<Arc<servicebus_sim::ServiceBusPeer>>,
     events_sub: tokio::sync::Mutex<Box<dyn Subscription>>,
     seen: Mutex<Vec<CloudEvent>>,
     workers: Mutex<Vec<WorkerProcess>>,
@@ -434,18 +442,32 @@ impl ProcessHarness {
         if settings.health {
             config.health.port = free_port();
         }
-        let config_path =
-            onboarding_testkit::config::write_config(dir.path(), "worker.toml", &config);
+        let peer = match settings.servicebus {
+            true => Some(Arc::new(servicebus::start_peer(&settings).await)),
+            false => None,
+        };
+        let config_path = match &peer {
+            Some(peer) => {
+                config.transport = servicebus::transport_config(peer);
+                servicebus::write_config(dir.path(), "worker.toml", &config, peer)
+            }
+            None => onboarding_testkit::config::write_config(dir.path(), "worker.toml", &config),
+        };
         let config = Config::load(Some(&config_path), Vec::new()).unwrap_or_else(|e| {
             panic!("the harness wrote a configuration the worker refuses: {e}")
         });
         let (queue, topic) = worker::bootstrap::open_transport(&config, Arc::new(SystemClock))
             .await
-            .expect("open the embedded transport");
+            .expect("open the transport");
         let journal = worker::bootstrap::open_journal(&config).expect("open the journal");
         // Subscribe before anything is sent, so no event is missed.
+        let sub_name = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        if let Some(peer) = &peer {
+            // Service Bus subscriptions are infrastructure: the transport opens existing ones.
+            servicebus::create_subscription(peer, &sub_name);
+        }
         let sub = topic
-            .subscribe(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+            .subscribe(&sub_name)
             .await
             .expect("subscribe to the events topic");
         ProcessHarness {
@@ -457,6 +479,7 @@ impl ProcessHarness {
             queue,
             topic,
             journal,
+            servicebus: peer,
             events_sub: tokio::sync::Mutex::new(sub),
             seen: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
@@ -813,6 +836,10 @@ impl ProcessHarness {
     /// Wait until the queue holds nothing active, scheduled or locked (dead letters aside).
     pub async fn wait_for_empty_queue(&self, timeout: Duration) {
         wait_until(timeout, "an empty queue", || async {
+            // AMQP has no counts: on Service Bus they come from the peer.
+            if let Some(peer) = &self.servicebus {
+                return (servicebus::pending(peer) == 0).then_some(());
+            }
             let s = self.queue.stats().await.expect("queue stats");
             (s.active + s.scheduled + s.locked == 0).then_some(())
         })
