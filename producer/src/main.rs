@@ -4,6 +4,7 @@
 
 mod dlq;
 mod events;
+mod follow;
 mod list;
 mod output;
 mod plan;
