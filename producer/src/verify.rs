@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use clap::Args;
 use onboarding_config::Config;
 use onboarding_contract::commands::{QuotaRequest, WorkloadRequest};
-use onboarding_contract::names::TenantNames;
 use onboarding_contract::{Command, OnboardTenant, parse_command};
 use onboarding_record::{TenantRecord, TenantState};
 use onboarding_verify::{
-    Check, Group, Live, OtherTenant, Status, TenantInputs, TenantReport, verify_tenant,
+    Check, Group, Live, OtherTenant, Status, TenantReport, onboarding_of, others_of, verify_record,
 };
 use serde_json::{Value, json};
 
@@ -58,18 +57,6 @@ pub struct VerifyArgs {
     timeout: u64,
 }
 
-/// The body of the tenant's onboarding: the last one that succeeded (kept in the record), or
-/// the running request's command.
-fn known_request(record: &TenantRecord) -> Option<OnboardTenant> {
-    if let Some(spec) = &record.spec {
-        return Some(spec.clone());
-    }
-    match record.active.as_ref().map(|r| &r.command) {
-        Some(Command::Onboard(c)) => Some(c.clone()),
-        _ => None,
-    }
-}
-
 fn state_report(record: &TenantRecord, target: &str) -> TenantReport {
     let check = Check::new(
         "state",
@@ -97,19 +84,7 @@ async fn load_plan(config: &Config, args: &VerifyArgs) -> Result<Plan, Failure> 
     }
     let journal = crate::stores::existing_journal(config)?;
     let all = crate::stores::tenant_records(journal.as_ref(), None).await?;
-    let others = all
-        .iter()
-        .filter(|r| r.state == TenantState::Onboarded)
-        .map(|r| OtherTenant {
-            tenant_id: r.tenant_id.clone(),
-            principal_id: r
-                .resources
-                .get(&onboarding_record::StepName::Identity)
-                .and_then(|i| i.get("principal_id"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        })
-        .collect();
+    let others = others_of(&all);
     let chosen: Vec<TenantRecord> = all
         .into_iter()
         .filter(|r| match &args.tenant {
@@ -162,35 +137,16 @@ async fn verify_one(
     let live = lives
         .get(&target_name)
         .ok_or_else(|| Failure::new(EXIT_FAILED, "no client for the target"))?;
-    let names = TenantNames::derive(&record.tenant_id)
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-    let request = known_request(record);
-    let outputs: BTreeMap<String, Value> = record
-        .resources
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-        .collect();
-    let provisioning = config.provisioning();
-    let inputs = TenantInputs {
-        names,
-        target,
-        provisioning: &provisioning,
-        request: request.as_ref(),
-        outputs: &outputs,
-        others: others
-            .iter()
-            .filter(|o| o.tenant_id != record.tenant_id)
-            .cloned()
-            .collect(),
-    };
-    Ok(verify_tenant(&inputs, live).await)
+    verify_record(record, target, &config.provisioning(), others, live)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, e))
 }
 
 /// The update `--repair` sends: the known request body under a new request id, else one built
 /// from the request-specific values found live (the journal keeps no body to take them from).
 fn repair_command(report: &TenantReport, record: &TenantRecord) -> OnboardTenant {
     let request_id = uuid::Uuid::new_v4().to_string();
-    if let Some(mut c) = known_request(record) {
+    if let Some(mut c) = onboarding_of(record) {
         c.request_id = request_id;
         return c;
     }

@@ -26,14 +26,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use onboarding_contract::events::{DriftFinding, drifted_event, findings_digest};
-use onboarding_contract::names::TenantNames;
-use onboarding_contract::{Command, OnboardTenant};
 use onboarding_journal::{Journal, JournalError};
-use onboarding_saga::record::{StepName, TenantRecord, TenantState};
+use onboarding_saga::record::{TenantRecord, TenantState};
 use onboarding_transport::envelope::event_message;
-use onboarding_verify::{Live, OtherTenant, Status, TenantInputs, TenantReport, verify_tenant};
+use onboarding_verify::{Live, OtherTenant, Status, TenantReport, others_of, verify_record};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::context::Context;
 
@@ -122,17 +119,6 @@ impl Announced {
     }
 }
 
-/// The body of the tenant's onboarding: the spec it was built to (as `producer verify` takes it).
-fn known_request(record: &TenantRecord) -> Option<OnboardTenant> {
-    if let Some(spec) = &record.spec {
-        return Some(spec.clone());
-    }
-    match record.active.as_ref().map(|r| &r.command) {
-        Some(Command::Onboard(c)) => Some(c.clone()),
-        _ => None,
-    }
-}
-
 /// The periodic check's state: the clients per target and what was announced.
 struct Checker {
     cx: Context,
@@ -184,19 +170,7 @@ impl Checker {
                 return;
             }
         };
-        let others: Vec<OtherTenant> = records
-            .iter()
-            .filter(|r| r.state == TenantState::Onboarded)
-            .map(|r| OtherTenant {
-                tenant_id: r.tenant_id.clone(),
-                principal_id: r
-                    .resources
-                    .get(&StepName::Identity)
-                    .and_then(|i| i.get("principal_id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            })
-            .collect();
+        let others = others_of(&records);
         for record in &records {
             if record.state != TenantState::Onboarded || record.active.is_some() {
                 continue;
@@ -232,29 +206,10 @@ impl Checker {
         ) else {
             return;
         };
-        let Ok(names) = TenantNames::derive(&record.tenant_id) else {
+        let provisioning = config.provisioning();
+        let Ok(report) = verify_record(record, target, &provisioning, others, &live).await else {
             return;
         };
-        let request = known_request(record);
-        let outputs: BTreeMap<String, Value> = record
-            .resources
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-            .collect();
-        let provisioning = config.provisioning();
-        let inputs = TenantInputs {
-            names,
-            target,
-            provisioning: &provisioning,
-            request: request.as_ref(),
-            outputs: &outputs,
-            others: others
-                .iter()
-                .filter(|o| o.tenant_id != record.tenant_id)
-                .cloned()
-                .collect(),
-        };
-        let report = verify_tenant(&inputs, &live).await;
         let (found, errors) = findings(&report);
         if !errors.is_empty() {
             tracing::warn!(tenant = %record.tenant_id, errors = ?errors, "drift check: some checks could not read");

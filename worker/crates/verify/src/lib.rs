@@ -29,6 +29,7 @@ pub mod isolation;
 pub mod kube_checks;
 pub mod live;
 pub mod plan;
+pub mod record;
 
 #[cfg(test)]
 mod plan_tests;
@@ -39,6 +40,7 @@ pub use diff::Difference;
 pub use expected::{Expected, OtherTenant, TenantInputs};
 pub use live::{Live, Resources, read_resources, verify_tenant};
 pub use plan::{Action, PlanItem, TenantPlan, plan_offboard, plan_onboard};
+pub use record::{onboarding_of, others_of, verify_record};
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
