@@ -375,6 +375,27 @@ impl ProcessHarness {
         .await
     }
 
+    /// Onboard `tenant` with its workload and an admin group of its own (a group that
+    /// administers two tenants may act in both namespaces, which verify rightly reports), and
+    /// assert it succeeded.
+    pub async fn onboard_with_own_admin_group(&self, tenant: &str) {
+        let rid = format!("on-{tenant}");
+        let group = own_admin_group(tenant);
+        let args = [
+            "send",
+            "--tenant",
+            tenant,
+            "--request-id",
+            &rid,
+            "--admin-group",
+            &group,
+            "--workload",
+            "1",
+        ];
+        let event = self.request(&args, &rid).await;
+        assert_eq!(event.ty, "tenant.onboarded", "{event:?}");
+    }
+
     /// Run `producer ARGS` (which must be accepted) and wait for the outcome of `request_id`.
     pub async fn request(&self, args: &[&str], request_id: &str) -> CloudEvent {
         let out = self.producer(args, Duration::from_secs(30)).await;
@@ -966,6 +987,11 @@ pub fn target_name(i: usize) -> String {
     } else {
         format!("t{i}")
     }
+}
+
+/// The admin group of `tenant` in the suites: a GUID of its own, derived from its id.
+pub fn own_admin_group(tenant: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).to_string()
 }
 
 /// A port nothing listens on now (the worker binds it moments later).

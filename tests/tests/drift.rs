@@ -12,32 +12,12 @@ use e2e::{KubeSide, ProcessHarness, Settings, unique_tenant, wait_until};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use onboarding_contract::events::{CloudEvent, DRIFTED, EventData};
-use onboarding_testkit::real_cluster::{
-    RealCluster, WORKER_NAMESPACE, WORKER_SERVICE_ACCOUNT, apply_as_admin,
-};
-use serde_json::json;
+use onboarding_testkit::real_cluster::{RealCluster, bind_verifier_to_worker};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 /// What one round of checks may take on top of the interval (reads and SubjectAccessReviews
 /// for each tenant on a real API server).
 const ROUND: Duration = Duration::from_secs(4);
-
-/// The drift check runs verify's isolation checks too: it reads what `producer verify` reads.
-async fn grant_verifier(cluster: &RealCluster) {
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["get", "list"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-        ]})).await;
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tenant-onboarding:verifier"},
-        "subjects": [{"kind": "ServiceAccount", "name": WORKER_SERVICE_ACCOUNT, "namespace": WORKER_NAMESPACE}]})).await;
-}
 
 fn drifted(events: &[CloudEvent], tenant: &str) -> Vec<CloudEvent> {
     events
@@ -45,28 +25,6 @@ fn drifted(events: &[CloudEvent], tenant: &str) -> Vec<CloudEvent> {
         .filter(|e| e.ty == DRIFTED && e.subject.as_deref() == Some(tenant))
         .cloned()
         .collect()
-}
-
-async fn onboard(h: &ProcessHarness, tenant: &str) {
-    let rid = format!("on-{tenant}");
-    let group = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).to_string();
-    let event = h
-        .request(
-            &[
-                "send",
-                "--tenant",
-                tenant,
-                "--request-id",
-                &rid,
-                "--admin-group",
-                &group,
-                "--workload",
-                "1",
-            ],
-            &rid,
-        )
-        .await;
-    assert_eq!(event.ty, "tenant.onboarded", "{event:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,12 +53,12 @@ async fn a_deleted_network_policy_is_announced_once_as_tenant_drifted_and_a_clea
     let mut config = h.config.clone();
     config.drift.interval_secs = INTERVAL.as_secs();
     onboarding_testkit::config::write_config(h.dir.path(), "worker.toml", &config);
-    grant_verifier(&cluster).await;
+    bind_verifier_to_worker(&cluster).await;
     h.spawn_worker();
 
     let (a, b) = (unique_tenant("dra"), unique_tenant("drb"));
-    onboard(&h, &a).await;
-    onboard(&h, &b).await;
+    h.onboard_with_own_admin_group(&a).await;
+    h.onboard_with_own_admin_group(&b).await;
     h.wait_for_empty_queue(Duration::from_secs(60)).await;
 
     // Clean tenants: several rounds, nothing said.

@@ -8,32 +8,9 @@
 
 use std::time::Duration;
 
-use e2e::{ProcessHarness, unique_tenant};
-use onboarding_testkit::real_cluster::{
-    RealCluster, WORKER_NAMESPACE, WORKER_SERVICE_ACCOUNT, apply_as_admin,
-};
+use e2e::{ProcessHarness, own_admin_group, unique_tenant};
+use onboarding_testkit::real_cluster::{RealCluster, bind_verifier_to_worker};
 use serde_json::{Value, json};
-
-/// What verify reads beyond the worker's own rights (as in `verify.rs`).
-async fn grant_verifier(cluster: &RealCluster) {
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["get", "list"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-        ]})).await;
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tenant-onboarding:verifier"},
-        "subjects": [{"kind": "ServiceAccount", "name": WORKER_SERVICE_ACCOUNT, "namespace": WORKER_NAMESPACE}]})).await;
-}
-
-fn admin_group(tenant: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).to_string()
-}
 
 /// `producer --json plan ARGS`: its exit code and plan.
 async fn plan(h: &ProcessHarness, args: &[&str]) -> (Option<i32>, Value) {
@@ -79,9 +56,9 @@ async fn the_plan_of_an_update_lists_exactly_what_the_update_then_does() {
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    grant_verifier(&cluster).await;
+    bind_verifier_to_worker(&cluster).await;
     let tenant = unique_tenant("pln");
-    let group = admin_group(&tenant);
+    let group = own_admin_group(&tenant);
     let on = format!("on-{tenant}");
     let event = h
         .request(

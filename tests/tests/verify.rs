@@ -16,59 +16,12 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use onboarding_providers::arm_ids::{blob_container_id, federated_credential_id, node_pool_id};
-use onboarding_testkit::real_cluster::{
-    RealCluster, WORKER_NAMESPACE, WORKER_SERVICE_ACCOUNT, apply_as_admin,
-};
+use onboarding_testkit::real_cluster::{RealCluster, apply_as_admin, bind_verifier_to_worker};
 use serde_json::{Value, json};
 
-/// Each tenant's own admin group: a group that administers two tenants would rightly be
-/// reported, since it may act in both namespaces.
-fn admin_group(tenant: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).to_string()
-}
 const AGENT_POOLS: &str = "2026-08-01";
 const IDENTITIES: &str = "2024-11-30";
 const ROLE_ASSIGNMENTS: &str = "2022-04-01";
-
-/// What verify reads beyond the worker's own rights, granted to the identity it runs as here
-/// (the worker's ServiceAccount, whose kubeconfig the configuration names).
-async fn grant_verifier(cluster: &RealCluster) {
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["get", "list"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-        ]})).await;
-    apply_as_admin(&cluster.admin, &json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "tenant-onboarding:verifier"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tenant-onboarding:verifier"},
-        "subjects": [{"kind": "ServiceAccount", "name": WORKER_SERVICE_ACCOUNT, "namespace": WORKER_NAMESPACE}]})).await;
-}
-
-async fn onboard(h: &ProcessHarness, tenant: &str) {
-    let rid = format!("on-{tenant}");
-    let group = admin_group(tenant);
-    let event = h
-        .request(
-            &[
-                "send",
-                "--tenant",
-                tenant,
-                "--request-id",
-                &rid,
-                "--admin-group",
-                &group,
-                "--workload",
-                "1",
-            ],
-            &rid,
-        )
-        .await;
-    assert_eq!(event.ty, "tenant.onboarded", "{event:?}");
-}
 
 /// `producer verify T` (with --json): its exit code and report.
 async fn verify(h: &ProcessHarness, args: &[&str]) -> (Option<i32>, Value) {
@@ -128,10 +81,10 @@ async fn verify_reports_each_tampering_by_name_and_repair_restores_a_clean_tenan
     let Some(h) = ProcessHarness::on_real_cluster(&cluster).await else {
         return;
     };
-    grant_verifier(&cluster).await;
+    bind_verifier_to_worker(&cluster).await;
     let (a, b) = (unique_tenant("vfa"), unique_tenant("vfb"));
-    onboard(&h, &a).await;
-    onboard(&h, &b).await;
+    h.onboard_with_own_admin_group(&a).await;
+    h.onboard_with_own_admin_group(&b).await;
     h.wait_for_empty_queue(Duration::from_secs(60)).await;
 
     let (code, report) = verify(&h, &[&a]).await;

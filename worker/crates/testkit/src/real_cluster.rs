@@ -141,6 +141,24 @@ async fn install_worker_identity(admin: &kube::Client) {
     }
 }
 
+/// Bind the shipped read-only `tenant-onboarding:verifier` ClusterRole (from `k8s/base/rbac.yaml`,
+/// installed with the worker's identity) to the worker's ServiceAccount, as an operator does to
+/// run `producer verify` or turn `[drift]` on: the tests then prove the shipped role suffices.
+pub async fn bind_verifier_to_worker(cluster: &RealCluster) {
+    apply_as_admin(
+        &cluster.admin,
+        &serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "tenant-onboarding:verifier"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                "name": "tenant-onboarding:verifier"},
+            "subjects": [{"kind": "ServiceAccount", "name": WORKER_SERVICE_ACCOUNT,
+                "namespace": WORKER_NAMESPACE}]
+        }),
+    )
+    .await;
+}
+
 /// Server-side apply of one object with the admin's credentials.
 pub async fn apply_as_admin(admin: &kube::Client, value: &serde_json::Value) {
     let object: DynamicObject = serde_json::from_value(value.clone()).expect("a Kubernetes object");
