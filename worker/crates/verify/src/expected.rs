@@ -218,24 +218,10 @@ fn guardrail_recorded(outputs: &BTreeMap<String, Value>, name: &str) -> bool {
 /// the configured default (and not compared, see `kube_checks`), and an admin binding whose
 /// group is unknown is built with an empty group name (not compared either).
 fn guardrail_objects(inputs: &TenantInputs<'_>, admin_group: Option<String>) -> Vec<KubeObject> {
-    let d = &inputs.provisioning.guardrails;
-    let quota = inputs.request.and_then(|r| r.quota.clone());
-    let spec = GuardrailSpec {
-        cpu: quota
-            .as_ref()
-            .map_or_else(|| d.cpu.clone(), |q| q.cpu.clone()),
-        memory: quota
-            .as_ref()
-            .map_or_else(|| d.memory.clone(), |q| q.memory.clone()),
-        pods: quota.as_ref().map_or(d.pods, |q| q.pods),
-        default_container_cpu: d.default_container_cpu.clone(),
-        default_container_memory: d.default_container_memory.clone(),
-        admin_group_id: admin_group,
-        egress: d.egress.clone(),
-        fqdn_egress: d
-            .fqdn_egress
-            .as_ref()
-            .map(|f| f.for_account(&inputs.target.storage_account)),
-    };
+    let mut spec = GuardrailSpec::from_defaults(&inputs.provisioning.guardrails, admin_group)
+        .on_account(&inputs.target.storage_account);
+    if let Some(q) = inputs.request.and_then(|r| r.quota.as_ref()) {
+        spec = spec.with_quota(&q.cpu, &q.memory, q.pods);
+    }
     manifests::guardrails(&inputs.names.namespace, &inputs.names.tenant_id, &spec)
 }

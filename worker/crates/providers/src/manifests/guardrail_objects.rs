@@ -56,6 +56,21 @@ impl GuardrailSpec {
             fqdn_egress: defaults.fqdn_egress.clone(),
         }
     }
+
+    /// The host-name egress narrowed to the tenant's storage account (see
+    /// [`FqdnEgress::for_account`]).
+    pub fn on_account(mut self, storage_account: &str) -> Self {
+        self.fqdn_egress = self.fqdn_egress.map(|f| f.for_account(storage_account));
+        self
+    }
+
+    /// The quota a request asked for instead of the configured one.
+    pub fn with_quota(mut self, cpu: &str, memory: &str, pods: u32) -> Self {
+        self.cpu = cpu.to_string();
+        self.memory = memory.to_string();
+        self.pods = pods;
+        self
+    }
 }
 
 /// The namespace's guard rails: quota, container defaults, network policies (deny everything,

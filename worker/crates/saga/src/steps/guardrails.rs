@@ -26,25 +26,12 @@ fn refs(input: &StepInput) -> Vec<ObjectRef> {
 }
 
 fn objects(input: &StepInput) -> Vec<KubeObject> {
-    let d = &input.provisioning.guardrails;
-    let quota = input.spec.as_ref().and_then(|s| s.quota.clone());
-    let spec = GuardrailSpec {
-        cpu: quota
-            .as_ref()
-            .map_or_else(|| d.cpu.clone(), |q| q.cpu.clone()),
-        memory: quota
-            .as_ref()
-            .map_or_else(|| d.memory.clone(), |q| q.memory.clone()),
-        pods: quota.as_ref().map_or(d.pods, |q| q.pods),
-        default_container_cpu: d.default_container_cpu.clone(),
-        default_container_memory: d.default_container_memory.clone(),
-        admin_group_id: input.spec.as_ref().and_then(|s| s.admin_group_id.clone()),
-        egress: d.egress.clone(),
-        fqdn_egress: d
-            .fqdn_egress
-            .as_ref()
-            .map(|f| f.for_account(&input.target.storage_account)),
-    };
+    let admin_group = input.spec.as_ref().and_then(|s| s.admin_group_id.clone());
+    let mut spec = GuardrailSpec::from_defaults(&input.provisioning.guardrails, admin_group)
+        .on_account(&input.target.storage_account);
+    if let Some(q) = input.spec.as_ref().and_then(|s| s.quota.as_ref()) {
+        spec = spec.with_quota(&q.cpu, &q.memory, q.pods);
+    }
     manifests::guardrails(&input.names.namespace, &input.names.tenant_id, &spec)
 }
 
