@@ -13,6 +13,8 @@ use crate::output::Output;
 
 /// The most dead-lettered messages `dlq list` reads to count them.
 const LIST_LIMIT: usize = 10_000;
+/// Dead letters `purge` holds at once before completing them.
+const PURGE_BATCH: usize = 100;
 use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, Failure};
 
 #[derive(Debug, Subcommand)]
@@ -224,16 +226,34 @@ pub async fn run(config: &Config, out: &Output, action: DlqAction) -> Result<(),
                 ));
             }
             let mut purged = 0u64;
-            while let Some(d) = queue
-                .receive_dead_letter(Duration::from_millis(200))
-                .await
-                .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?
-            {
-                queue
-                    .complete(&d.lock)
-                    .await
-                    .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-                purged += 1;
+            // In batches: a transport may confirm completions only when no other dead letter
+            // is held (Service Bus closes its dead-letter link to do so), once per batch.
+            loop {
+                let mut batch = Vec::new();
+                while batch.len() < PURGE_BATCH {
+                    let received = queue
+                        .receive_dead_letter(Duration::from_millis(200))
+                        .await
+                        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+                    match received {
+                        Some(d) => batch.push(d),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                for d in &batch {
+                    queue.complete(&d.lock).await.map_err(|e| {
+                        Failure::new(
+                            EXIT_FAILED,
+                            format!(
+                                "{e} (after {purged} completions; `producer dlq list` shows what is left)"
+                            ),
+                        )
+                    })?;
+                    purged += 1;
+                }
             }
             out.emit(&json!({"purged": purged}), || {
                 format!("purged {purged} dead-lettered messages")

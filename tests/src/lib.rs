@@ -738,6 +738,23 @@ impl ProcessHarness {
         .await
     }
 
+    /// The dead-letter queue once it holds `message_id`, oldest first. The worker announces a
+    /// rejection before it dead-letters the message, so the event alone does not say the
+    /// letter is there yet.
+    pub async fn wait_for_dead_letter(
+        &self,
+        message_id: &str,
+        timeout: Duration,
+    ) -> Vec<ReceivedMessage> {
+        wait_until(timeout, &format!("{message_id} dead-lettered"), || async {
+            let dead = self.dead_letters().await;
+            dead.iter()
+                .any(|m| m.message_id == message_id)
+                .then_some(dead)
+        })
+        .await
+    }
+
     /// Dead-lettered messages, oldest first.
     pub async fn dead_letters(&self) -> Vec<ReceivedMessage> {
         let mut all = Vec::new();

@@ -61,7 +61,9 @@ async fn a_request_id_reused_for_another_tenant_is_refused_by_the_producer_and_b
         rejected.id, first.id,
         "its event never shares an id with acme's"
     );
-    let dead = h.dead_letters().await;
+    let dead = h
+        .wait_for_dead_letter(&message_id, Duration::from_secs(10))
+        .await;
     let letter = dead
         .iter()
         .find(|m| m.message_id == message_id)

@@ -221,7 +221,6 @@ async fn a_request_sent_many_times_over_service_bus_provisions_once_with_one_out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: in one of three runs the original dead letter stayed after `dlq replay` (its delivery count 2), both copies then in the DLQ; not yet diagnosed (transport or peer settlement of a dead-letter delivery)"]
 async fn a_dead_lettered_command_replayed_over_service_bus_keeps_its_properties_under_a_new_message_id()
  {
     let _serial = SERIAL.lock().await;
@@ -246,7 +245,9 @@ async fn a_dead_lettered_command_replayed_over_service_bus_keeps_its_properties_
     h.queue.send(message.clone()).await.expect("send");
     h.wait_for_rejection(&message.message_id, Duration::from_secs(60))
         .await;
-    let dead = h.dead_letters().await;
+    let dead = h
+        .wait_for_dead_letter(&message.message_id, Duration::from_secs(10))
+        .await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].message_id, message.message_id);
     let seq = dead[0].sequence_number.to_string();
@@ -261,7 +262,9 @@ async fn a_dead_lettered_command_replayed_over_service_bus_keeps_its_properties_
     assert_ne!(new_id, message.message_id);
 
     h.wait_for_rejection(&new_id, Duration::from_secs(60)).await;
-    let dead = h.dead_letters().await;
+    let dead = h
+        .wait_for_dead_letter(&new_id, Duration::from_secs(10))
+        .await;
     assert_eq!(
         dead.len(),
         1,

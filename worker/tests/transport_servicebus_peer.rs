@@ -58,11 +58,15 @@ async fn start_peer() -> ServiceBusPeer {
 }
 
 async fn connect(peer: &ServiceBusPeer) -> ServiceBusTransport {
+    connect_to(peer.connection_string()).await
+}
+
+async fn connect_to(connection_string: String) -> ServiceBusTransport {
     let mut settings = ServiceBusSettings::new(
         "servicebus-sim",
         QUEUE,
         TOPIC,
-        ServiceBusAuth::ConnectionString(peer.connection_string()),
+        ServiceBusAuth::ConnectionString(connection_string),
     );
     settings.operation_timeout = Duration::from_secs(10);
     ServiceBusTransport::connect(settings)
@@ -227,4 +231,64 @@ async fn a_duplicate_message_id_is_accepted_and_dropped_without_a_second_deliver
     );
     assert_eq!(peer.counts(QUEUE), Some((0, 0, 0)));
     sb.close().await;
+}
+
+/// `producer dlq delete` and `dlq replay` complete a dead letter and end. fe2o3-amqp writes a
+/// disposition from a task of its own, so a process that ends right after `complete` returned
+/// could take the frame with it, and the message stayed dead-lettered (beside its replayed copy).
+/// Each completion here runs in a runtime of its own, dropped as a process would end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_completed_just_before_its_process_ends_is_removed_for_good() {
+    const MESSAGES: usize = 4;
+    let peer = start_peer().await;
+    let sb = connect(&peer).await;
+    for i in 0..MESSAGES {
+        sb.send(OutgoingMessage {
+            message_id: format!("dl-exit-{i}-{}", uuid::Uuid::new_v4().simple()),
+            session_id: Some("tenant-dl-exit".into()),
+            body: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("send");
+        let d = sb
+            .receive(Duration::from_secs(5))
+            .await
+            .expect("receive")
+            .expect("the message arrives");
+        sb.dead_letter(&d.lock, "Test", "dead-lettered to be deleted")
+            .await
+            .expect("dead-letter");
+    }
+    sb.close().await;
+    assert_eq!(peer.counts(QUEUE), Some((0, 0, MESSAGES)));
+
+    for left in (0..MESSAGES).rev() {
+        let connection_string = peer.connection_string();
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the short-lived process");
+            runtime.block_on(async {
+                let sb = connect_to(connection_string).await;
+                let d = sb
+                    .receive_dead_letter(Duration::from_secs(5))
+                    .await
+                    .expect("receive a dead letter")
+                    .expect("a dead letter is there");
+                sb.complete(&d.lock)
+                    .await
+                    .expect("complete the dead letter");
+            });
+            // The runtime ends here, with whatever its tasks had not written yet.
+        })
+        .await
+        .expect("the short-lived process");
+        assert_eq!(
+            peer.counts(QUEUE),
+            Some((0, 0, left)),
+            "a completed dead letter must be gone once `complete` has returned"
+        );
+    }
 }

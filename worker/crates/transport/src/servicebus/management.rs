@@ -21,7 +21,7 @@ use super::sessions::{
 };
 use super::settings::ServiceBusAuth;
 use super::transport::ServiceBusTransport;
-use crate::{Delivery, QueueStats, ReceivedMessage, TransportError};
+use crate::{Delivery, LockToken, QueueStats, ReceivedMessage, TransportError};
 
 /// Entity-management API version used by the Azure SDKs' administration clients.
 const MANAGEMENT_API_VERSION: &str = "2021-05";
@@ -76,7 +76,7 @@ impl ServiceBusTransport {
             .as_ref()
             .is_some_and(|dl| dl.created.elapsed() >= self.settings.link_max_age);
         if too_old
-            && !self.holds_dead_letters()
+            && !self.holds_dead_letters_besides(None)
             && let Some(dl) = guard.take()
         {
             close_receiver(dl.receiver).await;
@@ -132,12 +132,17 @@ impl ServiceBusTransport {
         Ok(guard)
     }
 
-    fn holds_dead_letters(&self) -> bool {
-        lock(&self.held).values().any(|entry| {
-            entry
-                .try_lock()
-                .map_or(true, |held| matches!(&*held, Held::DeadLetter { .. }))
-        })
+    /// Whether a dead-lettered message (other than `except`) is held on the dead-letter
+    /// receiver, whose link must then stay open for it. An entry busy elsewhere counts as one.
+    pub(super) fn holds_dead_letters_besides(&self, except: Option<&LockToken>) -> bool {
+        lock(&self.held)
+            .iter()
+            .filter(|(token, _)| Some(*token) != except)
+            .any(|(_, entry)| {
+                entry
+                    .try_lock()
+                    .map_or(true, |held| matches!(&*held, Held::DeadLetter { .. }))
+            })
     }
 
     /// [`Queue::peek_dead_letters`](crate::Queue::peek_dead_letters). A failed peek is tried once

@@ -483,7 +483,13 @@ impl ServiceBusTransport {
                         })
                         .await;
                         match r {
-                            Ok(Ok(())) => Ok(()),
+                            Ok(Ok(())) if self.holds_dead_letters_besides(Some(token)) => Ok(()),
+                            // Nothing else rides on this link: closing it confirms the
+                            // settlement (see `confirm_by_closing`).
+                            Ok(Ok(())) => match guard.take() {
+                                Some(dl) => confirm_by_closing(dl.receiver, &how, &id).await,
+                                None => Ok(()),
+                            },
                             Ok(Err(e)) => {
                                 // The link failed: recreate it next time; this lock goes with it.
                                 let err = transport_error(
@@ -523,6 +529,35 @@ impl ServiceBusTransport {
         }
         outcome
     }
+}
+
+/// Close the dead-letter receiver just used to settle a message, so that the settlement is
+/// known to have reached the broker before the caller hears it succeeded.
+///
+/// fe2o3-amqp hands a disposition to its session task and returns; a process that ends right
+/// after (`producer dlq replay` does) can end before the frame is written, and the original
+/// then stays dead-lettered beside its replayed copy. The detach follows the disposition on
+/// the same link, and the broker answers it only after reading what came before, so a closed
+/// link is a confirmed settlement. A completion or dead-lettering that cannot be confirmed is
+/// reported as unknown; an abandon needs no confirmation (closing the link releases the lock
+/// anyway).
+async fn confirm_by_closing(
+    receiver: ServiceBusReceiver,
+    how: &Settle<'_>,
+    id: &str,
+) -> Result<(), TransportError> {
+    let closed = tokio::time::timeout(CLOSE_WAIT, receiver.dispose()).await;
+    let unconfirmed = match closed {
+        Ok(Ok(())) => return Ok(()),
+        _ if matches!(how, Settle::Abandon) => return Ok(()),
+        Ok(Err(e)) => error_detail(&e).0,
+        Err(_) => format!("no answer within {CLOSE_WAIT:?}"),
+    };
+    Err(TransportError::Unavailable(format!(
+        "{} dead-lettered message {id} was sent, but the broker did not confirm it ({unconfirmed}); \
+         `producer dlq list` shows whether it is still there",
+        how.verb()
+    )))
 }
 
 /// Close a receiver, or drop it when closing does not finish in [`CLOSE_WAIT`].
