@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use onboarding_transport::servicebus::{ServiceBusAuth, ServiceBusSettings, ServiceBusTransport};
-use onboarding_transport::{Delivery, OutgoingMessage, Queue, TransportError};
-use servicebus_sim::{EntityConfig, PeerConfig, ServiceBusPeer};
+use onboarding_transport::{Delivery, OutgoingMessage, Queue, Topic, TransportError};
+use servicebus_sim::{EntityConfig, PeerConfig, ServiceBusPeer, TopicConfig};
 use tokio::time::Instant;
 
 const QUEUE: &str = "tenant-commands";
@@ -150,6 +150,62 @@ async fn a_dropped_connection_mid_stream_loses_no_message_and_settles_none_twice
     sb.close().await;
 }
 
+/// A broker restart or a load balancer's reset closes idle connections too; azservicebus
+/// notices only on their next use. The transport opens the link on a new connection then, so
+/// the runner's next receive (and a reader's next subscribe) does not fail for it.
+#[tokio::test]
+async fn after_the_broker_drops_every_connection_the_next_receive_and_subscribe_succeed_at_once() {
+    let peer = ServiceBusPeer::start(PeerConfig {
+        queues: vec![
+            EntityConfig::queue(QUEUE)
+                .with_sessions()
+                .lock_duration(Duration::from_secs(5)),
+        ],
+        topics: vec![TopicConfig {
+            name: "tenant-events".into(),
+            duplicate_window: None,
+            subscriptions: vec![EntityConfig::queue("readers")],
+        }],
+        session_wait: Duration::from_secs(1),
+        ..PeerConfig::default()
+    })
+    .await
+    .expect("start the Service Bus peer");
+    let sb = connect(&peer, Duration::from_secs(10)).await;
+    // Connections in the pool: one accept that found nothing, one subscription opened and closed.
+    assert!(next_delivery(&sb, Duration::from_secs(2)).await.is_none());
+    drop(
+        sb.subscribe("readers")
+            .await
+            .expect("subscribe before the drop"),
+    );
+    sb.send(command("after-drop", "tenant-a"))
+        .await
+        .expect("send before the drop");
+
+    peer.faults().drop_connections();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let d = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match sb.receive(WAIT).await {
+                Ok(Some(d)) => break d,
+                Ok(None) => {}
+                Err(e) => panic!("a receive after the drop failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the message arrives after the drop");
+    assert_eq!(d.message.message_id, "after-drop");
+    sb.complete(&d.lock).await.expect("complete");
+    sb.subscribe("readers")
+        .await
+        .expect("subscribing after the drop succeeds at the first call");
+    assert_eq!(peer.counts(QUEUE), Some((0, 0, 0)));
+    sb.close().await;
+}
+
 #[tokio::test]
 async fn a_refused_token_fails_receives_quickly_and_recovers_once_tokens_are_accepted_again() {
     let peer = start_peer().await;
@@ -198,5 +254,36 @@ async fn a_sender_whose_token_lifetime_is_short_keeps_sending_past_it() {
         Some((3, 0, 0)),
         "every send arrived once"
     );
+    sb.close().await;
+}
+
+/// The service answers an accept of the next session after its wait when no session is free
+/// (`com.microsoft:timeout`); the transport then reports an empty queue and accepts anew, rather
+/// than sitting on a link the broker has given up until the transport's own deadline.
+#[tokio::test]
+async fn an_accept_that_finds_no_session_ends_at_the_brokers_wait_not_at_the_transports_deadline() {
+    let peer = ServiceBusPeer::start(PeerConfig {
+        queues: vec![EntityConfig::queue(QUEUE).with_sessions()],
+        session_wait: Duration::from_secs(1),
+        ..PeerConfig::default()
+    })
+    .await
+    .expect("start the Service Bus peer");
+    // A deadline well inside the receive's wait: an accept the broker never answered would
+    // end there, as an error.
+    let sb = connect(&peer, Duration::from_secs(5)).await;
+    for _ in 0..2 {
+        let got = sb
+            .receive(Duration::from_secs(20))
+            .await
+            .expect("an empty queue is not an error");
+        assert!(got.is_none());
+    }
+    sb.send(command("late", "tenant-late")).await.expect("send");
+    let d = next_delivery(&sb, Duration::from_secs(10))
+        .await
+        .expect("a message sent after idle accepts is received");
+    assert_eq!(d.message.message_id, "late");
+    sb.complete(&d.lock).await.expect("complete");
     sb.close().await;
 }

@@ -319,7 +319,12 @@ impl Conn {
         let Some(link) = self.link_mut(channel, handle) else {
             return Ok(());
         };
-        link.pending = None;
+        // An accept of the next session keeps the deadline it got when it first found none:
+        // trying again on each pump must not push the service's wait further out.
+        let waiting_since = match link.pending.take() {
+            Some(Pending::NextSession { deadline }) => Some(deadline),
+            _ => None,
+        };
         let (entity, dead_letter) = match &link.kind {
             Kind::OutOf {
                 entity,
@@ -371,7 +376,8 @@ impl Conn {
             Some(Ok(None)) => {
                 if let Some(link) = self.link_mut(channel, handle) {
                     link.pending = Some(Pending::NextSession {
-                        deadline: tokio::time::Instant::now() + timeout,
+                        deadline: waiting_since
+                            .unwrap_or_else(|| tokio::time::Instant::now() + timeout),
                     });
                 }
                 Ok(())

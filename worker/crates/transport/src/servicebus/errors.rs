@@ -83,6 +83,25 @@ pub fn is_no_session_available(detail: &str) -> bool {
     .any(|n| d.contains(n))
 }
 
+/// True when a failure says the connection (or its AMQP session) is gone rather than that the
+/// broker refused something: the broker dropped it, the socket broke. azservicebus notices
+/// only when the connection is next used, so an idle pooled connection fails its first link.
+pub fn is_dead_connection(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    [
+        "illegalsessionstate",
+        "illegalconnectionstate",
+        "session has dropped",
+        "expectimmediatedetach",
+        "connection reset",
+        "broken pipe",
+        "unexpectedeof",
+        "unexpected end of file",
+    ]
+    .iter()
+    .any(|n| d.contains(n))
+}
+
 /// The display chain and debug form of an azservicebus error, for classification and messages.
 pub(super) fn error_detail(err: &azure_core::Error) -> (String, String) {
     let mut display = err.to_string();
@@ -171,6 +190,25 @@ fn to_transport_error(
 mod tests {
     use super::*;
     use crate::servicebus::SERVICE_BUS_SCOPE;
+
+    #[test]
+    fn a_dropped_session_or_connection_is_a_dead_connection_and_a_refusal_is_not() {
+        for detail in [
+            "Local error: IllegalSessionState: Session has dropped",
+            "Local error: ExpectImmediateDetach: Expecting an immediate detach",
+            "TransportError(Io(Custom { kind: UnexpectedEof, error: \"Expecting remote close\" }))",
+            "IllegalConnectionState",
+        ] {
+            assert!(is_dead_connection(detail), "{detail}");
+        }
+        for detail in [
+            "com.microsoft:session-lock-lost",
+            "amqp:not-found: The messaging entity 'x' could not be found.",
+            "StatusError {code: StatusCode(401), description: Some(\"token refused\") }",
+        ] {
+            assert!(!is_dead_connection(detail), "{detail}");
+        }
+    }
 
     #[test]
     fn lock_and_session_lock_failures_are_lock_lost() {

@@ -15,10 +15,8 @@ use onboarding_core::Classify;
 
 use super::amqp::{locked_until_from_amqp, received_from_amqp};
 use super::errors::transport_error;
-use super::pool::lock;
-use super::sessions::{
-    CLOSE_WAIT, DeadLetterReceiver, Held, close_client, close_receiver, lock_token_of,
-};
+use super::pool::{CLOSE_WAIT, Opened, lock};
+use super::sessions::{DeadLetterReceiver, Held, close_receiver, lock_token_of};
 use super::settings::ServiceBusAuth;
 use super::transport::ServiceBusTransport;
 use crate::{Delivery, LockToken, QueueStats, ReceivedMessage, TransportError};
@@ -87,37 +85,27 @@ impl ServiceBusTransport {
                 self.settings.queue
             );
             let deadline = self.settings.accept_deadline;
-            let mut client = tokio::time::timeout(deadline, self.pool.take())
-                .await
-                .map_err(|_| {
-                    TransportError::Unavailable(format!(
-                        "{what}: no connection within {deadline:?}"
-                    ))
-                })??;
-            let created = tokio::time::timeout(
-                deadline,
-                client.create_receiver_for_queue(
-                    self.settings.queue.clone(),
-                    ServiceBusReceiverOptions {
-                        sub_queue: SubQueue::DeadLetter,
-                        ..ServiceBusReceiverOptions::default()
-                    },
-                ),
-            )
-            .await;
-            let receiver = match created {
-                Ok(Ok(receiver)) => {
-                    self.pool.put(client);
-                    receiver
-                }
-                Ok(Err(e)) => {
-                    self.pool.put(client);
-                    return Err(transport_error(&e, &what, self.ns(), ""));
-                }
-                Err(_) => {
-                    // azservicebus would wait for this attach forever; the connection is
-                    // dropped so the broker lets go of it too.
-                    close_client(client).await;
+            let opened = self
+                .pool
+                .open_link(deadline, |client| {
+                    let queue = self.settings.queue.clone();
+                    Box::pin(async move {
+                        client
+                            .create_receiver_for_queue(
+                                queue,
+                                ServiceBusReceiverOptions {
+                                    sub_queue: SubQueue::DeadLetter,
+                                    ..ServiceBusReceiverOptions::default()
+                                },
+                            )
+                            .await
+                    })
+                })
+                .await?;
+            let receiver = match opened {
+                Opened::Link(receiver) => receiver,
+                Opened::Failed(e) => return Err(transport_error(&e, &what, self.ns(), "")),
+                Opened::TimedOut => {
                     return Err(TransportError::Unavailable(format!(
                         "{what} got no answer within {deadline:?}; retry"
                     )));

@@ -3,14 +3,16 @@
 //!
 //! Touches the network: AMQP to the namespace in the settings, nothing else.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::Duration;
 
 use azservicebus::authorization::AzureNamedKeyCredential;
 use azservicebus::client::service_bus_client::WithCustomRetryPolicy;
 use azservicebus::core::BasicRetryPolicy;
 use azservicebus::{ServiceBusClient, ServiceBusClientOptions, ServiceBusRetryOptions};
 
-use super::errors::transport_error;
+use super::errors::{error_detail, is_dead_connection, transport_error};
 use super::settings::{
     AzureCoreCredential, ServiceBusAuth, ServiceBusSettings, emulator_endpoint_with_port,
     is_development_emulator,
@@ -18,6 +20,33 @@ use super::settings::{
 use crate::TransportError;
 
 pub(super) type Client = ServiceBusClient<BasicRetryPolicy>;
+
+/// How long closing a link or connection may take before we drop it instead: closing waits for
+/// the broker's answer, which a broken connection never sends.
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Close a connection, or drop it when closing does not finish in [`CLOSE_WAIT`].
+pub(super) async fn close_client(client: Client) {
+    match tokio::time::timeout(CLOSE_WAIT, client.dispose()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing a Service Bus connection"),
+        Err(_) => tracing::debug!("closing a Service Bus connection timed out; dropped it"),
+    }
+}
+
+/// Opening a link on a borrowed connection (see [`Pool::open_link`]).
+pub(super) type LinkFuture<'c, T> =
+    Pin<Box<dyn Future<Output = Result<T, azure_core::Error>> + Send + 'c>>;
+
+/// What opening a link on a pooled connection came to (see [`Pool::open_link`]).
+pub(super) enum Opened<T> {
+    Link(T),
+    /// The broker refused it, or the connection failed twice.
+    Failed(azure_core::Error),
+    /// No connection or no answer within the deadline; the connection was closed, which makes
+    /// the broker drop the attach too (azservicebus would wait for it forever).
+    TimedOut,
+}
 
 pub(super) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short critical sections leaves plain data behind.
@@ -102,6 +131,56 @@ impl Pool {
         match idle {
             Some(client) if !client.is_closed() => Ok(client),
             _ => self.connect().await,
+        }
+    }
+
+    /// Open a link with `open` on an idle connection (or a new one) within `deadline`. An idle
+    /// connection the broker dropped meanwhile fails its first link with a session or
+    /// connection error; it is closed and `open` runs once more on a new connection, so a
+    /// broker restart costs the caller nothing. The connection goes back to the pool unless it
+    /// failed or timed out.
+    pub(super) async fn open_link<T>(
+        &self,
+        deadline: Duration,
+        mut open: impl for<'c> FnMut(&'c mut Client) -> LinkFuture<'c, T>,
+    ) -> Result<Opened<T>, TransportError> {
+        let mut fresh = false;
+        loop {
+            let client = tokio::time::timeout(deadline, async {
+                if fresh {
+                    self.connect().await
+                } else {
+                    self.take().await
+                }
+            })
+            .await;
+            let Ok(client) = client else {
+                return Ok(Opened::TimedOut);
+            };
+            let mut client = client?;
+            match tokio::time::timeout(deadline, open(&mut client)).await {
+                Err(_) => {
+                    close_client(client).await;
+                    return Ok(Opened::TimedOut);
+                }
+                Ok(Ok(link)) => {
+                    self.put(client);
+                    return Ok(Opened::Link(link));
+                }
+                Ok(Err(e)) => {
+                    let (detail, debug) = error_detail(&e);
+                    if !is_dead_connection(&format!("{detail} {debug}")) {
+                        self.put(client);
+                        return Ok(Opened::Failed(e));
+                    }
+                    close_client(client).await;
+                    if fresh {
+                        return Ok(Opened::Failed(e));
+                    }
+                    tracing::debug!(error = %detail, "a pooled Service Bus connection was gone; opening the link on a new one");
+                    fresh = true;
+                }
+            }
         }
     }
 

@@ -17,29 +17,16 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use super::amqp::{locked_until_from_amqp, offset_to_chrono, received_from_amqp};
-use super::errors::{error_detail, is_no_session_available, transport_error};
-use super::pool::{Client, Pool, lock};
+use super::errors::{error_detail, is_dead_connection, is_no_session_available, transport_error};
+use super::pool::{CLOSE_WAIT, Opened, Pool, lock};
 use super::transport::ServiceBusTransport;
 use crate::{Delivery, LockToken, TransportError};
 
 /// After a session is accepted its first message is normally already there; this is how long we
 /// wait for it even when the caller's `max_wait` is nearly spent.
 pub(super) const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(5);
-/// How long closing a link or connection may take before we drop it instead: closing waits for
-/// the broker's answer, which a broken connection never sends.
-pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
 /// What a `receive` waits for: an accepted session, none (the broker's wait ended), or an error.
 pub(super) type Accepted = Result<Option<ServiceBusSessionReceiver>, TransportError>;
-
-/// Close a connection, or drop it when closing does not finish in [`CLOSE_WAIT`].
-pub(super) async fn close_client(client: Client) {
-    match tokio::time::timeout(CLOSE_WAIT, client.dispose()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "closing a Service Bus connection"),
-        Err(_) => tracing::debug!("closing a Service Bus connection timed out; dropped it"),
-    }
-}
 
 /// Accept the next session on a connection of its own. azservicebus awaits the attach forever
 /// (the broker normally answers within its own wait, about a minute), so the attach gets
@@ -47,49 +34,40 @@ pub(super) async fn close_client(client: Client) {
 /// with it any session it would have locked for nobody), and the caller accepts anew.
 async fn accept_next_session(pool: Arc<Pool>, deadline: Duration) -> Accepted {
     let queue = pool.settings.queue.clone();
-    let hung = || {
-        TransportError::Unavailable(format!(
-            "accepting the next session on queue {queue} of Service Bus namespace {} got no answer within {deadline:?}; \
-             that connection was dropped and the next receive accepts anew",
-            pool.settings.namespace
-        ))
-    };
-    let mut client = tokio::time::timeout(deadline, pool.take())
-        .await
-        .map_err(|_| hung())??;
-    let result = tokio::time::timeout(
-        deadline,
-        client.accept_next_session_for_queue(
-            queue.clone(),
-            ServiceBusSessionReceiverOptions::default(),
-        ),
-    )
-    .await;
-    match result {
-        Err(_) => {
-            tracing::warn!(queue = %queue, ?deadline, "accepting a Service Bus session hung; dropping its connection");
-            close_client(client).await;
-            Err(hung())
+    let opened = pool
+        .open_link(deadline, |client| {
+            let queue = queue.clone();
+            Box::pin(async move {
+                client
+                    .accept_next_session_for_queue(
+                        queue,
+                        ServiceBusSessionReceiverOptions::default(),
+                    )
+                    .await
+            })
+        })
+        .await?;
+    match opened {
+        Opened::Link(receiver) => Ok(Some(receiver)),
+        Opened::TimedOut => {
+            tracing::warn!(queue = %queue, ?deadline, "accepting a Service Bus session hung; dropped its connection");
+            Err(TransportError::Unavailable(format!(
+                "accepting the next session on queue {queue} of Service Bus namespace {} got no answer within {deadline:?}; \
+                 that connection was dropped and the next receive accepts anew",
+                pool.settings.namespace
+            )))
         }
-        Ok(Ok(receiver)) => {
-            pool.put(client);
-            Ok(Some(receiver))
-        }
-        Ok(Err(e)) => {
+        Opened::Failed(e) => {
             let (display, debug) = error_detail(&e);
             if is_no_session_available(&format!("{display} {debug}")) {
-                pool.put(client);
                 return Ok(None);
             }
-            let err = transport_error(
+            Err(transport_error(
                 &e,
                 &format!("accepting the next session on queue {queue}"),
                 &pool.settings.namespace,
                 "",
-            );
-            // The connection may be what broke: do not hand it out again.
-            close_client(client).await;
-            Err(err)
+            ))
         }
     }
 }
@@ -222,6 +200,14 @@ impl ServiceBusTransport {
                 )));
             }
             Ok(Err(e)) => {
+                let (detail, debug) = error_detail(&e);
+                if is_dead_connection(&format!("{detail} {debug}")) {
+                    // The session went with its connection before a message was taken:
+                    // nothing is held, and the next receive accepts on a new connection.
+                    tracing::info!(session.id = %session, error = %detail, "a session's connection dropped before its first message; accepting anew");
+                    dispose_session(receiver).await;
+                    return Ok(None);
+                }
                 let err = transport_error(
                     &e,
                     &format!(

@@ -12,7 +12,7 @@ use super::amqp::received_from_amqp;
 use super::errors::{
     FailureKind, auth_error_in, error_detail, failure_kind, is_credential_error, transport_error,
 };
-use super::sessions::{CLOSE_WAIT, close_client};
+use super::pool::{CLOSE_WAIT, Opened};
 use super::transport::ServiceBusTransport;
 use crate::{OutgoingMessage, ReceivedMessage, Subscription, Topic, TransportError};
 
@@ -36,46 +36,48 @@ impl Topic for ServiceBusTransport {
         let topic = self.settings.topic.clone();
         let deadline = self.settings.accept_deadline;
         let what = format!("opening subscription {subscription} of topic {topic}");
-        let mut client = tokio::time::timeout(deadline, self.pool.take())
-            .await
-            .map_err(|_| {
-                TransportError::Unavailable(format!("{what}: no connection within {deadline:?}"))
-            })??;
-        let created = tokio::time::timeout(
-            deadline,
-            client.create_receiver_for_subscription(
-                &topic,
-                subscription,
-                ServiceBusReceiverOptions {
-                    receive_mode: ServiceBusReceiveMode::ReceiveAndDelete,
-                    ..ServiceBusReceiverOptions::default()
-                },
-            ),
-        )
-        .await;
-        let Ok(created) = created else {
-            // azservicebus would wait for this attach forever; dropping the connection makes
-            // the broker let go of it too.
-            close_client(client).await;
-            return Err(TransportError::Unavailable(format!(
-                "{what} on Service Bus namespace {} got no answer within {deadline:?}; retry",
-                self.ns()
-            )));
-        };
-        self.pool.put(client);
-        let receiver = created.map_err(|e| {
-            let (display, debug) = error_detail(&e);
-            let kind = failure_kind(&format!("{display} {debug}"), is_credential_error(&e));
-            match kind {
-                FailureKind::NotFound if auth_error_in(&e).is_none() => TransportError::Rejected(format!(
-                    "subscription {subscription} of topic {topic} does not exist on Service Bus namespace {}; \
-                     subscriptions are created by the infrastructure, not the worker: \
-                     az servicebus topic subscription create --namespace-name <ns> --topic-name {topic} --name {subscription} -g <rg>",
+        let opened = self
+            .pool
+            .open_link(deadline, |client| {
+                let (topic, subscription) = (topic.clone(), subscription.to_string());
+                Box::pin(async move {
+                    client
+                        .create_receiver_for_subscription(
+                            topic,
+                            subscription,
+                            ServiceBusReceiverOptions {
+                                receive_mode: ServiceBusReceiveMode::ReceiveAndDelete,
+                                ..ServiceBusReceiverOptions::default()
+                            },
+                        )
+                        .await
+                })
+            })
+            .await?;
+        let receiver = match opened {
+            Opened::Link(receiver) => receiver,
+            Opened::TimedOut => {
+                return Err(TransportError::Unavailable(format!(
+                    "{what} on Service Bus namespace {} got no answer within {deadline:?}; retry",
                     self.ns()
-                )),
-                _ => transport_error(&e, &what, self.ns(), ""),
+                )));
             }
-        })?;
+            Opened::Failed(e) => {
+                let (display, debug) = error_detail(&e);
+                let kind = failure_kind(&format!("{display} {debug}"), is_credential_error(&e));
+                return Err(match kind {
+                    FailureKind::NotFound if auth_error_in(&e).is_none() => {
+                        TransportError::Rejected(format!(
+                            "subscription {subscription} of topic {topic} does not exist on Service Bus namespace {}; \
+                         subscriptions are created by the infrastructure, not the worker: \
+                         az servicebus topic subscription create --namespace-name <ns> --topic-name {topic} --name {subscription} -g <rg>",
+                            self.ns()
+                        ))
+                    }
+                    _ => transport_error(&e, &what, self.ns(), ""),
+                });
+            }
+        };
         Ok(Box::new(ServiceBusSubscription {
             receiver: Some(receiver),
             topic,

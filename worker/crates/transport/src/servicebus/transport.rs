@@ -15,10 +15,9 @@ use tokio::task::JoinHandle;
 
 use super::amqp::outgoing_to_amqp;
 use super::errors::transport_error;
-use super::pool::{Client, Pool, lock};
+use super::pool::{CLOSE_WAIT, Client, Pool, close_client, lock};
 use super::sessions::{
-    Accepted, CLOSE_WAIT, DeadLetterReceiver, FIRST_MESSAGE_WAIT, Held, Settle, close_client,
-    close_receiver, dispose_session,
+    Accepted, DeadLetterReceiver, FIRST_MESSAGE_WAIT, Held, Settle, close_receiver, dispose_session,
 };
 use super::settings::ServiceBusSettings;
 use crate::{
@@ -196,8 +195,15 @@ impl ServiceBusTransport {
                     "no sender on {entity}; retry"
                 )));
             };
+            // A send on a link the broker dropped with its connection is never answered
+            // (fe2o3-amqp does not fail what is in flight when its connection ends), so a link
+            // opened earlier gets a short try before the new one gets the full time.
+            let limit = match fresh {
+                true => self.settings.operation_timeout,
+                false => self.settings.operation_timeout.min(SEND_ON_OLD_LINK_WAIT),
+            };
             let result = tokio::time::timeout(
-                self.settings.operation_timeout,
+                limit,
                 s.sender
                     .send_message(ServiceBusMessage::from_raw_amqp_message(amqp.clone())),
             )
@@ -214,10 +220,9 @@ impl ServiceBusTransport {
                     &message.message_id,
                 ),
                 Err(_) => TransportError::Unavailable(format!(
-                    "sending message {} to {entity} on Service Bus namespace {} got no answer within {:?}",
+                    "sending message {} to {entity} on Service Bus namespace {} got no answer within {limit:?}",
                     message.message_id,
                     self.ns(),
-                    self.settings.operation_timeout
                 )),
             };
             // Start over with a new link: this one may be what failed.
@@ -264,6 +269,11 @@ impl ServiceBusTransport {
         }
     }
 }
+
+/// How long a send on a link opened earlier may go unanswered before it is tried again on a
+/// new link. The broker answers a send in milliseconds, and a refusal (busy, throttled) comes
+/// back as an answer; silence this long means a connection that is gone.
+const SEND_ON_OLD_LINK_WAIT: Duration = Duration::from_secs(10);
 
 /// See [`ServiceBusTransport::longest_receive`].
 pub(super) fn longest_receive(max_wait: Duration) -> Duration {
