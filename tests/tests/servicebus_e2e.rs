@@ -161,6 +161,119 @@ async fn a_worker_killed_mid_saga_on_service_bus_hands_every_request_to_the_next
     eprintln!("crash sweep over Service Bus: {:?}", started.elapsed());
 }
 
+/// Whether the tenant's record holds `request` as finished and nothing under way or unpublished.
+async fn at_rest_with(h: &ProcessHarness, tenant: &str, request: &str) -> bool {
+    h.record(tenant).await.is_some_and(|(_, rec)| {
+        rec.active.is_none()
+            && rec.outbox.is_empty()
+            && rec.finished.iter().any(|f| f.request_id == request)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_bus_connections_dropped_mid_saga_and_refused_tokens_lose_no_request_and_end_each_once()
+ {
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let h = ProcessHarness::start(Settings {
+        servicebus: true,
+        latency: slow_latency(0.05),
+        lock_duration_secs: 3,
+        ..Settings::default()
+    })
+    .await;
+    let peer = h.servicebus.clone().expect("a Service Bus peer");
+    // The harness's own reader loses what is in flight when its connection drops (it receives
+    // and deletes), so the outcomes are counted on a subscription read only after the faults.
+    let audit = format!("audit-{}", uuid::Uuid::new_v4().simple());
+    servicebus::create_subscription(&peer, &audit);
+    h.spawn_worker();
+    let (first, second) = (unique_tenant("sbwirea"), unique_tenant("sbwireb"));
+    let requests = [format!("req-{first}"), format!("req-{second}")];
+    h.send_onboard(&first, &requests[0], true).await;
+    h.send_onboard(&second, &requests[1], true).await;
+
+    // Every connection dropped while the first saga is under way (a session held, steps
+    // running), and again later with CBS refusing tokens for a while after.
+    let mut dropped_at = Vec::new();
+    for (version, refuse_tokens) in [(2u64, None), (5, Some(Duration::from_secs(3)))] {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = h.version(&first).await;
+            if v >= version {
+                if let Some(how_long) = refuse_tokens {
+                    peer.faults().refuse_tokens_for(how_long);
+                }
+                peer.faults().drop_connections();
+                dropped_at.push(v);
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "the journal of {first} never reached version {version}:\n{}",
+                h.worker_logs(40)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    for (tenant, request) in [(&first, &requests[0]), (&second, &requests[1])] {
+        e2e::wait_until(
+            Duration::from_secs(180),
+            &format!("{request} finished and {tenant} at rest"),
+            || async { at_rest_with(&h, tenant, request).await.then_some(()) },
+        )
+        .await;
+    }
+    h.wait_for_empty_queue(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut sub = h
+        .topic
+        .subscribe(&audit)
+        .await
+        .expect("open the audit subscription");
+    let mut events = Vec::new();
+    while let Some(m) = sub
+        .next(Duration::from_millis(500))
+        .await
+        .expect("read the audit subscription")
+    {
+        events.push(serde_json::from_slice::<onboarding_contract::CloudEvent>(&m.body).unwrap());
+    }
+    for r in &requests {
+        let terminal: Vec<_> = events
+            .iter()
+            .filter(|e| e.is_terminal() && e.request_id() == Some(r.as_str()))
+            .collect();
+        assert!(
+            !terminal.is_empty(),
+            "{r}: no outcome published: {events:?}"
+        );
+        assert!(
+            terminal.iter().all(|e| e.ty == "tenant.onboarded"),
+            "{r}: {terminal:?}"
+        );
+        assert_eq!(
+            terminal_ids(&events, r).len(),
+            1,
+            "{r}: more than one outcome id"
+        );
+    }
+    let dead = h.dead_letters().await;
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
+    assert!(
+        h.dead_workers().is_empty(),
+        "the worker exited: {}",
+        h.worker_logs(40)
+    );
+    assert_provisioned_once(&h, 2);
+    eprintln!(
+        "connections dropped at journal versions {dropped_at:?}; both requests ended once in {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_many_times_over_service_bus_provisions_once_with_one_outcome() {
     let _serial = SERIAL.lock().await;
