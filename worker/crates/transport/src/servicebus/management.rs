@@ -15,7 +15,7 @@ use onboarding_core::Classify;
 
 use super::amqp::{locked_until_from_amqp, received_from_amqp};
 use super::errors::transport_error;
-use super::pool::{CLOSE_WAIT, Opened, lock};
+use super::pool::{ATTACH_WAIT, AttachWait, CLOSE_WAIT, Opened, lock};
 use super::sessions::{DeadLetterReceiver, Held, close_receiver, lock_token_of};
 use super::settings::ServiceBusAuth;
 use super::transport::ServiceBusTransport;
@@ -84,10 +84,10 @@ impl ServiceBusTransport {
                 "opening the dead-letter receiver of queue {}",
                 self.settings.queue
             );
-            let deadline = self.settings.accept_deadline;
+            let deadline = ATTACH_WAIT.min(self.settings.operation_timeout);
             let opened = self
                 .pool
-                .open_link(deadline, |client| {
+                .open_link(AttachWait::AnsweredAtOnce(deadline), |client| {
                     let queue = self.settings.queue.clone();
                     Box::pin(async move {
                         client

@@ -38,6 +38,21 @@ pub(super) async fn close_client(client: Client) {
 pub(super) type LinkFuture<'c, T> =
     Pin<Box<dyn Future<Output = Result<T, azure_core::Error>> + Send + 'c>>;
 
+/// How long an attach may go unanswered (see [`Pool::open_link`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AttachWait {
+    /// The broker answers at once (a plain receiver): silence this long means a connection
+    /// that is gone, and the link is tried once more on a new one.
+    AnsweredAtOnce(Duration),
+    /// The broker holds the attach until it can answer (an accept of the next session waits
+    /// for a session to free up, about a minute): silence is no sign of a dead connection.
+    HeldByTheBroker(Duration),
+}
+
+/// How long an attach the broker answers at once may go unanswered. A healthy broker answers in
+/// milliseconds; a connection whose AMQP session ended under it never sends the attach.
+pub(super) const ATTACH_WAIT: Duration = Duration::from_secs(10);
+
 /// What opening a link on a pooled connection came to (see [`Pool::open_link`]).
 pub(super) enum Opened<T> {
     Link(T),
@@ -134,16 +149,21 @@ impl Pool {
         }
     }
 
-    /// Open a link with `open` on an idle connection (or a new one) within `deadline`. An idle
+    /// Open a link with `open` on an idle connection (or a new one) within `wait`. An idle
     /// connection the broker dropped meanwhile fails its first link with a session or
-    /// connection error; it is closed and `open` runs once more on a new connection, so a
-    /// broker restart costs the caller nothing. The connection goes back to the pool unless it
-    /// failed or timed out.
+    /// connection error, or (when its AMQP session ended under it) never sends the attach at
+    /// all; it is closed and `open` runs once more on a new connection, so a broker restart
+    /// costs the caller nothing. The connection goes back to the pool unless it failed or
+    /// timed out.
     pub(super) async fn open_link<T>(
         &self,
-        deadline: Duration,
+        wait: AttachWait,
         mut open: impl for<'c> FnMut(&'c mut Client) -> LinkFuture<'c, T>,
     ) -> Result<Opened<T>, TransportError> {
+        let (deadline, silence_means_dead) = match wait {
+            AttachWait::AnsweredAtOnce(d) => (d, true),
+            AttachWait::HeldByTheBroker(d) => (d, false),
+        };
         let mut fresh = false;
         loop {
             let client = tokio::time::timeout(deadline, async {
@@ -161,7 +181,13 @@ impl Pool {
             match tokio::time::timeout(deadline, open(&mut client)).await {
                 Err(_) => {
                     close_client(client).await;
-                    return Ok(Opened::TimedOut);
+                    if fresh || !silence_means_dead {
+                        return Ok(Opened::TimedOut);
+                    }
+                    tracing::debug!(
+                        ?deadline,
+                        "an attach on a pooled Service Bus connection got no answer; opening the link on a new one"
+                    );
                 }
                 Ok(Ok(link)) => {
                     self.put(client);
@@ -178,9 +204,9 @@ impl Pool {
                         return Ok(Opened::Failed(e));
                     }
                     tracing::debug!(error = %detail, "a pooled Service Bus connection was gone; opening the link on a new one");
-                    fresh = true;
                 }
             }
+            fresh = true;
         }
     }
 

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::amqp::{locked_until_from_amqp, offset_to_chrono, received_from_amqp};
 use super::errors::{error_detail, is_dead_connection, is_no_session_available, transport_error};
-use super::pool::{CLOSE_WAIT, Opened, Pool, lock};
+use super::pool::{AttachWait, CLOSE_WAIT, Opened, Pool, lock};
 use super::transport::ServiceBusTransport;
 use crate::{Delivery, LockToken, TransportError};
 
@@ -35,7 +35,7 @@ pub(super) type Accepted = Result<Option<ServiceBusSessionReceiver>, TransportEr
 async fn accept_next_session(pool: Arc<Pool>, deadline: Duration) -> Accepted {
     let queue = pool.settings.queue.clone();
     let opened = pool
-        .open_link(deadline, |client| {
+        .open_link(AttachWait::HeldByTheBroker(deadline), |client| {
             let queue = queue.clone();
             Box::pin(async move {
                 client
@@ -270,6 +270,13 @@ impl ServiceBusTransport {
                 token.0
             )));
         }
+        // Settling this message waits for the entry this renewal holds, so a renewal stuck on
+        // a dropped connection would hold the saga's outcome too.
+        let limit = held
+            .locked_until()
+            .map_or(self.settings.operation_timeout, |until| {
+                renewal_limit(until, Utc::now(), self.settings.operation_timeout)
+            });
         let result = match &mut *held {
             Held::Settled => Err(TransportError::LockLost(format!("with lock {}", token.0))),
             Held::Session {
@@ -281,15 +288,10 @@ impl ServiceBusTransport {
                     .message_id()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                let renewed = tokio::time::timeout(
-                    self.settings.operation_timeout,
-                    receiver.renew_session_lock(),
-                )
-                .await;
+                let renewed = tokio::time::timeout(limit, receiver.renew_session_lock()).await;
                 match renewed {
                     Err(_) => Err(TransportError::Unavailable(format!(
-                        "renewing the session lock of message {id} got no answer within {:?}",
-                        self.settings.operation_timeout
+                        "renewing the session lock of message {id} got no answer within {limit:?}"
                     ))),
                     Ok(Err(e)) => Err(transport_error(
                         &e,
@@ -320,15 +322,12 @@ impl ServiceBusTransport {
                 let mut guard = self.dead_letters.lock().await;
                 match guard.as_mut() {
                     Some(dl) if dl.generation == *generation => {
-                        let renewed = tokio::time::timeout(
-                            self.settings.operation_timeout,
-                            dl.receiver.renew_message_lock(message),
-                        )
-                        .await;
+                        let renewed =
+                            tokio::time::timeout(limit, dl.receiver.renew_message_lock(message))
+                                .await;
                         match renewed {
                             Err(_) => Err(TransportError::Unavailable(format!(
-                                "renewing the lock of dead-lettered message {id} got no answer within {:?}",
-                                self.settings.operation_timeout
+                                "renewing the lock of dead-lettered message {id} got no answer within {limit:?}"
                             ))),
                             Ok(Err(e)) => Err(transport_error(
                                 &e,
@@ -517,6 +516,18 @@ impl ServiceBusTransport {
     }
 }
 
+/// How long renewing a lock that runs out at `locked_until` may take: no longer than the lock
+/// has left (an answer after it ran out is worthless, and fe2o3-amqp never answers a request
+/// whose connection dropped), at least a second, at most the operation timeout.
+fn renewal_limit(
+    locked_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    operation_timeout: Duration,
+) -> Duration {
+    let left = (locked_until - now).to_std().unwrap_or_default();
+    left.max(Duration::from_secs(1)).min(operation_timeout)
+}
+
 /// Close the dead-letter receiver just used to settle a message, so that the settlement is
 /// known to have reached the broker before the caller hears it succeeded.
 ///
@@ -600,5 +611,25 @@ mod tests {
         assert_eq!(earliest(None, b), b);
         assert_eq!(earliest(a, None), a);
         assert_eq!(earliest(None, None), None);
+    }
+
+    #[test]
+    fn a_renewal_may_take_what_the_lock_has_left_within_a_second_and_the_operation_timeout() {
+        let now = Utc::now();
+        let minute = Duration::from_secs(60);
+        let in_secs = |s| now + chrono::Duration::seconds(s);
+        assert_eq!(
+            renewal_limit(in_secs(20), now, minute),
+            Duration::from_secs(20)
+        );
+        assert_eq!(renewal_limit(in_secs(300), now, minute), minute);
+        assert_eq!(
+            renewal_limit(in_secs(0), now, minute),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            renewal_limit(in_secs(-5), now, minute),
+            Duration::from_secs(1)
+        );
     }
 }

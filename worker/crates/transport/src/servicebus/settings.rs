@@ -56,8 +56,9 @@ pub struct ServiceBusSettings {
     pub max_retries: u32,
     /// How long one accept of the next session (an AMQP attach the broker answers when a session
     /// frees up or after its own wait, about a minute) may take before it is taken for hung:
-    /// its connection is closed and the next receive accepts anew. Also bounds opening the
-    /// dead-letter and subscription receivers. Longer than the broker's wait.
+    /// its connection is closed and the next receive accepts anew. Longer than the broker's
+    /// wait. (Attaches the broker answers at once, the dead-letter and subscription receivers,
+    /// get 10 s and then a new connection.)
     pub accept_deadline: Duration,
     /// Senders and the dead-letter receiver are recreated once older than this, ahead of the
     /// token that authorised them running out (azservicebus refreshes a link's token only at

@@ -12,7 +12,7 @@ use super::amqp::received_from_amqp;
 use super::errors::{
     FailureKind, auth_error_in, error_detail, failure_kind, is_credential_error, transport_error,
 };
-use super::pool::{CLOSE_WAIT, Opened};
+use super::pool::{ATTACH_WAIT, AttachWait, CLOSE_WAIT, Opened};
 use super::transport::ServiceBusTransport;
 use crate::{OutgoingMessage, ReceivedMessage, Subscription, Topic, TransportError};
 
@@ -34,11 +34,11 @@ impl Topic for ServiceBusTransport {
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, TransportError> {
         let topic = self.settings.topic.clone();
-        let deadline = self.settings.accept_deadline;
+        let deadline = ATTACH_WAIT.min(self.settings.operation_timeout);
         let what = format!("opening subscription {subscription} of topic {topic}");
         let opened = self
             .pool
-            .open_link(deadline, |client| {
+            .open_link(AttachWait::AnsweredAtOnce(deadline), |client| {
                 let (topic, subscription) = (topic.clone(), subscription.to_string());
                 Box::pin(async move {
                     client
