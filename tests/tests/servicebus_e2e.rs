@@ -76,21 +76,25 @@ fn assert_provisioned_once(h: &ProcessHarness, tenants: u64) {
     }
 }
 
+/// For runs a test disrupts (a killed worker, dropped connections): calls slowed so the
+/// disruption lands mid-saga, and a short lock, as in the embedded crash sweep (on Service Bus a
+/// closed connection releases its session at once anyway).
+fn disrupted_run_settings() -> Settings {
+    Settings {
+        servicebus: true,
+        latency: slow_latency(0.05),
+        lock_duration_secs: 3,
+        ..Settings::default()
+    }
+}
+
 /// One crash case: two onboardings, the worker SIGKILLed when the first tenant's journal record
 /// reaches `kill_at`, another worker started; both requests must end once, onboarded, with every
 /// resource created once and nothing left on the queue or in its dead-letter queue. `None` when
 /// the first request finished before its record reached `kill_at` (nothing left to kill).
 async fn crash_case(kill_at: u64) -> Option<(u64, Duration)> {
     let started = Instant::now();
-    let h = ProcessHarness::start(Settings {
-        servicebus: true,
-        latency: slow_latency(0.05),
-        // A short lock, as in the embedded crash sweep; on Service Bus the killed worker's
-        // connection closes, which releases its session at once anyway.
-        lock_duration_secs: 3,
-        ..Settings::default()
-    })
-    .await;
+    let h = ProcessHarness::start(disrupted_run_settings()).await;
     let worker = h.spawn_worker();
     let (first, second) = (unique_tenant("sbcrasha"), unique_tenant("sbcrashb"));
     let requests = [format!("req-{first}"), format!("req-{second}")];
@@ -186,13 +190,7 @@ async fn service_bus_connections_dropped_mid_saga_and_refused_tokens_lose_no_req
  {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let h = ProcessHarness::start(Settings {
-        servicebus: true,
-        latency: slow_latency(0.05),
-        lock_duration_secs: 3,
-        ..Settings::default()
-    })
-    .await;
+    let h = ProcessHarness::start(disrupted_run_settings()).await;
     let peer = h.servicebus.clone().expect("a Service Bus peer");
     // The harness's own reader loses what is in flight when its connection drops (it receives
     // and deletes), so the outcomes are counted on a subscription read only after the faults.
