@@ -197,6 +197,24 @@ pub enum KubeSide {
     },
 }
 
+impl KubeSide {
+    /// The real control plane `cluster`; `None` (saying what is missing) without the admin
+    /// certificate the ARM simulator registers Nodes with (`scripts/kube.sh env` exports it).
+    pub fn real(cluster: &onboarding_testkit::real_cluster::RealCluster) -> Option<KubeSide> {
+        let env = onboarding_testkit::env::require(
+            &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
+            "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
+        )?;
+        Some(KubeSide::Real {
+            worker_kubeconfig: cluster.worker_kubeconfig.clone(),
+            server: cluster.server.clone(),
+            ca: cluster.ca.clone(),
+            admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
+            admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
+        })
+    }
+}
+
 impl Default for Settings {
     /// Instant simulators, no faults, and budgets short enough that a crashed worker's message
     /// and journal lease come back within seconds.
@@ -339,18 +357,8 @@ impl ProcessHarness {
     pub async fn on_real_cluster(
         cluster: &onboarding_testkit::real_cluster::RealCluster,
     ) -> Option<ProcessHarness> {
-        let env = onboarding_testkit::env::require(
-            &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
-            "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
-        )?;
         let h = ProcessHarness::start(Settings {
-            kube: KubeSide::Real {
-                worker_kubeconfig: cluster.worker_kubeconfig.clone(),
-                server: cluster.server.clone(),
-                ca: cluster.ca.clone(),
-                admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
-                admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
-            },
+            kube: KubeSide::real(cluster)?,
             ..Settings::default()
         })
         .await;

@@ -32,20 +32,11 @@ async fn a_deleted_network_policy_is_announced_once_as_tenant_drifted_and_a_clea
     let Some(cluster) = RealCluster::connect("the drift check on a real cluster").await else {
         return;
     };
-    let Some(env) = onboarding_testkit::env::require(
-        &["ONBOARD_KUBE_ADMIN_CERT", "ONBOARD_KUBE_ADMIN_KEY"],
-        "the ARM simulator registering Nodes in the real cluster (scripts/kube.sh env prints them)",
-    ) else {
+    let Some(kube) = KubeSide::real(&cluster) else {
         return;
     };
     let h = ProcessHarness::start(Settings {
-        kube: KubeSide::Real {
-            worker_kubeconfig: cluster.worker_kubeconfig.clone(),
-            server: cluster.server.clone(),
-            ca: cluster.ca.clone(),
-            admin_cert: env["ONBOARD_KUBE_ADMIN_CERT"].clone().into(),
-            admin_key: env["ONBOARD_KUBE_ADMIN_KEY"].clone().into(),
-        },
+        kube,
         ..Settings::default()
     })
     .await;

@@ -88,6 +88,16 @@ fn disrupted_run_settings() -> Settings {
     }
 }
 
+/// For runs where requests overlap (copies, concurrent waiters): calls take tens of
+/// milliseconds, so one arrives while another's saga is running.
+fn concurrent_run_settings() -> Settings {
+    Settings {
+        servicebus: true,
+        latency: slow_latency(0.02),
+        ..Settings::default()
+    }
+}
+
 /// One crash case: two onboardings, the worker SIGKILLed when the first tenant's journal record
 /// reaches `kill_at`, another worker started; both requests must end once, onboarded, with every
 /// resource created once and nothing left on the queue or in its dead-letter queue. `None` when
@@ -286,13 +296,8 @@ async fn service_bus_connections_dropped_mid_saga_and_refused_tokens_lose_no_req
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_many_times_over_service_bus_provisions_once_with_one_outcome() {
     let _serial = SERIAL.lock().await;
-    let h = ProcessHarness::start(Settings {
-        servicebus: true,
-        // Calls take tens of milliseconds, so copies arrive while their saga is running.
-        latency: slow_latency(0.02),
-        ..Settings::default()
-    })
-    .await;
+    // Calls take tens of milliseconds, so copies arrive while their saga is running.
+    let h = ProcessHarness::start(concurrent_run_settings()).await;
     h.spawn_worker();
     h.spawn_worker();
     let tenants = 3;
@@ -418,12 +423,7 @@ fn documents(out: &e2e::ProducerOutput) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_producers_waiting_at_once_over_service_bus_each_get_their_own_outcome() {
     let _serial = SERIAL.lock().await;
-    let h = ProcessHarness::start(Settings {
-        servicebus: true,
-        latency: slow_latency(0.02),
-        ..Settings::default()
-    })
-    .await;
+    let h = ProcessHarness::start(concurrent_run_settings()).await;
     h.spawn_worker();
     let (a, b) = (unique_tenant("sbwaita"), unique_tenant("sbwaitb"));
     let (ra, rb) = (format!("req-{a}"), format!("req-{b}"));
