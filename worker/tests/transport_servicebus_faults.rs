@@ -257,6 +257,31 @@ async fn a_sender_whose_token_lifetime_is_short_keeps_sending_past_it() {
     sb.close().await;
 }
 
+/// A connection can die with a send in flight right after its link was opened; fe2o3-amqp then
+/// never answers that send. The first send of a transport, on a brand-new link, goes unanswered
+/// here: it is tried again on a new link after a short wait and arrives once, instead of failing
+/// after the whole operation timeout (which held a saga's progress event, and the saga, for 60 s).
+#[tokio::test]
+async fn a_send_left_unanswered_on_a_new_link_is_sent_again_on_another_and_arrives_once() {
+    let peer = start_peer().await;
+    let sb = connect(&peer, Duration::from_secs(10)).await;
+    peer.faults().leave_next_sends_unanswered(1);
+    sb.send(command("unanswered-1", "tenant-u"))
+        .await
+        .expect("a send the broker left unanswered succeeds on a new link");
+    assert_eq!(
+        peer.counts(QUEUE),
+        Some((1, 0, 0)),
+        "the message arrived once"
+    );
+    let d = next_delivery(&sb, Duration::from_secs(10))
+        .await
+        .expect("the message is received");
+    assert_eq!(d.message.message_id, "unanswered-1");
+    sb.complete(&d.lock).await.expect("complete");
+    sb.close().await;
+}
+
 /// The service answers an accept of the next session after its wait when no session is free
 /// (`com.microsoft:timeout`); the transport then reports an empty queue and accepts anew, rather
 /// than sitting on a link the broker has given up until the transport's own deadline.

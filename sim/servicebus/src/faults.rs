@@ -1,5 +1,6 @@
 //! Faults at the wire that tests switch on through [`Faults`]: dropped connections, hung,
-//! delayed or refused link attaches, refused CBS tokens, shortened token lifetimes. (Early lock
+//! delayed or refused link attaches, unanswered sends, refused CBS tokens, shortened token
+//! lifetimes. (Early lock
 //! expiry is [`crate::ServiceBusPeer::expire_locks_now`]: it acts on the entities.)
 //!
 //! Pure state behind a mutex plus a watch channel the connections listen on; touches nothing.
@@ -17,6 +18,7 @@ struct State {
     refuse_tokens_until: Option<Instant>,
     token_lifetime: Option<Duration>,
     hung: u32,
+    unanswered_sends: u32,
 }
 
 /// The fault switches of a running peer.
@@ -65,6 +67,20 @@ impl Faults {
     /// the next session never completes.
     pub fn hang_next_receiver_attaches(&self, n: u32) {
         self.state().hang_receiver_attaches = n;
+    }
+
+    /// Leave the next `n` messages sent into an entity unanswered and unstored, as a send in
+    /// flight when the broker's connection died: the client gets neither a disposition nor an
+    /// error on that link.
+    pub fn leave_next_sends_unanswered(&self, n: u32) {
+        self.state().unanswered_sends = n;
+    }
+
+    pub(crate) fn take_unanswered_send(&self) -> bool {
+        let mut s = self.state();
+        let take = s.unanswered_sends > 0;
+        s.unanswered_sends = s.unanswered_sends.saturating_sub(1);
+        take
     }
 
     /// Refuse the next `n` receiver attaches with `amqp:internal-error`.

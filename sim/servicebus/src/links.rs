@@ -519,6 +519,10 @@ impl Conn {
         let low = link.credit < 100;
         let count = link.delivery_count;
         let kind = link.kind.clone();
+        if matches!(kind, Kind::Into { .. }) && self.broker.faults.take_unanswered_send() {
+            // As a send in flight when the broker's connection died: neither stored nor settled.
+            return Ok(());
+        }
         let state = match kind {
             Kind::Into { entity } => self.accept_into(&entity, &first, &bytes),
             Kind::Requests { entity } => {

@@ -165,9 +165,11 @@ impl ServiceBusTransport {
     }
 
     /// Send on the entity's sender, opening it when there is none or it has reached
-    /// `link_max_age`. A send that fails on an existing link is tried once more on a new one:
-    /// the likeliest cause is a link the broker detached (its token ran out, the connection
-    /// dropped), and a refusal that is real comes back again from the new link.
+    /// `link_max_age`. A send that fails on an existing link, or goes unanswered on any, is
+    /// tried once more on a new one: the likeliest cause is a link the broker detached (its
+    /// token ran out, the connection dropped, maybe with the send in flight), and a refusal that
+    /// is real comes back again from the new link. A retried send that did arrive the first time
+    /// is dropped by the entity's duplicate detection (same MessageId).
     pub(super) async fn send_to(
         &self,
         sender: &tokio::sync::Mutex<Option<Sender>>,
@@ -195,12 +197,13 @@ impl ServiceBusTransport {
                     "no sender on {entity}; retry"
                 )));
             };
-            // A send on a link the broker dropped with its connection is never answered
-            // (fe2o3-amqp does not fail what is in flight when its connection ends), so a link
-            // opened earlier gets a short try before the new one gets the full time.
-            let limit = match fresh {
-                true => self.settings.operation_timeout,
-                false => self.settings.operation_timeout.min(SEND_ON_OLD_LINK_WAIT),
+            // A send in flight when its connection dies is never answered (fe2o3-amqp does not
+            // fail what is in flight when its connection ends), on a link opened long ago or a
+            // moment ago alike: the first try gets a short wait, the try on a new link the full
+            // time.
+            let limit = match attempts {
+                1 => self.settings.operation_timeout.min(SEND_UNANSWERED_WAIT),
+                _ => self.settings.operation_timeout,
             };
             let result = tokio::time::timeout(
                 limit,
@@ -208,28 +211,36 @@ impl ServiceBusTransport {
                     .send_message(ServiceBusMessage::from_raw_amqp_message(amqp.clone())),
             )
             .await;
-            let err = match result {
+            let (err, unanswered) = match result {
                 Ok(Ok(())) => {
                     tracing::debug!(message.id = %message.message_id, session.id = ?message.session_id, entity, "sent to Service Bus");
                     return Ok(());
                 }
-                Ok(Err(e)) => transport_error(
-                    &e,
-                    &format!("sending message {} to {entity}", message.message_id),
-                    self.ns(),
-                    &message.message_id,
+                Ok(Err(e)) => (
+                    transport_error(
+                        &e,
+                        &format!("sending message {} to {entity}", message.message_id),
+                        self.ns(),
+                        &message.message_id,
+                    ),
+                    false,
                 ),
-                Err(_) => TransportError::Unavailable(format!(
-                    "sending message {} to {entity} on Service Bus namespace {} got no answer within {limit:?}",
-                    message.message_id,
-                    self.ns(),
-                )),
+                Err(_) => (
+                    TransportError::Unavailable(format!(
+                        "sending message {} to {entity} on Service Bus namespace {} got no answer within {limit:?}",
+                        message.message_id,
+                        self.ns(),
+                    )),
+                    true,
+                ),
             };
             // Start over with a new link: this one may be what failed.
             if let Some(old) = guard.take() {
                 old.close().await;
             }
-            if fresh || attempts >= 2 {
+            // A refusal on a new link is the broker's answer; silence is a dead connection,
+            // worth one more try whatever the link's age.
+            if attempts >= 2 || (fresh && !unanswered) {
                 return Err(err);
             }
             tracing::debug!(entity, error = %err, "send failed on an existing link; trying a new one");
@@ -270,10 +281,10 @@ impl ServiceBusTransport {
     }
 }
 
-/// How long a send on a link opened earlier may go unanswered before it is tried again on a
-/// new link. The broker answers a send in milliseconds, and a refusal (busy, throttled) comes
-/// back as an answer; silence this long means a connection that is gone.
-const SEND_ON_OLD_LINK_WAIT: Duration = Duration::from_secs(10);
+/// How long a first try of a send may go unanswered before the send is tried again on a new
+/// link. The broker answers a send in milliseconds, and a refusal (busy, throttled) comes back
+/// as an answer; silence this long means a connection that is gone.
+const SEND_UNANSWERED_WAIT: Duration = Duration::from_secs(10);
 
 /// See [`ServiceBusTransport::longest_receive`].
 pub(super) fn longest_receive(max_wait: Duration) -> Duration {
