@@ -1,6 +1,6 @@
 //! Faults at the wire that tests switch on through [`Faults`]: dropped connections, hung,
-//! delayed or refused link attaches, unanswered sends, refused CBS tokens, shortened token
-//! lifetimes. (Early lock
+//! delayed or refused link attaches, unanswered sends and requests, refused CBS tokens,
+//! shortened token lifetimes. (Early lock
 //! expiry is [`crate::ServiceBusPeer::expire_locks_now`]: it acts on the entities.)
 //!
 //! Pure state behind a mutex plus a watch channel the connections listen on; touches nothing.
@@ -19,6 +19,7 @@ struct State {
     token_lifetime: Option<Duration>,
     hung: u32,
     unanswered_sends: u32,
+    unanswered_requests: u32,
 }
 
 /// The fault switches of a running peer.
@@ -76,10 +77,23 @@ impl Faults {
         self.state().unanswered_sends = n;
     }
 
+    /// Leave the next `n` requests to `$cbs` or a `$management` node unanswered (neither
+    /// settled nor replied to), as [`Faults::leave_next_sends_unanswered`] does for messages.
+    pub fn leave_next_requests_unanswered(&self, n: u32) {
+        self.state().unanswered_requests = n;
+    }
+
     pub(crate) fn take_unanswered_send(&self) -> bool {
         let mut s = self.state();
         let take = s.unanswered_sends > 0;
         s.unanswered_sends = s.unanswered_sends.saturating_sub(1);
+        take
+    }
+
+    pub(crate) fn take_unanswered_request(&self) -> bool {
+        let mut s = self.state();
+        let take = s.unanswered_requests > 0;
+        s.unanswered_requests = s.unanswered_requests.saturating_sub(1);
         take
     }
 

@@ -519,7 +519,12 @@ impl Conn {
         let low = link.credit < 100;
         let count = link.delivery_count;
         let kind = link.kind.clone();
-        if matches!(kind, Kind::Into { .. }) && self.broker.faults.take_unanswered_send() {
+        let unanswered = match kind {
+            Kind::Into { .. } => self.broker.faults.take_unanswered_send(),
+            Kind::Requests { .. } => self.broker.faults.take_unanswered_request(),
+            _ => false,
+        };
+        if unanswered {
             // As a send in flight when the broker's connection died: neither stored nor settled.
             return Ok(());
         }

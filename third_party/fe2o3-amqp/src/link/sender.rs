@@ -393,7 +393,7 @@ impl Sender {
             .send_with_state::<T, SendError>(sendable.into(), None, false)
             .await
             .map(DeliveryFut::from)?;
-        fut.await
+        outcome_unless_session_ends(fut, &self.inner.outgoing).await
     }
 
     /// Like [`send()`](#method.send) but takes a reference to the message
@@ -409,7 +409,7 @@ impl Sender {
             .send_ref_with_state::<T, SendError>(sendable, None, false)
             .await
             .map(DeliveryFut::from)?;
-        fut.await
+        outcome_unless_session_ends(fut, &self.inner.outgoing).await
     }
 
     cfg_not_wasm32! {
@@ -1200,5 +1200,27 @@ impl DetachedSender {
             self.resume_incoming_attach_with_timeout_inner(remote_attach, duration, is_reattaching)
                 .await
         }
+    }
+}
+
+/// Await a delivery's outcome, or fail once the session that carried it has ended.
+///
+/// Patched in for the tenant onboarding worker (see its `third_party/README.md`): the outcome
+/// is resolved only by the peer's disposition, and the sender registered for it lives in the
+/// link's unsettled map, which the link itself keeps alive. When the connection drops with the
+/// delivery in flight, the session stops and no disposition can come, yet the outcome waited
+/// forever. The session's end is seen as the closing of the channel the link sends its frames
+/// on. An outcome that has already arrived is preferred.
+async fn outcome_unless_session_ends<O>(
+    outcome: O,
+    session: &mpsc::Sender<LinkFrame>,
+) -> Result<Outcome, SendError>
+where
+    O: std::future::Future<Output = Result<Outcome, SendError>>,
+{
+    tokio::select! {
+        biased;
+        outcome = outcome => outcome,
+        _ = session.closed() => Err(SendError::LinkStateError(LinkStateError::IllegalSessionState)),
     }
 }
