@@ -257,10 +257,11 @@ async fn a_sender_whose_token_lifetime_is_short_keeps_sending_past_it() {
     sb.close().await;
 }
 
-/// A connection can die with a send in flight right after its link was opened; fe2o3-amqp then
-/// never answers that send. The first send of a transport, on a brand-new link, goes unanswered
-/// here: it is tried again on a new link after a short wait and arrives once, instead of failing
-/// after the whole operation timeout (which held a saga's progress event, and the saga, for 60 s).
+/// A connection can go silent with a send in flight right after its link was opened, and
+/// nothing then answers that send. The first send of a transport, on a brand-new link, goes
+/// unanswered here: it is tried again on a new link after a short wait and arrives once, instead
+/// of failing after the whole operation timeout (which held a saga's progress event, and the
+/// saga, for 60 s).
 #[tokio::test]
 async fn a_send_left_unanswered_on_a_new_link_is_sent_again_on_another_and_arrives_once() {
     let peer = start_peer().await;

@@ -1,7 +1,7 @@
 //! Faults at the wire that tests switch on through [`Faults`]: dropped connections, hung,
 //! delayed or refused link attaches, unanswered sends and requests, refused CBS tokens,
-//! shortened token lifetimes. (Early lock
-//! expiry is [`crate::ServiceBusPeer::expire_locks_now`]: it acts on the entities.)
+//! shortened token lifetimes. (Early lock expiry is [`crate::ServiceBusPeer::expire_locks_now`]:
+//! it acts on the entities.)
 //!
 //! Pure state behind a mutex plus a watch channel the connections listen on; touches nothing.
 
@@ -70,9 +70,9 @@ impl Faults {
         self.state().hang_receiver_attaches = n;
     }
 
-    /// Leave the next `n` messages sent into an entity unanswered and unstored, as a send in
-    /// flight when the broker's connection died: the client gets neither a disposition nor an
-    /// error on that link.
+    /// Leave the next `n` messages sent into an entity unanswered and unstored, as a connection
+    /// gone silent with the send in flight: the client gets neither a disposition nor an error
+    /// on that link.
     pub fn leave_next_sends_unanswered(&self, n: u32) {
         self.state().unanswered_sends = n;
     }

@@ -525,7 +525,7 @@ impl Conn {
             _ => false,
         };
         if unanswered {
-            // As a send in flight when the broker's connection died: neither stored nor settled.
+            // As a connection gone silent with the send in flight: neither stored nor settled.
             return Ok(());
         }
         let state = match kind {

@@ -32,7 +32,7 @@
 //!   retries a failed refresh: senders and the dead-letter receiver are recreated after
 //!   [`ServiceBusSettings::link_max_age`], and a send or peek that fails on an existing link is
 //!   tried once more on a new one, as is a send left unanswered for 10 s on any link (its
-//!   connection died with it in flight).
+//!   connection went silent).
 //! - **Duplicate detection** is the entity's (`--enable-duplicate-detection`): Service Bus drops a
 //!   duplicate MessageId silently, so [`Queue::send`] always answers [`SendOutcome::Accepted`].
 //! - **Scheduled messages** carry the `x-opt-scheduled-enqueue-time` annotation on a normal send,

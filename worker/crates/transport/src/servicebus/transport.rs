@@ -167,8 +167,8 @@ impl ServiceBusTransport {
     /// Send on the entity's sender, opening it when there is none or it has reached
     /// `link_max_age`. A send that fails on an existing link, or goes unanswered on any, is
     /// tried once more on a new one: the likeliest cause is a link the broker detached (its
-    /// token ran out, the connection dropped, maybe with the send in flight), and a refusal that
-    /// is real comes back again from the new link. A retried send that did arrive the first time
+    /// token ran out, the connection dropped or went silent), and a refusal that is real comes
+    /// back again from the new link. A retried send that did arrive the first time
     /// is dropped by the entity's duplicate detection (same MessageId).
     pub(super) async fn send_to(
         &self,
@@ -197,10 +197,10 @@ impl ServiceBusTransport {
                     "no sender on {entity}; retry"
                 )));
             };
-            // A send in flight when its connection dies is never answered (fe2o3-amqp does not
-            // fail what is in flight when its connection ends), on a link opened long ago or a
-            // moment ago alike: the first try gets a short wait, the try on a new link the full
-            // time.
+            // A send can go unanswered without an error: a connection gone silent without
+            // closing (a network partition) ends nothing fe2o3-amqp can see, on a link opened
+            // long ago or a moment ago alike. The first try gets a short wait, the try on a new
+            // link the full time.
             let limit = match attempts {
                 1 => self.settings.operation_timeout.min(SEND_UNANSWERED_WAIT),
                 _ => self.settings.operation_timeout,
