@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::Message;
 use fe2o3_amqp::{Connection, Sender, Session};
 use servicebus_sim::{PeerConfig, ServiceBusPeer};
@@ -41,19 +43,29 @@ fn peer_on_its_own_runtime() -> (std::net::SocketAddr, tokio::sync::oneshot::Sen
     (addr, stop_tx)
 }
 
-/// Send `n` messages one after another to the peer's `$cbs` node (which settles every request
-/// at once and needs no token); the index of the first send that never returned.
-async fn first_send_that_never_returns(addr: std::net::SocketAddr, n: usize) -> Option<usize> {
-    let mut connection =
-        Connection::open("immediate-settlement", format!("amqp://{addr}").as_str())
-            .await
-            .expect("open a connection to the peer");
+/// A connection to the peer, a session on it, and a sender attached to its `$cbs` node (which
+/// settles every request at once and needs no token), all named `name`.
+async fn sender_to_cbs(
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> (ConnectionHandle<()>, SessionHandle<()>, Sender) {
+    let mut connection = Connection::open(name.to_string(), format!("amqp://{addr}").as_str())
+        .await
+        .expect("open a connection to the peer");
     let mut session = Session::begin(&mut connection)
         .await
         .expect("begin a session");
-    let mut sender = Sender::attach(&mut session, "immediate-settlement", "$cbs")
+    let sender = Sender::attach(&mut session, name.to_string(), "$cbs")
         .await
         .expect("attach a sender to $cbs");
+    (connection, session, sender)
+}
+
+/// Send `n` messages one after another to the peer's `$cbs` node (which settles every request
+/// at once and needs no token); the index of the first send that never returned.
+async fn first_send_that_never_returns(addr: std::net::SocketAddr, n: usize) -> Option<usize> {
+    let (mut connection, mut session, mut sender) =
+        sender_to_cbs(addr, "immediate-settlement").await;
     let mut hung = None;
     for i in 0..n {
         let message = Message::builder().value(i as u64).build();
@@ -104,16 +116,7 @@ async fn a_send_in_flight_when_the_connection_drops_fails_instead_of_waiting_for
     let peer = ServiceBusPeer::start(PeerConfig::default())
         .await
         .expect("start the Service Bus peer");
-    let url = format!("amqp://{}", peer.addr());
-    let mut connection = Connection::open("dropped-in-flight", url.as_str())
-        .await
-        .expect("open a connection to the peer");
-    let mut session = Session::begin(&mut connection)
-        .await
-        .expect("begin a session");
-    let mut sender = Sender::attach(&mut session, "dropped-in-flight", "$cbs")
-        .await
-        .expect("attach a sender to $cbs");
+    let (connection, session, mut sender) = sender_to_cbs(peer.addr(), "dropped-in-flight").await;
     peer.faults().leave_next_requests_unanswered(1);
     let send = tokio::spawn(async move {
         let outcome = sender.send(Message::builder().value(1u64).build()).await;
