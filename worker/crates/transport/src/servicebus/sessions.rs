@@ -517,8 +517,8 @@ impl ServiceBusTransport {
 }
 
 /// How long renewing a lock that runs out at `locked_until` may take: no longer than the lock
-/// has left (an answer after it ran out is worthless, and fe2o3-amqp never answers a request
-/// whose connection dropped), at least a second, at most the operation timeout.
+/// has left (an answer after it ran out is worthless, and a connection gone silent never
+/// answers), at least a second, at most the operation timeout.
 fn renewal_limit(
     locked_until: DateTime<Utc>,
     now: DateTime<Utc>,
