@@ -260,9 +260,14 @@ impl Runner {
         }
         let metrics = &self.cx().metrics;
         metrics.message_received();
-        let renewal = self.keep_lock(&delivery);
-        let settlement = self.settle(&delivery, flags).instrument(span.clone()).await;
-        renewal.abort();
+        // The renewal runs inside this future, not as a task of its own: whatever ends the
+        // processing (settled, or the task aborted at shutdown or by its caller) ends the
+        // renewal with it. A renewal that outlived its message would keep it locked, unseen by
+        // every other worker, for as long as this process lives.
+        let settlement = tokio::select! {
+            settlement = self.settle(&delivery, flags).instrument(span.clone()) => settlement,
+            never = self.keep_lock(&delivery) => match never {},
+        };
         match &settlement {
             Settlement::Completed(s) => {
                 stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -286,25 +291,22 @@ impl Runner {
         settlement
     }
 
-    /// Renew the message lock at a third of its duration while the saga works.
-    fn keep_lock(&self, delivery: &Delivery) -> tokio::task::JoinHandle<()> {
-        let queue = self.cx().queue.clone();
-        let clock = self.cx().clock.clone();
-        let lock = delivery.lock.clone();
+    /// Renew the message lock at a third of its duration, for as long as it is polled. Never
+    /// returns: after a failed renewal it only waits (the lock is lost; settling will say so).
+    async fn keep_lock(&self, delivery: &Delivery) -> std::convert::Infallible {
+        let (queue, clock) = (&self.cx().queue, &self.cx().clock);
         let mut until = delivery.locked_until;
-        tokio::spawn(async move {
-            loop {
-                let left = (until - clock.now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::time::sleep((left / 3).max(Duration::from_millis(50))).await;
-                match queue.renew_lock(&lock).await {
-                    Ok(next) => until = next,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lock renewal failed");
-                        return;
-                    }
+        loop {
+            let left = (until - clock.now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep((left / 3).max(Duration::from_millis(50))).await;
+            match queue.renew_lock(&delivery.lock).await {
+                Ok(next) => until = next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lock renewal failed");
+                    return std::future::pending().await;
                 }
             }
-        })
+        }
     }
 
     async fn settle(&self, delivery: &Delivery, flags: WorkFlags) -> Settlement {

@@ -23,6 +23,9 @@ pub struct CloudFaults {
     pub unwell: Vec<String>,
     pub transient_rate: f64,
     pub seed: u64,
+    /// Operations that never answer, as a call whose connection went silent: whoever makes
+    /// one waits until it gives up or is cancelled.
+    pub hang: Vec<String>,
 }
 
 /// Azure and Kubernetes in one in-memory inventory.
@@ -62,9 +65,12 @@ impl FakeCloud {
     pub fn creations(&self) -> BTreeMap<String, u32> {
         self.creations.lock().unwrap().clone()
     }
-    fn gate(&self, op: &str, resource: &str) -> Result<(), ProviderError> {
+    async fn gate(&self, op: &str, resource: &str) -> Result<(), ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let f = self.faults.lock().unwrap().clone();
+        if f.hang.iter().any(|h| h == op) {
+            return std::future::pending().await;
+        }
         if f.permanent.iter().any(|p| p == op) {
             return Err(
                 ProviderError::permanent(op, resource, "injected permanent failure")
@@ -147,7 +153,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &NodePoolSpec,
     ) -> Result<Progress<NodePoolInfo>, ProviderError> {
         let key = format!("node_pool/{}", spec.name);
-        self.gate("create:node_pool", &key)?;
+        self.gate("create:node_pool", &key).await?;
         let info = NodePoolInfo {
             id: key.clone(),
             name: spec.name.clone(),
@@ -188,7 +194,7 @@ impl AzureProvisioner for FakeCloud {
         _tenant_id: &str,
     ) -> Result<Progress<()>, ProviderError> {
         let key = format!("node_pool/{name}");
-        self.gate("delete:node_pool", &key)?;
+        self.gate("delete:node_pool", &key).await?;
         self.remove(&key);
         Ok(Progress::Done(()))
     }
@@ -198,7 +204,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &IdentitySpec,
     ) -> Result<IdentityInfo, ProviderError> {
         let key = format!("identity/{}", spec.name);
-        self.gate("create:identity", &key)?;
+        self.gate("create:identity", &key).await?;
         self.refuse_foreign(&key, &spec.tenant_id)?;
         let (client_id, principal_id) = ids(&spec.name);
         self.put(key.clone(), json!({"tenant": spec.tenant_id}));
@@ -216,7 +222,7 @@ impl AzureProvisioner for FakeCloud {
         name: &str,
     ) -> Result<Option<IdentityInfo>, ProviderError> {
         let key = format!("identity/{name}");
-        self.gate("get:identity", &key)?;
+        self.gate("get:identity", &key).await?;
         Ok(self.get(&key).map(|_| {
             let (client_id, principal_id) = ids(name);
             IdentityInfo {
@@ -235,7 +241,7 @@ impl AzureProvisioner for FakeCloud {
         tenant_id: &str,
     ) -> Result<(), ProviderError> {
         let key = format!("identity/{name}");
-        self.gate("delete:identity", &key)?;
+        self.gate("delete:identity", &key).await?;
         self.remove_if_ours(&key, tenant_id);
         Ok(())
     }
@@ -245,7 +251,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &FederatedCredentialSpec,
     ) -> Result<(), ProviderError> {
         let key = format!("federated_credential/{}", spec.name);
-        self.gate("create:federated_credential", &key)?;
+        self.gate("create:federated_credential", &key).await?;
         if self
             .get(&format!("identity/{}", spec.identity_name))
             .is_none()
@@ -268,7 +274,7 @@ impl AzureProvisioner for FakeCloud {
         _tenant_id: &str,
     ) -> Result<(), ProviderError> {
         let key = format!("federated_credential/{name}");
-        self.gate("delete:federated_credential", &key)?;
+        self.gate("delete:federated_credential", &key).await?;
         self.remove(&key);
         Ok(())
     }
@@ -278,7 +284,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &BlobContainerSpec,
     ) -> Result<BlobContainerInfo, ProviderError> {
         let key = format!("blob_container/{}", spec.name);
-        self.gate("create:blob_container", &key)?;
+        self.gate("create:blob_container", &key).await?;
         self.refuse_foreign(&key, &spec.tenant_id)?;
         self.put(key.clone(), json!({"tenant": spec.tenant_id}));
         Ok(BlobContainerInfo {
@@ -293,7 +299,7 @@ impl AzureProvisioner for FakeCloud {
         tenant_id: &str,
     ) -> Result<(), ProviderError> {
         let key = format!("blob_container/{name}");
-        self.gate("delete:blob_container", &key)?;
+        self.gate("delete:blob_container", &key).await?;
         self.remove_if_ours(&key, tenant_id);
         Ok(())
     }
@@ -303,7 +309,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &RoleAssignmentSpec,
     ) -> Result<RoleAssignmentInfo, ProviderError> {
         let key = format!("role_assignment/{}", spec.name);
-        self.gate("create:role_assignment", &key)?;
+        self.gate("create:role_assignment", &key).await?;
         self.put(
             key.clone(),
             json!({"principal": spec.principal_id, "condition": spec.condition}),
@@ -319,7 +325,7 @@ impl AzureProvisioner for FakeCloud {
         spec: &RoleAssignmentSpec,
     ) -> Result<(), ProviderError> {
         let key = format!("role_assignment/{}", spec.name);
-        self.gate("delete:role_assignment", &key)?;
+        self.gate("delete:role_assignment", &key).await?;
         // What the provisioner does: only the assignment the spec describes is deleted.
         let mut inv = self.inventory.lock().unwrap();
         if inv
@@ -335,7 +341,7 @@ impl AzureProvisioner for FakeCloud {
         _t: &Target,
         op: &PendingOperation,
     ) -> Result<Progress<()>, ProviderError> {
-        self.gate("poll", &op.url)?;
+        self.gate("poll", &op.url).await?;
         let mut polls = self.pending_polls.lock().unwrap();
         let left = polls.entry(op.url.clone()).or_insert(0);
         if *left > 0 {
@@ -355,7 +361,8 @@ impl AzureProvisioner for FakeCloud {
 impl KubeProvisioner for FakeCloud {
     async fn apply(&self, _t: &Target, o: &KubeObject) -> Result<Value, ProviderError> {
         let r = o.reference();
-        self.gate(&format!("apply:{}", o.kind), &r.to_string())?;
+        self.gate(&format!("apply:{}", o.kind), &r.to_string())
+            .await?;
         if let Some(ns) = &o.namespace
             && self.get(&format!("Namespace/{ns}")).is_none()
         {
@@ -370,7 +377,8 @@ impl KubeProvisioner for FakeCloud {
         Ok(o.manifest.clone())
     }
     async fn get(&self, _t: &Target, r: &ObjectRef) -> Result<Option<Value>, ProviderError> {
-        self.gate(&format!("get:{}", r.kind), &r.to_string())?;
+        self.gate(&format!("get:{}", r.kind), &r.to_string())
+            .await?;
         Ok(FakeCloud::get(self, &r.to_string()))
     }
     async fn delete_unchanged(
@@ -396,7 +404,8 @@ impl KubeProvisioner for FakeCloud {
         KubeProvisioner::delete(self, t, r).await.map(|()| true)
     }
     async fn delete(&self, _t: &Target, r: &ObjectRef) -> Result<(), ProviderError> {
-        self.gate(&format!("delete:{}", r.kind), &r.to_string())?;
+        self.gate(&format!("delete:{}", r.kind), &r.to_string())
+            .await?;
         let key = r.to_string();
         let mut inv = self.inventory.lock().unwrap();
         inv.remove(&key);
