@@ -855,3 +855,43 @@ async fn offboarding_an_unknown_tenant_is_answered_not_found_and_deletes_nothing
     h.drive(&engine, EngineHarness::first_message(&cmd)).await;
     assert_eq!(h.terminal_events("req-1")[0].id, terminal[0].id);
 }
+
+#[tokio::test]
+async fn an_update_whose_pool_a_crashed_worker_already_wrote_in_its_turn_gives_the_turn_back() {
+    use onboarding_journal::Journal as _;
+    use onboarding_saga::cluster_turns::{ClusterTurns, Turn};
+    let h = EngineHarness::new();
+    let engine = h.engine("w");
+    h.drive(
+        &engine,
+        EngineHarness::first_message(&OnboardBuilder::tenant("acme").request("req-1").build()),
+    )
+    .await;
+    let key = h
+        .journal
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.starts_with("cluster-turns:"))
+        .expect("the onboarding waited in its cluster's line");
+    let cluster = key.trim_start_matches("cluster-turns:").to_string();
+    // A worker took the turn for update req-2, wrote the pool (which is then as req-2 wants
+    // it) and was killed before it journaled the operation.
+    let turns = ClusterTurns::new(h.journal.clone(), h.clock.clone(), &h.config.saga);
+    assert_eq!(
+        turns.take(&cluster, "acme/req-2").await.unwrap(),
+        Turn::Mine
+    );
+    h.drive(
+        &engine,
+        EngineHarness::first_message(&OnboardBuilder::tenant("acme").request("req-2").build()),
+    )
+    .await;
+    assert_eq!(h.terminal_events("req-2")[0].ty, events::ONBOARDED);
+    assert_eq!(
+        turns.take(&cluster, "beta/req-3").await.unwrap(),
+        Turn::Mine,
+        "the next onboarding on the cluster has its turn at once, not after the lease"
+    );
+}

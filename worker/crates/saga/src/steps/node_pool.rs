@@ -198,7 +198,15 @@ impl Step for NodePoolStep {
         if op.is_none()
             && let Some(info) = input.azure.node_pool_in_sync(&input.target, &spec).await?
         {
-            // An update that does not touch the pool: no write, no turn needed.
+            // An update that does not touch the pool: no write, no turn needed. Yet this run
+            // may hold the turn: a worker that took it for this run and crashed before it
+            // journaled the operation, which then finished. Give it back, or the cluster's
+            // line would wait for the lease to lapse (10 minutes by default). Its duration,
+            // crash included, is not one to estimate from.
+            input
+                .cluster_turns
+                .leave(&cluster(input), &ticket(input), false)
+                .await?;
             return Ok(StepOutcome::Done(to_json(&info)));
         }
         self.in_turn(input, op, || {

@@ -172,7 +172,7 @@ impl AzureProvisioner for FakeCloud {
         } else {
             self.put(
                 key.clone(),
-                json!({"tenant": spec.tenant_id, "state": "Creating"}),
+                json!({"tenant": spec.tenant_id, "state": "Creating", "spec": spec}),
             );
             self.pending_polls
                 .lock()
@@ -185,6 +185,24 @@ impl AzureProvisioner for FakeCloud {
             retry_after_secs: 1,
             since: None,
             place: None,
+        }))
+    }
+    /// As the ARM provisioner: a settled pool of the tenant's that matches the spec.
+    async fn node_pool_in_sync(
+        &self,
+        _t: &Target,
+        spec: &NodePoolSpec,
+    ) -> Result<Option<NodePoolInfo>, ProviderError> {
+        let key = format!("node_pool/{}", spec.name);
+        self.gate("get:node_pool", &key).await?;
+        let in_sync = self.get(&key).is_some_and(|v| {
+            v["tenant"] == json!(spec.tenant_id)
+                && v["state"] == "Succeeded"
+                && v["spec"] == json!(spec)
+        });
+        Ok(in_sync.then(|| NodePoolInfo {
+            id: key,
+            name: spec.name.clone(),
         }))
     }
     async fn delete_node_pool(
