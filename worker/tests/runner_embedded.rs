@@ -82,9 +82,9 @@ impl Files {
     }
 }
 
-/// Run a worker until `done` says the events seen so far are enough (or 90 s pass). Four
-/// onboardings queued for one cluster's turn, looked at every 5 s, take about 18 s on an idle
-/// machine. The limit only bounds a failing run.
+/// Run a worker until `done` says the events seen so far are enough (or 90 s pass). The
+/// slowest use, four onboardings through killed workers, takes about 10 s on an idle machine;
+/// the limit only bounds a failing run.
 async fn run_until(
     runner: &Runner,
     sub: &mut Box<dyn Subscription>,
@@ -246,9 +246,11 @@ async fn workers_killed_mid_saga_and_restarted_on_the_same_files_converge_with_o
         .unwrap();
     }
     // Three workers in a row are killed (their task aborted, like SIGKILL: no settling) after a
-    // short while; the fourth is left to finish.
+    // short while; the fourth is left to finish. The four wait in one cluster's line; looking
+    // at it every 200 ms rather than 5 s keeps more messages in flight when a kill lands.
+    let worker = |id: String| f.runner_with(&id, |c| c.saga.cluster_turn_poll_ms = 200);
     for (i, life_ms) in [150u64, 400, 700].into_iter().enumerate() {
-        let runner = f.runner(&format!("doomed-{i}"));
+        let runner = worker(format!("doomed-{i}"));
         let (_stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move { runner.run(rx).await });
         tokio::time::sleep(Duration::from_millis(life_ms)).await;
@@ -258,7 +260,7 @@ async fn workers_killed_mid_saga_and_restarted_on_the_same_files_converge_with_o
     let mut seen = Vec::new();
     let all_done =
         |s: &[CloudEvent]| (0..4).all(|i| !terminal_ids(s, &format!("req-{i}")).is_empty());
-    run_until(&f.runner("survivor"), &mut sub, &mut seen, all_done).await;
+    run_until(&worker("survivor".into()), &mut sub, &mut seen, all_done).await;
     for i in 0..4 {
         let ids = terminal_ids(&seen, &format!("req-{i}"));
         assert_eq!(ids.len(), 1, "req-{i}: {ids:?}");
