@@ -84,17 +84,11 @@ impl Faults {
     }
 
     pub(crate) fn take_unanswered_send(&self) -> bool {
-        let mut s = self.state();
-        let take = s.unanswered_sends > 0;
-        s.unanswered_sends = s.unanswered_sends.saturating_sub(1);
-        take
+        take_one(&mut self.state().unanswered_sends)
     }
 
     pub(crate) fn take_unanswered_request(&self) -> bool {
-        let mut s = self.state();
-        let take = s.unanswered_requests > 0;
-        s.unanswered_requests = s.unanswered_requests.saturating_sub(1);
-        take
+        take_one(&mut self.state().unanswered_requests)
     }
 
     /// Refuse the next `n` receiver attaches with `amqp:internal-error`.
@@ -155,4 +149,12 @@ impl Faults {
     pub(crate) fn token_lifetime(&self) -> Option<Duration> {
         self.state().token_lifetime
     }
+}
+
+/// Count one use of a fault switched on for the next `left` occurrences: whether this one is
+/// among them.
+fn take_one(left: &mut u32) -> bool {
+    let take = *left > 0;
+    *left = left.saturating_sub(1);
+    take
 }
